@@ -1,0 +1,106 @@
+//! The instance directory: `passenger.XXXXXXX` under the registry dir, owned by one running
+//! watchdog. Its layout follows Phusion Passenger's because tools and scripts rely on it.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const DIR_PREFIX: &str = "passenger.";
+pub const PROPERTIES: &str = "properties.json";
+pub const LOCK: &str = "lock";
+pub const CREATION_FINALIZED: &str = "creation_finalized";
+pub const WATCHDOG_PID: &str = "watchdog.pid";
+pub const CORE_PID: &str = "core.pid";
+pub const READ_ONLY_ADMIN_PASSWORD: &str = "read_only_admin_password.txt";
+pub const FULL_ADMIN_PASSWORD: &str = "full_admin_password.txt";
+pub const AGENTS_DIR: &str = "agents.s";
+pub const APPS_DIR: &str = "apps.s";
+pub const CORE_SOCKET: &str = "agents.s/core";
+pub const CORE_API_SOCKET: &str = "agents.s/core_api";
+pub const WATCHDOG_API_SOCKET: &str = "agents.s/watchdog_api";
+
+/// The registry dir: the configured one, else `$PASSENGER_INSTANCE_REGISTRY_DIR`, `$TMPDIR`,
+/// `/tmp`.
+pub fn registry_dir(configured: Option<&Path>) -> PathBuf {
+    configured
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("PASSENGER_INSTANCE_REGISTRY_DIR").map(PathBuf::from))
+        .or_else(|| std::env::var_os("TMPDIR").map(PathBuf::from))
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+}
+
+/// How the instance was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntegrationMode {
+    Nginx,
+    Standalone,
+}
+
+/// `properties.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Properties {
+    pub instance_id: String,
+    pub name: String,
+    pub integration_mode: IntegrationMode,
+    pub server_software: String,
+    pub passenger_version: String,
+    pub watchdog_pid: u32,
+    /// Seconds since the Unix epoch.
+    pub created_at: u64,
+}
+
+/// The start-up report the watchdog sends the nginx module (a MessageChannel array):
+/// `["ok", instance_dir, core_socket, core_password]` or `["error", message]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartupReport {
+    Ok { instance_dir: String, core_socket: String, core_password: String },
+    Error(String),
+}
+
+impl StartupReport {
+    pub fn to_items(&self) -> Vec<&str> {
+        match self {
+            StartupReport::Ok { instance_dir, core_socket, core_password } => {
+                vec!["ok", instance_dir, core_socket, core_password]
+            }
+            StartupReport::Error(msg) => vec!["error", msg],
+        }
+    }
+
+    pub fn from_items(items: &[Vec<u8>]) -> Result<StartupReport, String> {
+        let text = |i: usize| {
+            items
+                .get(i)
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .ok_or_else(|| format!("start-up report has no item {i}"))
+        };
+        match text(0)?.as_str() {
+            "ok" => Ok(StartupReport::Ok {
+                instance_dir: text(1)?,
+                core_socket: text(2)?,
+                core_password: text(3)?,
+            }),
+            "error" => Ok(StartupReport::Error(text(1)?)),
+            other => Err(format!("start-up report has unknown status {other:?}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_round_trip() {
+        let r = StartupReport::Ok {
+            instance_dir: "/tmp/passenger.x".into(),
+            core_socket: "/tmp/passenger.x/agents.s/core".into(),
+            core_password: "pw".into(),
+        };
+        let msg = crate::channel::encode_array(&r.to_items()).unwrap();
+        let (items, _) = crate::channel::decode_array(&msg).unwrap().unwrap();
+        assert_eq!(StartupReport::from_items(&items).unwrap(), r);
+        assert!(StartupReport::from_items(&[b"bogus".to_vec()]).is_err());
+    }
+}

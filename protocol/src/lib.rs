@@ -1,0 +1,81 @@
+//! Wire formats and shared names of passenger-rs.
+//!
+//! Every format that crosses a process boundary is encoded and decoded here and nowhere else:
+//! the nginx module, the watchdog, the core agent and the CLI all depend on this crate. It does
+//! no I/O of its own (no tokio), so it can live inside an nginx worker.
+
+pub mod channel;
+pub mod instance;
+pub mod loader;
+pub mod options;
+pub mod scgi;
+pub mod session;
+
+/// The version reported in `X-Powered-By`, `properties.json` and the loader handshake.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Compares two secrets in time that depends only on their lengths, so that a client probing
+/// the password byte by byte learns nothing from response times.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Splits `KEY\0VALUE\0...` into pairs; used by the SCGI and session formats alike.
+/// Returns the byte offset of the first malformed pair on error.
+pub(crate) fn split_pairs(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>, usize> {
+    let mut pairs = Vec::new();
+    let mut rest = data;
+    let mut offset = 0;
+    while !rest.is_empty() {
+        let key_end = rest.iter().position(|&b| b == 0).ok_or(offset)?;
+        let after_key = &rest[key_end + 1..];
+        let value_end = after_key.iter().position(|&b| b == 0).ok_or(offset)?;
+        pairs.push((&rest[..key_end], &after_key[..value_end]));
+        let used = key_end + 1 + value_end + 1;
+        rest = &rest[used..];
+        offset += used;
+    }
+    Ok(pairs)
+}
+
+/// Appends `KEY\0VALUE\0` pairs to `out`.
+pub(crate) fn join_pairs<'a>(
+    out: &mut Vec<u8>,
+    pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+) {
+    for (k, v) in pairs {
+        out.extend_from_slice(k);
+        out.push(0);
+        out.extend_from_slice(v);
+        out.push(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_round_trip() {
+        let mut out = Vec::new();
+        join_pairs(&mut out, [(&b"A"[..], &b"1"[..]), (b"B", b"")]);
+        assert_eq!(out, b"A\x001\x00B\x00\x00");
+        assert_eq!(split_pairs(&out).unwrap(), vec![(&b"A"[..], &b"1"[..]), (b"B", b"")]);
+    }
+
+    #[test]
+    fn pairs_reject_unterminated_value() {
+        assert_eq!(split_pairs(b"A\x001\x00B\x00x"), Err(4));
+        assert_eq!(split_pairs(b"A"), Err(0));
+    }
+
+    #[test]
+    fn constant_time_eq_compares() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,74 @@
+//! Names shared between the nginx module (which sends them as SCGI keys), the core (which
+//! reads them) and the loaders (which receive them in the handshake).
+
+/// SCGI key of the core's password; also the session-protocol key of the app's password.
+pub const CONNECT_PASSWORD: &str = "PASSENGER_CONNECT_PASSWORD";
+pub const APP_ROOT: &str = "PASSENGER_APP_ROOT";
+pub const APP_TYPE: &str = "PASSENGER_APP_TYPE";
+pub const STARTUP_FILE: &str = "PASSENGER_STARTUP_FILE";
+pub const APP_ENV: &str = "PASSENGER_APP_ENV";
+pub const APP_GROUP_NAME: &str = "PASSENGER_APP_GROUP_NAME";
+pub const RUBY: &str = "PASSENGER_RUBY";
+pub const PYTHON: &str = "PASSENGER_PYTHON";
+pub const NODEJS: &str = "PASSENGER_NODEJS";
+pub const BASE_URI: &str = "PASSENGER_BASE_URI";
+pub const SHOW_VERSION_IN_HEADER: &str = "PASSENGER_SHOW_VERSION_IN_HEADER";
+
+/// Default environment when `passenger_app_env` is not set.
+pub const DEFAULT_APP_ENV: &str = "production";
+
+/// The kinds of app this project runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppType {
+    Rack,
+    Wsgi,
+    Node,
+}
+
+impl AppType {
+    /// Detection order and the file each kind is recognised by, relative to the app root.
+    pub const DETECTION: [(AppType, &'static str); 3] = [
+        (AppType::Rack, "config.ru"),
+        (AppType::Wsgi, "passenger_wsgi.py"),
+        (AppType::Node, "app.js"),
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AppType::Rack => "rack",
+            AppType::Wsgi => "wsgi",
+            AppType::Node => "node",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<AppType> {
+        Self::DETECTION.iter().map(|(t, _)| *t).find(|t| t.name() == name)
+    }
+
+    /// The startup file used when `passenger_startup_file` is not set.
+    pub fn default_startup_file(self) -> &'static str {
+        Self::DETECTION.iter().find(|(t, _)| *t == self).map(|(_, f)| *f).unwrap()
+    }
+
+    /// The loader script under `<passenger_root>/loaders/`.
+    pub fn loader(self) -> &'static str {
+        match self {
+            AppType::Rack => "rack-loader.rb",
+            AppType::Wsgi => "wsgi-loader.py",
+            AppType::Node => "node-loader.js",
+        }
+    }
+
+    /// Detects the type of the app in `app_root` by its startup file.
+    pub fn detect(app_root: &std::path::Path) -> Option<AppType> {
+        Self::DETECTION
+            .iter()
+            .find(|(_, file)| app_root.join(file).is_file())
+            .map(|(t, _)| *t)
+    }
+}
+
+/// The default group name of an app: `<app root> (<environment>)`.
+pub fn default_group_name(app_root: &str, env: &str) -> String {
+    format!("{app_root} ({env})")
+}

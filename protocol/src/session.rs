@@ -1,0 +1,65 @@
+//! Session protocol, core agent → Ruby/Python app process.
+//!
+//! A 4-byte big-endian length, then `KEY\0VALUE\0` pairs (the CGI/Rack environment, including
+//! the app's connect password), then the request body. The app answers with an HTTP response.
+
+/// Encodes the session header (length prefix and pairs); the body follows it on the socket.
+pub fn encode_header<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Vec<u8> {
+    let mut out = vec![0u8; 4];
+    crate::join_pairs(&mut out, pairs);
+    let len = u32::try_from(out.len() - 4).expect("session header below 4 GiB");
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    out
+}
+
+/// Maps an HTTP header name to its CGI name (`X-Foo` → `HTTP_X_FOO`). Returns `None` for a
+/// name with bytes other than ASCII alphanumerics and `-`: such a header could otherwise pose
+/// as another (`X_Foo` and `X-Foo` would both become `HTTP_X_FOO`), so it is dropped.
+pub fn cgi_header_name(name: &[u8]) -> Option<Vec<u8>> {
+    if name.is_empty() || !name.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-') {
+        return None;
+    }
+    let mut out = Vec::with_capacity(name.len() + 5);
+    out.extend_from_slice(b"HTTP_");
+    out.extend(name.iter().map(|&b| if b == b'-' { b'_' } else { b.to_ascii_uppercase() }));
+    Some(out)
+}
+
+/// Decodes a session header from the start of `buf`: `Ok(None)` if incomplete, else the pairs
+/// and the number of bytes consumed. Used by tests and tools that play the app's side.
+pub fn decode_header(
+    buf: &[u8],
+    max: usize,
+) -> Result<Option<(Vec<(Vec<u8>, Vec<u8>)>, usize)>, String> {
+    let Some(len) = buf.get(..4) else { return Ok(None) };
+    let len = u32::from_be_bytes(len.try_into().unwrap()) as usize;
+    if len > max {
+        return Err(format!("session header of {len} bytes exceeds the limit of {max}"));
+    }
+    let Some(data) = buf.get(4..4 + len) else { return Ok(None) };
+    let pairs = crate::split_pairs(data)
+        .map_err(|o| format!("session header pairs malformed at byte {}", 4 + o))?;
+    Ok(Some((pairs.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect(), 4 + len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trip() {
+        let h = encode_header([(&b"REQUEST_METHOD"[..], &b"GET"[..])]);
+        assert_eq!(&h[..4], &[0, 0, 0, 19]);
+        let (pairs, used) = decode_header(&h, 1000).unwrap().unwrap();
+        assert_eq!(used, h.len());
+        assert_eq!(pairs, vec![(b"REQUEST_METHOD".to_vec(), b"GET".to_vec())]);
+        assert_eq!(decode_header(&h[..10], 1000), Ok(None));
+    }
+
+    #[test]
+    fn header_names() {
+        assert_eq!(cgi_header_name(b"X-Forwarded-For").unwrap(), b"HTTP_X_FORWARDED_FOR");
+        assert_eq!(cgi_header_name(b"X_Forwarded_For"), None);
+        assert_eq!(cgi_header_name(b""), None);
+    }
+}
