@@ -1,1 +1,59 @@
-fn main() {}
+//! passenger-watchdog: started by the nginx module in the nginx master (or by `passenger
+//! start`), it creates the instance directory, starts the core agent, reports the core's
+//! socket and password back, restarts the core if it crashes, and removes everything when
+//! the nginx master goes away, whether it stopped cleanly or was killed.
+
+mod args;
+mod core_agent;
+mod instance_dir;
+mod log;
+mod process;
+mod supervise;
+
+use passenger_protocol::instance::StartupReport;
+use std::os::fd::{FromRawFd, OwnedFd};
+
+fn main() {
+    let args = match args::Args::parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("passenger-watchdog: {e}");
+            std::process::exit(2);
+        }
+    };
+    // Nothing but stdio and the report pipe may leak into the agents: nginx's listening
+    // sockets are inherited without close-on-exec and would stay bound after nginx stops.
+    process::close_fds_from(args.report_fd.map_or(3, |fd| fd + 1));
+    // SAFETY: the report fd was handed to us by our parent for exactly this use.
+    let report = args.report_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    // The first process returns at once so the module's wait() does not block; the daemon
+    // goes on in a new session, no longer nginx's child.
+    process::daemonize();
+    if let Some(file) = &args.log_file {
+        if let Err(e) = log::redirect_stdio_to(file) {
+            log::error(&format!("cannot open the log file {}: {e}; logging to nginx's error log instead", file.display()));
+        }
+    }
+    let watchdog = match supervise::Watchdog::start(&args) {
+        Ok(w) => w,
+        Err(e) => {
+            log::error(&e);
+            send_report(report, &StartupReport::Error(e));
+            std::process::exit(1);
+        }
+    };
+    send_report(report, &watchdog.report());
+    watchdog.finalize_creation();
+    let code = watchdog.run();
+    std::process::exit(code);
+}
+
+fn send_report(report: Option<OwnedFd>, msg: &StartupReport) {
+    use std::io::Write;
+    let Some(fd) = report else { return };
+    let bytes = passenger_protocol::channel::encode_array(&msg.to_items())
+        .unwrap_or_else(|_| b"\x00\x1derror\x00start-up report too long\x00".to_vec());
+    if let Err(e) = std::fs::File::from(fd).write_all(&bytes) {
+        log::error(&format!("could not send the start-up report to nginx: {e}"));
+    }
+}

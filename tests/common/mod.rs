@@ -1,0 +1,395 @@
+//! Shared harness of the end-to-end tests: a real nginx (Debian's or the bundled one) with
+//! the module from `buildout/`, a minimal HTTP client, and process inspection via /proc.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long anything in a test may take before it is a failure (never a timing assertion).
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The install tree under test: `$PASSENGER_BUILDOUT` or `buildout/`.
+pub fn buildout() -> PathBuf {
+    let dir = std::env::var_os("PASSENGER_BUILDOUT").map_or_else(|| repo().join("buildout"), PathBuf::from);
+    assert!(
+        dir.join("agents/passenger-watchdog").is_file(),
+        "no install tree at {}: run scripts/build first",
+        dir.display()
+    );
+    dir
+}
+
+pub fn test_app(name: &str) -> PathBuf {
+    repo().join("tests/apps").join(name)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavour {
+    /// Debian's nginx 1.22 with `modules/system/`.
+    System,
+    /// The bundled nginx with `modules/bundled/`.
+    Bundled,
+}
+
+impl Flavour {
+    pub const ALL: [Flavour; 2] = [Flavour::System, Flavour::Bundled];
+
+    pub fn nginx(self) -> PathBuf {
+        match self {
+            Flavour::System => PathBuf::from("/usr/sbin/nginx"),
+            Flavour::Bundled => buildout().join("webhelper/nginx"),
+        }
+    }
+
+    pub fn module(self) -> PathBuf {
+        let dir = match self {
+            Flavour::System => "system",
+            Flavour::Bundled => "bundled",
+        };
+        buildout().join("modules").join(dir).join("ngx_http_passenger_module.so")
+    }
+}
+
+/// A fresh scratch directory under the system temp dir, removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(label: &str) -> Scratch {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "prs-test-{label}-{}-{}-{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One `server` block serving an app.
+pub struct Site {
+    pub app: PathBuf,
+    /// Extra directives inside the server block.
+    pub extra: String,
+}
+
+impl Site {
+    pub fn app(name: &str) -> Site {
+        Site { app: test_app(name), extra: String::new() }
+    }
+}
+
+/// A running nginx master with the module, in the foreground as our child.
+pub struct Nginx {
+    pub flavour: Flavour,
+    pub dir: Scratch,
+    pub ports: Vec<u16>,
+    child: Option<Child>,
+}
+
+impl Nginx {
+    pub fn config(flavour: Flavour, dir: &Path, sites: &[(u16, &Site)]) -> String {
+        let mut servers = String::new();
+        for (port, site) in sites {
+            servers.push_str(&format!(
+                "    server {{\n        listen 127.0.0.1:{port};\n        root {}/public;\n        passenger_enabled on;\n{}\n    }}\n",
+                site.app.display(),
+                site.extra
+            ));
+        }
+        format!(
+            "load_module {module};\n\
+             worker_processes 2;\n\
+             pid {dir}/nginx.pid;\n\
+             error_log {dir}/error.log info;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n\
+             \x20   passenger_root {root};\n\
+             \x20   passenger_ruby /usr/bin/ruby;\n\
+             \x20   passenger_instance_registry_dir {dir}/registry;\n\
+             \x20   passenger_log_file {dir}/passenger.log;\n\
+             \x20   access_log off;\n\
+             \x20   client_max_body_size 64m;\n\
+             \x20   client_body_temp_path {dir}/client_body_temp;\n\
+             {servers}}}\n",
+            module = flavour.module().display(),
+            dir = dir.display(),
+            root = buildout().display(),
+        )
+    }
+
+    pub fn start(flavour: Flavour, sites: &[Site]) -> Nginx {
+        let dir = Scratch::new("nginx");
+        std::fs::create_dir_all(dir.0.join("registry")).unwrap();
+        let ports: Vec<u16> = sites.iter().map(|_| free_port()).collect();
+        let pairs: Vec<(u16, &Site)> = ports.iter().copied().zip(sites.iter()).collect();
+        std::fs::write(dir.0.join("nginx.conf"), Nginx::config(flavour, &dir.0, &pairs)).unwrap();
+        let child = Command::new(flavour.nginx())
+            .args(["-p"]).arg(&dir.0)
+            .args(["-c"]).arg(dir.0.join("nginx.conf"))
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("nginx runs");
+        let mut nginx = Nginx { flavour, dir, ports, child: Some(child) };
+        for port in nginx.ports.clone() {
+            nginx.wait_listening(port);
+        }
+        nginx
+    }
+
+    fn wait_listening(&mut self, port: u16) {
+        let deadline = Instant::now() + PATIENCE;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("nginx ({:?}) exited with {status} at start; error log:\n{}", self.flavour, self.error_log());
+            }
+            assert!(Instant::now() < deadline, "nginx did not listen on port {port} within {PATIENCE:?}; error log:\n{}", self.error_log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.ports[0]
+    }
+
+    pub fn master_pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        http(self.port(), "GET", path, &[], b"")
+    }
+
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("error.log")).unwrap_or_default()
+    }
+
+    pub fn passenger_log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("passenger.log")).unwrap_or_default()
+    }
+
+    pub fn registry(&self) -> PathBuf {
+        self.dir.0.join("registry")
+    }
+
+    /// The one instance directory of this nginx.
+    pub fn instance_dir(&self) -> PathBuf {
+        let dirs = instance_dirs(&self.registry());
+        assert_eq!(dirs.len(), 1, "expected one instance directory, found {dirs:?}");
+        dirs.into_iter().next().unwrap()
+    }
+
+    /// The watchdog, the core and every process below the core (the apps).
+    pub fn agent_pids(&self) -> Vec<i32> {
+        let inst = self.instance_dir();
+        let read = |f: &str| -> i32 {
+            std::fs::read_to_string(inst.join(f)).unwrap_or_default().trim().parse().unwrap_or_else(|_| panic!("{f} in {}", inst.display()))
+        };
+        let core = read("core.pid");
+        let mut pids = vec![read("watchdog.pid"), core];
+        pids.extend(descendants(core));
+        pids
+    }
+
+    /// `nginx -s stop`, then waits for the master to exit.
+    pub fn stop(&mut self) {
+        let status = Command::new(self.flavour.nginx())
+            .args(["-p"]).arg(&self.dir.0)
+            .args(["-c"]).arg(self.dir.0.join("nginx.conf"))
+            .args(["-s", "stop"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "nginx -s stop failed");
+        self.wait_master_exit();
+    }
+
+    /// SIGKILL to the master; its orphaned workers are killed too (nginx leaves them running).
+    pub fn kill_master(&mut self) {
+        let master = self.master_pid();
+        let workers: Vec<i32> = children(master);
+        unsafe { libc::kill(master, libc::SIGKILL) };
+        self.wait_master_exit();
+        for w in workers {
+            unsafe { libc::kill(w, libc::SIGKILL) };
+        }
+    }
+
+    fn wait_master_exit(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let deadline = Instant::now() + PATIENCE;
+            while child.try_wait().unwrap().is_none() {
+                assert!(Instant::now() < deadline, "nginx master did not exit within {PATIENCE:?}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let pid = child.id() as i32;
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `passenger.*` directories in a registry dir.
+pub fn instance_dirs(registry: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(registry) else { return vec![] };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("passenger."))
+        .collect()
+}
+
+/// Parent pid and command line of a live (non-zombie) process.
+fn proc_info(pid: i32) -> Option<(i32, char)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let mut fields = after.split(' ');
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((ppid, state))
+}
+
+pub fn alive(pid: i32) -> bool {
+    matches!(proc_info(pid), Some((_, state)) if state != 'Z' && state != 'X')
+}
+
+pub fn children(parent: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| matches!(proc_info(pid), Some((ppid, _)) if ppid == parent))
+        .collect()
+}
+
+pub fn descendants(root: i32) -> Vec<i32> {
+    let mut out = vec![];
+    let mut todo = vec![root];
+    while let Some(p) = todo.pop() {
+        for c in children(p) {
+            out.push(c);
+            todo.push(c);
+        }
+    }
+    out
+}
+
+/// Waits (bounded) until none of `pids` is alive; panics naming the survivors.
+pub fn wait_all_gone(pids: &[i32], what: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left: Vec<i32> = pids.iter().copied().filter(|&p| alive(p)).collect();
+        if left.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            let names: Vec<String> = left
+                .iter()
+                .map(|p| format!("{p} ({})", std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default().replace('\0', " ")))
+                .collect();
+            panic!("{what}: processes still alive after {PATIENCE:?}: {names:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits (bounded) until `cond` holds.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not the case after {PATIENCE:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`; reads the response to EOF.
+pub fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to nginx");
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap_or_else(|e| panic!("reading the response to {method} {path}: {e}"));
+    parse_response(&raw)
+}
+
+pub fn parse_response(raw: &[u8]) -> Response {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("no complete response head in {:?}", String::from_utf8_lossy(raw)));
+    let head = String::from_utf8_lossy(&raw[..end]);
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .collect();
+    let mut body = raw[end + 4..].to_vec();
+    if headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked")) {
+        body = dechunk(&body);
+    }
+    Response { status, headers, body }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n").expect("chunk size line");
+        let size = usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap().split(';').next().unwrap().trim(), 16).unwrap();
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}

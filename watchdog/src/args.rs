@@ -1,0 +1,64 @@
+//! Command-line arguments, as the nginx module and `passenger start` pass them.
+
+use passenger_protocol::instance::IntegrationMode;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone)]
+pub struct Args {
+    pub passenger_root: PathBuf,
+    /// The nginx master (or `passenger start`) whose exit ends the instance.
+    pub master_pid: i32,
+    /// Where to write the start-up report (a MessageChannel array message).
+    pub report_fd: Option<i32>,
+    pub integration_mode: IntegrationMode,
+    pub server_software: String,
+    pub log_level: u8,
+    pub log_file: Option<PathBuf>,
+    pub registry_dir: Option<PathBuf>,
+}
+
+impl Args {
+    pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+        let mut args = Args {
+            passenger_root: PathBuf::new(),
+            master_pid: 0,
+            report_fd: None,
+            integration_mode: IntegrationMode::Nginx,
+            server_software: "nginx".into(),
+            log_level: 3,
+            log_file: None,
+            registry_dir: None,
+        };
+        while let Some(flag) = it.next() {
+            let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+            match flag.as_str() {
+                "--passenger-root" => args.passenger_root = value()?.into(),
+                "--master-pid" => args.master_pid = number(&flag, &value()?)?,
+                "--report-fd" => args.report_fd = Some(number(&flag, &value()?)?),
+                "--integration-mode" => {
+                    args.integration_mode = match value()?.as_str() {
+                        "nginx" => IntegrationMode::Nginx,
+                        "standalone" => IntegrationMode::Standalone,
+                        other => return Err(format!("unknown integration mode {other:?}")),
+                    }
+                }
+                "--server-software" => args.server_software = value()?,
+                "--log-level" => args.log_level = number(&flag, &value()?)?,
+                "--log-file" => args.log_file = Some(value()?.into()),
+                "--registry-dir" => args.registry_dir = Some(value()?.into()),
+                other => return Err(format!("unknown argument {other:?}")),
+            }
+        }
+        if args.passenger_root.as_os_str().is_empty() {
+            return Err("--passenger-root is required".into());
+        }
+        if args.master_pid <= 0 {
+            return Err("--master-pid is required".into());
+        }
+        Ok(args)
+    }
+}
+
+fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
+    v.parse().map_err(|_| format!("{flag} takes a number, not {v:?}"))
+}
