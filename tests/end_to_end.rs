@@ -9,9 +9,9 @@ use std::os::unix::net::UnixStream;
 
 /// Defines one test per nginx flavour, so a failure names the build it happened with.
 macro_rules! for_both_nginx {
-    ($($name:ident => $body:expr;)*) => {
-        mod system { use super::*; $( #[test] fn $name() { ($body)(Flavour::System) } )* }
-        mod bundled { use super::*; $( #[test] fn $name() { ($body)(Flavour::Bundled) } )* }
+    ($($name:ident,)*) => {
+        mod system { $( #[test] fn $name() { super::$name(super::Flavour::System) } )* }
+        mod bundled { $( #[test] fn $name() { super::$name(super::Flavour::Bundled) } )* }
     };
 }
 
@@ -145,13 +145,13 @@ fn config_test_starts_nothing(flavour: Flavour) {
 }
 
 for_both_nginx! {
-    serves_get_query_status_and_headers => serves_get_query_status_and_headers;
-    post_body_reaches_the_app_intact => post_body_reaches_the_app_intact;
-    two_apps_side_by_side => two_apps_side_by_side;
-    stop_removes_every_process_and_the_instance_dir => stop_removes_every_process_and_the_instance_dir;
-    killing_the_master_removes_every_process => killing_the_master_removes_every_process;
-    app_that_fails_to_load_gives_500_and_logs_why => app_that_fails_to_load_gives_500_and_logs_why;
-    app_output_goes_to_the_log => app_output_goes_to_the_log;
-    core_rejects_malformed_scgi_and_wrong_password => core_rejects_malformed_scgi_and_wrong_password;
-    config_test_starts_nothing => config_test_starts_nothing;
+    serves_get_query_status_and_headers,
+    post_body_reaches_the_app_intact,
+    two_apps_side_by_side,
+    stop_removes_every_process_and_the_instance_dir,
+    killing_the_master_removes_every_process,
+    app_that_fails_to_load_gives_500_and_logs_why,
+    app_output_goes_to_the_log,
+    core_rejects_malformed_scgi_and_wrong_password,
+    config_test_starts_nothing,
 }
