@@ -1,0 +1,514 @@
+//! The `passenger_*` directives: the main (http) and location configuration structs, their
+//! creation, validation and merging (http → server → location → if-in-location).
+
+use std::ffi::{CStr, c_char, c_void};
+use std::mem::offset_of;
+use std::ptr;
+
+use nginx_sys::{
+    NGX_CONF_BITMASK_SET, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_HTTP_LIF_CONF, NGX_HTTP_LOC_CONF,
+    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF,
+    NGX_HTTP_UPSTREAM_FT_ERROR, NGX_HTTP_UPSTREAM_FT_OFF, NGX_HTTP_UPSTREAM_FT_TIMEOUT,
+    NGX_LOG_EMERG, NGX_OK, ngx_command_t, ngx_conf_check_num_bounds, ngx_conf_full_name,
+    ngx_conf_merge_path_value, ngx_conf_num_bounds_t, ngx_conf_set_flag_slot,
+    ngx_conf_set_num_slot, ngx_conf_set_str_slot, ngx_conf_t, ngx_flag_t, ngx_hash_init_t,
+    ngx_http_core_loc_conf_t, ngx_http_core_module, ngx_http_upstream_conf_t,
+    ngx_http_upstream_hide_headers_hash, ngx_int_t, ngx_msec_t, ngx_path_init_t, ngx_str_t,
+    ngx_uint_t,
+};
+use passenger_protocol::options::{AppType, DEFAULT_APP_ENV};
+
+use crate::util::{
+    CONF_ERROR, CONF_OK, bytes, conf_loc_conf, conf_log, guard, static_cstr, static_str,
+};
+
+const UNSET: ngx_int_t = -1;
+const UNSET_UINT: ngx_uint_t = ngx_uint_t::MAX;
+const UNSET_SIZE: usize = usize::MAX;
+const UNSET_MSEC: ngx_msec_t = ngx_msec_t::MAX;
+const UNSET_PTR: *mut c_void = usize::MAX as *mut c_void;
+
+/// Configuration of the http block (`passenger_root` and the other global directives).
+#[repr(C)]
+pub struct MainConf {
+    /// `passenger_root`, made absolute against nginx's prefix; empty = the module is inert.
+    pub root: ngx_str_t,
+    pub log_level: ngx_int_t,
+    pub log_file: ngx_str_t,
+    pub registry_dir: ngx_str_t,
+}
+
+impl MainConf {
+    pub fn root(&self) -> &[u8] {
+        // SAFETY: set by ngx_conf_set_str_slot / ngx_conf_full_name from config memory.
+        unsafe { bytes(&self.root) }
+    }
+    pub fn log_file(&self) -> &[u8] {
+        unsafe { bytes(&self.log_file) }
+    }
+    pub fn registry_dir(&self) -> &[u8] {
+        unsafe { bytes(&self.registry_dir) }
+    }
+}
+
+/// Configuration of a location (also of the http and server blocks, merged downwards).
+#[repr(C)]
+pub struct LocConf {
+    /// nginx's upstream settings used to talk to the core.
+    pub upstream: ngx_http_upstream_conf_t,
+    pub enabled: ngx_flag_t,
+    pub ruby: ngx_str_t,
+    pub app_root: ngx_str_t,
+    /// Index into [`APP_TYPES`], or `UNSET` for autodetection.
+    pub app_type: ngx_int_t,
+    pub startup_file: ngx_str_t,
+    pub app_env: ngx_str_t,
+}
+
+/// The app types in `passenger_app_type`'s index order.
+const APP_TYPES: [AppType; 3] = [AppType::Rack, AppType::Wsgi, AppType::Node];
+
+/// The names `passenger_app_type` accepts (Phusion Passenger's aliases included).
+fn parse_app_type(name: &[u8]) -> Option<AppType> {
+    match name {
+        b"rack" | b"ruby" => Some(AppType::Rack),
+        b"wsgi" | b"python" => Some(AppType::Wsgi),
+        b"node" | b"nodejs" => Some(AppType::Node),
+        _ => None,
+    }
+}
+
+impl LocConf {
+    pub fn enabled(&self) -> bool {
+        self.enabled == 1
+    }
+    pub fn app_type(&self) -> Option<AppType> {
+        usize::try_from(self.app_type)
+            .ok()
+            .and_then(|i| APP_TYPES.get(i).copied())
+    }
+    pub fn app_root(&self) -> &[u8] {
+        unsafe { bytes(&self.app_root) }
+    }
+    pub fn startup_file(&self) -> &[u8] {
+        unsafe { bytes(&self.startup_file) }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Directives
+
+const ANY_CONF: u32 =
+    NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_HTTP_LIF_CONF;
+
+static mut LOG_LEVEL_BOUNDS: ngx_conf_num_bounds_t = ngx_conf_num_bounds_t {
+    post_handler: Some(ngx_conf_check_num_bounds),
+    low: 0,
+    high: 7,
+};
+
+const fn main_str(name: &'static CStr, offset: usize) -> ngx_command_t {
+    ngx_command_t {
+        name: static_cstr(name),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(ngx_conf_set_str_slot),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset,
+        post: ptr::null_mut(),
+    }
+}
+
+const fn loc_str(name: &'static CStr, offset: usize) -> ngx_command_t {
+    ngx_command_t {
+        name: static_cstr(name),
+        type_: (ANY_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(ngx_conf_set_str_slot),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset,
+        post: ptr::null_mut(),
+    }
+}
+
+pub static mut COMMANDS: [ngx_command_t; 13] = [
+    main_str(c"passenger_root", offset_of!(MainConf, root)),
+    ngx_command_t {
+        name: static_cstr(c"passenger_log_level"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(ngx_conf_set_num_slot),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: offset_of!(MainConf, log_level),
+        post: &raw mut LOG_LEVEL_BOUNDS as *mut c_void,
+    },
+    main_str(c"passenger_log_file", offset_of!(MainConf, log_file)),
+    main_str(
+        c"passenger_instance_registry_dir",
+        offset_of!(MainConf, registry_dir),
+    ),
+    ngx_command_t {
+        name: static_cstr(c"passenger_enabled"),
+        type_: (ANY_CONF | NGX_CONF_FLAG) as ngx_uint_t,
+        set: Some(ngx_conf_set_flag_slot),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: offset_of!(LocConf, enabled),
+        post: ptr::null_mut(),
+    },
+    loc_str(c"passenger_ruby", offset_of!(LocConf, ruby)),
+    loc_str(c"passenger_app_root", offset_of!(LocConf, app_root)),
+    ngx_command_t {
+        name: static_cstr(c"passenger_app_type"),
+        type_: (ANY_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(set_app_type),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    loc_str(c"passenger_startup_file", offset_of!(LocConf, startup_file)),
+    loc_str(c"passenger_app_env", offset_of!(LocConf, app_env)),
+    loc_str(c"rails_env", offset_of!(LocConf, app_env)),
+    loc_str(c"rack_env", offset_of!(LocConf, app_env)),
+    ngx_command_t::empty(),
+];
+
+/// The directive's first argument.
+unsafe fn first_arg(cf: *mut ngx_conf_t) -> ngx_str_t {
+    unsafe { *((*(*cf).args).elts as *const ngx_str_t).add(1) }
+}
+
+/// `passenger_app_type rack|ruby|wsgi|python|node|nodejs`.
+unsafe extern "C" fn set_app_type(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    guard(CONF_ERROR, || unsafe {
+        let lcf = &mut *(conf as *mut LocConf);
+        if lcf.app_type != UNSET {
+            return c"is duplicate".as_ptr() as *mut c_char;
+        }
+        let value = first_arg(cf);
+        let name = bytes(&value);
+        match parse_app_type(name) {
+            Some(t) => {
+                lcf.app_type = APP_TYPES.iter().position(|x| *x == t).unwrap_or(0) as ngx_int_t;
+                CONF_OK
+            }
+            None => {
+                conf_log(
+                    NGX_LOG_EMERG,
+                    cf,
+                    &format!(
+                        "passenger_app_type: unknown app type \"{}\"; use rack (or ruby), \
+                         wsgi (or python), or node (or nodejs)",
+                        String::from_utf8_lossy(name)
+                    ),
+                );
+                CONF_ERROR
+            }
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main conf
+
+pub unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    guard(ptr::null_mut(), || unsafe {
+        let mcf: *mut MainConf = crate::util::pool_zeroed((*cf).pool);
+        if !mcf.is_null() {
+            (*mcf).log_level = UNSET;
+        }
+        mcf as *mut c_void
+    })
+}
+
+pub unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) -> *mut c_char {
+    guard(CONF_ERROR, || unsafe {
+        let mcf = &mut *(conf as *mut MainConf);
+        if mcf.log_level == UNSET {
+            mcf.log_level = 3;
+        }
+        for path in [&mut mcf.root, &mut mcf.log_file, &mut mcf.registry_dir] {
+            if path.len > 0 && ngx_conf_full_name((*cf).cycle, path, 0) != NGX_OK as ngx_int_t {
+                return CONF_ERROR;
+            }
+        }
+        // Trailing slashes would double up in "<root>/agents/...".
+        while mcf.root.len > 1 && *mcf.root.data.add(mcf.root.len - 1) == b'/' {
+            mcf.root.len -= 1;
+        }
+        CONF_OK
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Location conf
+
+pub unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    guard(ptr::null_mut(), || unsafe {
+        let conf: *mut LocConf = crate::util::pool_zeroed((*cf).pool);
+        if conf.is_null() {
+            return ptr::null_mut();
+        }
+        let c = &mut *conf;
+        c.enabled = UNSET;
+        c.app_type = UNSET;
+
+        // Zeroed by pcalloc: bufs, ignore_headers, next_upstream, temp_path, hide_headers_hash,
+        // store (off), cache (off), limit_rate (none).
+        let u = &mut c.upstream;
+        u.store_access = UNSET_UINT;
+        u.next_upstream_tries = UNSET_UINT;
+        u.buffering = UNSET;
+        u.request_buffering = UNSET;
+        u.ignore_client_abort = UNSET;
+        u.force_ranges = UNSET;
+        u.local = UNSET_PTR as _;
+        u.socket_keepalive = UNSET;
+        u.connect_timeout = UNSET_MSEC;
+        u.send_timeout = UNSET_MSEC;
+        u.read_timeout = UNSET_MSEC;
+        u.next_upstream_timeout = UNSET_MSEC;
+        u.send_lowat = UNSET_SIZE;
+        u.buffer_size = UNSET_SIZE;
+        u.busy_buffers_size_conf = UNSET_SIZE;
+        u.max_temp_file_size_conf = UNSET_SIZE;
+        u.temp_file_write_size_conf = UNSET_SIZE;
+        u.pass_request_headers = UNSET;
+        u.pass_request_body = UNSET;
+        u.hide_headers = UNSET_PTR as _;
+        u.pass_headers = UNSET_PTR as _;
+        u.intercept_errors = UNSET;
+        u.cyclic_temp_file = 0;
+        // Let the app turn buffering off per response with `X-Accel-Buffering: no`.
+        u.set_change_buffering(1);
+        u.module = static_str(b"passenger");
+        conf as *mut c_void
+    })
+}
+
+fn merge_int(conf: &mut ngx_int_t, prev: ngx_int_t, default: ngx_int_t) {
+    if *conf == UNSET {
+        *conf = if prev == UNSET { default } else { prev };
+    }
+}
+
+fn merge_uint(conf: &mut ngx_uint_t, prev: ngx_uint_t, default: ngx_uint_t) {
+    if *conf == UNSET_UINT {
+        *conf = if prev == UNSET_UINT { default } else { prev };
+    }
+}
+
+fn merge_str(conf: &mut ngx_str_t, prev: ngx_str_t, default: &'static [u8]) {
+    if conf.data.is_null() {
+        *conf = if prev.data.is_null() {
+            static_str(default)
+        } else {
+            prev
+        };
+    }
+}
+
+fn merge_ptr<T>(conf: &mut *mut T, prev: *mut T, default: *mut T) {
+    if *conf as *mut c_void == UNSET_PTR {
+        *conf = if prev as *mut c_void == UNSET_PTR {
+            default
+        } else {
+            prev
+        };
+    }
+}
+
+static mut TEMP_PATH: ngx_path_init_t = ngx_path_init_t {
+    name: static_cstr(c"passenger_temp"),
+    level: [1, 2, 0],
+};
+
+/// Response headers of the core that are not passed on to the client.
+static mut HIDE_HEADERS: [ngx_str_t; 7] = [
+    static_str(b"Status"),
+    static_str(b"X-Accel-Expires"),
+    static_str(b"X-Accel-Redirect"),
+    static_str(b"X-Accel-Limit-Rate"),
+    static_str(b"X-Accel-Buffering"),
+    static_str(b"X-Accel-Charset"),
+    ngx_str_t {
+        len: 0,
+        data: ptr::null_mut(),
+    },
+];
+
+pub unsafe extern "C" fn merge_loc_conf(
+    cf: *mut ngx_conf_t,
+    parent: *mut c_void,
+    child: *mut c_void,
+) -> *mut c_char {
+    guard(CONF_ERROR, || unsafe {
+        merge(
+            cf,
+            &mut *(parent as *mut LocConf),
+            &mut *(child as *mut LocConf),
+        )
+    })
+}
+
+unsafe fn merge(cf: *mut ngx_conf_t, prev: &mut LocConf, conf: &mut LocConf) -> *mut c_char {
+    merge_int(&mut conf.enabled, prev.enabled, 0);
+    merge_str(&mut conf.ruby, prev.ruby, b"ruby");
+    merge_str(&mut conf.app_root, prev.app_root, b"");
+    merge_int(&mut conf.app_type, prev.app_type, UNSET);
+    merge_str(&mut conf.startup_file, prev.startup_file, b"");
+    merge_str(&mut conf.app_env, prev.app_env, DEFAULT_APP_ENV.as_bytes());
+    if conf.app_root.len > 0
+        && unsafe { ngx_conf_full_name((*cf).cycle, &mut conf.app_root, 0) } != NGX_OK as ngx_int_t
+    {
+        return CONF_ERROR;
+    }
+
+    if unsafe { merge_upstream(cf, &mut prev.upstream, &mut conf.upstream) } != CONF_OK {
+        return CONF_ERROR;
+    }
+
+    if conf.enabled() {
+        // Install the content handler the way scgi_pass does, unless another module (say,
+        // proxy_pass in the same location) already owns the location's content.
+        let clcf: *mut ngx_http_core_loc_conf_t =
+            unsafe { conf_loc_conf(cf, &raw const ngx_http_core_module) };
+        if !clcf.is_null() && unsafe { (*clcf).handler.is_none() } {
+            unsafe { (*clcf).handler = Some(crate::handler::content_handler) };
+        }
+    }
+    CONF_OK
+}
+
+unsafe fn merge_upstream(
+    cf: *mut ngx_conf_t,
+    prev: &mut ngx_http_upstream_conf_t,
+    conf: &mut ngx_http_upstream_conf_t,
+) -> *mut c_char {
+    let pagesize = unsafe { nginx_sys::ngx_pagesize };
+
+    merge_uint(&mut conf.store_access, prev.store_access, 0o600);
+    merge_uint(&mut conf.next_upstream_tries, prev.next_upstream_tries, 0);
+    merge_int(&mut conf.buffering, prev.buffering, 1);
+    merge_int(&mut conf.request_buffering, prev.request_buffering, 1);
+    merge_int(&mut conf.ignore_client_abort, prev.ignore_client_abort, 0);
+    merge_int(&mut conf.force_ranges, prev.force_ranges, 0);
+    merge_ptr(&mut conf.local, prev.local, ptr::null_mut());
+    merge_int(&mut conf.socket_keepalive, prev.socket_keepalive, 0);
+    merge_uint(&mut conf.connect_timeout, prev.connect_timeout, 60_000);
+    merge_uint(&mut conf.send_timeout, prev.send_timeout, 600_000);
+    merge_uint(&mut conf.read_timeout, prev.read_timeout, 600_000);
+    merge_uint(
+        &mut conf.next_upstream_timeout,
+        prev.next_upstream_timeout,
+        0,
+    );
+    merge_uint(&mut conf.send_lowat, prev.send_lowat, 0);
+    merge_uint(&mut conf.buffer_size, prev.buffer_size, pagesize);
+
+    if conf.bufs.num == 0 {
+        if prev.bufs.num != 0 {
+            conf.bufs = prev.bufs;
+        } else {
+            conf.bufs.num = 8;
+            conf.bufs.size = pagesize;
+        }
+    }
+
+    let size = conf.buffer_size.max(conf.bufs.size);
+
+    merge_uint(
+        &mut conf.busy_buffers_size_conf,
+        prev.busy_buffers_size_conf,
+        UNSET_SIZE,
+    );
+    conf.busy_buffers_size = if conf.busy_buffers_size_conf == UNSET_SIZE {
+        2 * size
+    } else {
+        conf.busy_buffers_size_conf
+    };
+    let all_but_one = (conf.bufs.num.max(1) as usize - 1) * conf.bufs.size;
+    if conf.busy_buffers_size < size || conf.busy_buffers_size > all_but_one {
+        unsafe {
+            conf_log(
+                NGX_LOG_EMERG,
+                cf,
+                "passenger: the busy buffers size must be at least the buffer size and less than \
+                 the size of all buffers minus one",
+            )
+        };
+        return CONF_ERROR;
+    }
+
+    merge_uint(
+        &mut conf.temp_file_write_size_conf,
+        prev.temp_file_write_size_conf,
+        UNSET_SIZE,
+    );
+    conf.temp_file_write_size = if conf.temp_file_write_size_conf == UNSET_SIZE {
+        2 * size
+    } else {
+        conf.temp_file_write_size_conf
+    };
+
+    merge_uint(
+        &mut conf.max_temp_file_size_conf,
+        prev.max_temp_file_size_conf,
+        UNSET_SIZE,
+    );
+    conf.max_temp_file_size = if conf.max_temp_file_size_conf == UNSET_SIZE {
+        1024 * 1024 * 1024
+    } else {
+        conf.max_temp_file_size_conf
+    };
+
+    if conf.ignore_headers == 0 {
+        conf.ignore_headers = if prev.ignore_headers == 0 {
+            NGX_CONF_BITMASK_SET as ngx_uint_t
+        } else {
+            prev.ignore_headers
+        };
+    }
+    if conf.next_upstream == 0 {
+        conf.next_upstream = if prev.next_upstream == 0 {
+            (NGX_CONF_BITMASK_SET | NGX_HTTP_UPSTREAM_FT_ERROR | NGX_HTTP_UPSTREAM_FT_TIMEOUT)
+                as ngx_uint_t
+        } else {
+            prev.next_upstream
+        };
+    }
+    if conf.next_upstream & NGX_HTTP_UPSTREAM_FT_OFF as ngx_uint_t != 0 {
+        conf.next_upstream = (NGX_CONF_BITMASK_SET | NGX_HTTP_UPSTREAM_FT_OFF) as ngx_uint_t;
+    }
+
+    if unsafe {
+        ngx_conf_merge_path_value(cf, &mut conf.temp_path, prev.temp_path, &raw mut TEMP_PATH)
+    } != CONF_OK
+    {
+        return CONF_ERROR;
+    }
+
+    merge_int(&mut conf.pass_request_headers, prev.pass_request_headers, 1);
+    merge_int(&mut conf.pass_request_body, prev.pass_request_body, 1);
+    merge_int(&mut conf.intercept_errors, prev.intercept_errors, 0);
+
+    // Must run in every merge: an empty hide_headers_hash makes ngx_hash_find divide by zero.
+    let mut hash: ngx_hash_init_t = unsafe { std::mem::zeroed() };
+    hash.max_size = 512;
+    let cacheline = unsafe { nginx_sys::ngx_cacheline_size };
+    hash.bucket_size = 64usize.div_ceil(cacheline.max(1)) * cacheline.max(1);
+    hash.name = c"passenger_hide_headers_hash".as_ptr() as *mut c_char;
+    let rc = unsafe {
+        ngx_http_upstream_hide_headers_hash(
+            cf,
+            conf,
+            prev,
+            (&raw mut HIDE_HEADERS) as *mut ngx_str_t,
+            &mut hash,
+        )
+    };
+    if rc != NGX_OK as ngx_int_t {
+        return CONF_ERROR;
+    }
+    CONF_OK
+}

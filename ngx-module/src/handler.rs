@@ -1,0 +1,331 @@
+//! The content handler: decides whether a request goes to an app (static files and locations
+//! without an app are left to nginx), then hands it to nginx's upstream machinery, which
+//! connects to the core's unix socket, sends the SCGI request built in [`crate::scgi_request`]
+//! and streams back the response parsed in [`crate::response`].
+
+use std::ffi::{OsStr, c_void};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::ptr;
+
+use nginx_sys::{
+    NGX_DECLINED, NGX_DONE, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR,
+    NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR, NGX_OK, ngx_event_pipe_copy_input_filter,
+    ngx_event_pipe_t, ngx_http_read_client_request_body, ngx_http_request_t, ngx_http_status_t,
+    ngx_http_upstream_create, ngx_http_upstream_init, ngx_http_upstream_non_buffered_filter,
+    ngx_http_upstream_resolved_t, ngx_int_t, ngx_str_t, ngx_uint_t,
+};
+use passenger_protocol::options::AppType;
+
+use crate::config::{LocConf, MainConf};
+use crate::util::{
+    bytes, guard, log_debug, log_error, pool_str, pool_zeroed, rc, request_loc_conf, request_log,
+    request_main_conf, set_request_ctx, static_str,
+};
+
+/// Per-request state, allocated in the request pool (plain data: nothing to drop).
+#[repr(C)]
+pub struct RequestCtx {
+    /// The status line parser's state.
+    pub status: ngx_http_status_t,
+    pub app_type: AppType,
+    pub app_root: ngx_str_t,
+    pub startup_file: ngx_str_t,
+    pub document_root: ngx_str_t,
+    /// Point into the configuration, which outlives every request.
+    pub app_env: ngx_str_t,
+    pub ruby: ngx_str_t,
+}
+
+pub fn module() -> *const nginx_sys::ngx_module_t {
+    &raw const crate::ngx_http_passenger_module
+}
+
+/// `clcf->handler` of locations with `passenger_enabled on`.
+pub unsafe extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    guard(rc(NGX_HTTP_INTERNAL_SERVER_ERROR), || unsafe { handle(r) })
+}
+
+/// What serves a request.
+enum Route {
+    /// nginx itself (a static file, or no app here).
+    Decline,
+    App {
+        app_type: AppType,
+        app_root: PathBuf,
+        startup_file: PathBuf,
+        document_root: Vec<u8>,
+    },
+}
+
+unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
+    let log = unsafe { request_log(r) };
+    let lcf: &mut LocConf = unsafe { &mut *request_loc_conf(r, module()) };
+    let mcf: &MainConf = unsafe { &*request_main_conf(r, module()) };
+    if !lcf.enabled() {
+        return rc(NGX_DECLINED);
+    }
+
+    let route = match unsafe { route(r, lcf, mcf) } {
+        Ok(route) => route,
+        Err(status) => return status,
+    };
+    let Route::App {
+        app_type,
+        app_root,
+        startup_file,
+        document_root,
+    } = route
+    else {
+        return rc(NGX_DECLINED);
+    };
+
+    let Some(core) = crate::agents::core() else {
+        unsafe {
+            log_error(
+                NGX_LOG_ERR,
+                log,
+                0,
+                "passenger: no core agent is running (the watchdog did not report one when \
+                 nginx started); check the error log from nginx's start",
+            )
+        };
+        return rc(NGX_HTTP_INTERNAL_SERVER_ERROR);
+    };
+
+    unsafe {
+        start_upstream(
+            r,
+            lcf,
+            core,
+            app_type,
+            &app_root,
+            &startup_file,
+            &document_root,
+        )
+    }
+    .unwrap_or(rc(NGX_HTTP_INTERNAL_SERVER_ERROR))
+}
+
+/// Static file, app, or a configuration error (as the status to answer).
+unsafe fn route(
+    r: *mut ngx_http_request_t,
+    lcf: &LocConf,
+    mcf: &MainConf,
+) -> Result<Route, ngx_int_t> {
+    let log = unsafe { request_log(r) };
+    let mut path = ngx_str_t {
+        len: 0,
+        data: ptr::null_mut(),
+    };
+    let mut root_len: usize = 0;
+    let last = unsafe { nginx_sys::ngx_http_map_uri_to_path(r, &mut path, &mut root_len, 0) };
+    if last.is_null() {
+        return Err(rc(NGX_HTTP_INTERNAL_SERVER_ERROR));
+    }
+    // SAFETY: ngx_http_map_uri_to_path wrote the path from path.data up to `last`.
+    let file =
+        unsafe { std::slice::from_raw_parts(path.data, last.offset_from(path.data) as usize) };
+    let mut document_root = &file[..root_len.min(file.len())];
+    while document_root.len() > 1 && document_root.ends_with(b"/") {
+        document_root = &document_root[..document_root.len() - 1];
+    }
+
+    let method = unsafe { (*r).method };
+    if method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as ngx_uint_t != 0 && is_file(file) {
+        unsafe {
+            log_debug(log, || {
+                format!(
+                    "passenger: {} is a static file, leaving it to nginx",
+                    lossy(file)
+                )
+            })
+        };
+        return Ok(Route::Decline);
+    }
+
+    if mcf.root().is_empty() {
+        unsafe {
+            log_error(
+                NGX_LOG_ERR,
+                log,
+                0,
+                "passenger: passenger_enabled is on but passenger_root is missing from the http \
+                 block; set it to the passenger-rs install root",
+            )
+        };
+        return Err(rc(NGX_HTTP_INTERNAL_SERVER_ERROR));
+    }
+
+    let app_root = if !lcf.app_root().is_empty() {
+        PathBuf::from(OsStr::from_bytes(lcf.app_root()))
+    } else {
+        match Path::new(OsStr::from_bytes(document_root)).parent() {
+            Some(p) => p.to_path_buf(),
+            None => {
+                unsafe {
+                    log_debug(log, || {
+                        format!(
+                            "passenger: document root {} has no parent",
+                            lossy(document_root)
+                        )
+                    })
+                };
+                return Ok(Route::Decline);
+            }
+        }
+    };
+    let Some(app_type) = lcf.app_type().or_else(|| AppType::detect(&app_root)) else {
+        unsafe {
+            log_debug(log, || {
+                format!(
+                    "passenger: no config.ru, passenger_wsgi.py or app.js in {}, leaving the \
+                     request to nginx",
+                    app_root.display()
+                )
+            })
+        };
+        return Ok(Route::Decline);
+    };
+    let startup_file = if lcf.startup_file().is_empty() {
+        app_root.join(app_type.default_startup_file())
+    } else {
+        app_root.join(OsStr::from_bytes(lcf.startup_file()))
+    };
+    Ok(Route::App {
+        app_type,
+        app_root,
+        startup_file,
+        document_root: document_root.to_vec(),
+    })
+}
+
+fn is_file(path: &[u8]) -> bool {
+    std::fs::metadata(OsStr::from_bytes(path)).is_ok_and(|m| m.is_file())
+}
+
+fn lossy(b: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(b)
+}
+
+/// Sets up `r->upstream` towards the core and starts reading the request body; `None` when
+/// out of memory.
+unsafe fn start_upstream(
+    r: *mut ngx_http_request_t,
+    lcf: &mut LocConf,
+    core: &crate::agents::Core,
+    app_type: AppType,
+    app_root: &Path,
+    startup_file: &Path,
+    document_root: &[u8],
+) -> Option<ngx_int_t> {
+    unsafe {
+        let pool = (*r).pool;
+        let ctx: *mut RequestCtx = pool_zeroed(pool);
+        if ctx.is_null() {
+            return None;
+        }
+        ptr::write(
+            ctx,
+            RequestCtx {
+                status: std::mem::zeroed(),
+                app_type,
+                app_root: pool_str(pool, app_root.as_os_str().as_bytes())?,
+                startup_file: pool_str(pool, startup_file.as_os_str().as_bytes())?,
+                document_root: pool_str(pool, document_root)?,
+                app_env: lcf.app_env,
+                ruby: lcf.ruby,
+            },
+        );
+
+        if ngx_http_upstream_create(r) != NGX_OK as ngx_int_t {
+            return None;
+        }
+        set_request_ctx(r, module(), ctx);
+        let u = (*r).upstream;
+
+        (*u).schema = static_str(b"passenger://");
+        (*u).output.tag = module() as *mut c_void;
+        (*u).conf = &mut lcf.upstream;
+
+        let resolved: *mut ngx_http_upstream_resolved_t = pool_zeroed(pool);
+        let sockaddr: *mut libc::sockaddr_un = pool_zeroed(pool);
+        if resolved.is_null() || sockaddr.is_null() {
+            return None;
+        }
+        *sockaddr = core.sockaddr;
+        (*resolved).sockaddr = sockaddr.cast();
+        (*resolved).socklen = core.socklen;
+        (*resolved).naddrs = 1;
+        (*resolved).host = pool_str(pool, core.peer_name.as_bytes())?;
+        (*u).resolved = resolved;
+
+        (*u).create_request = Some(crate::scgi_request::create_request);
+        (*u).reinit_request = Some(crate::response::reinit_request);
+        (*u).process_header = Some(crate::response::process_status_line);
+        (*u).abort_request = Some(abort_request);
+        (*u).finalize_request = Some(finalize_request);
+        (*r).state = 0;
+
+        (*u).set_buffering((lcf.upstream.buffering == 1) as _);
+
+        let pipe: *mut ngx_event_pipe_t = pool_zeroed(pool);
+        if pipe.is_null() {
+            return None;
+        }
+        (*pipe).input_filter = Some(ngx_event_pipe_copy_input_filter);
+        (*pipe).input_ctx = r.cast();
+        (*u).pipe = pipe;
+
+        (*u).input_filter_init = Some(crate::response::input_filter_init);
+        (*u).input_filter = Some(ngx_http_upstream_non_buffered_filter);
+        (*u).input_filter_ctx = r.cast();
+
+        let status = ngx_http_read_client_request_body(r, Some(ngx_http_upstream_init));
+        if status >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+            return Some(status);
+        }
+        Some(rc(NGX_DONE))
+    }
+}
+
+unsafe extern "C" fn abort_request(r: *mut ngx_http_request_t) {
+    guard((), || unsafe {
+        log_debug(request_log(r), || "passenger: abort request".to_string())
+    })
+}
+
+unsafe extern "C" fn finalize_request(r: *mut ngx_http_request_t, status: ngx_int_t) {
+    guard((), || unsafe {
+        log_debug(request_log(r), || {
+            format!("passenger: finalize request {status}")
+        })
+    })
+}
+
+/// The strings of the request's app, as the SCGI request needs them.
+pub struct AppInfo<'a> {
+    pub app_type: AppType,
+    pub app_root: &'a [u8],
+    pub startup_file: &'a [u8],
+    pub document_root: &'a [u8],
+    pub app_env: &'a [u8],
+    pub ruby: &'a [u8],
+}
+
+impl RequestCtx {
+    /// # Safety
+    /// The strings must still be alive (the request pool).
+    pub unsafe fn app(&self) -> AppInfo<'_> {
+        unsafe {
+            AppInfo {
+                app_type: self.app_type,
+                app_root: bytes(&self.app_root),
+                startup_file: bytes(&self.startup_file),
+                document_root: bytes(&self.document_root),
+                app_env: bytes(&self.app_env),
+                ruby: bytes(&self.ruby),
+            }
+        }
+    }
+}

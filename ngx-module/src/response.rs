@@ -1,0 +1,213 @@
+//! Parsing the core's response header with nginx's own HTTP parsers: the status line, then the
+//! header lines, each handed to the upstream module's known-header handlers so that
+//! Content-Length, Location, Content-Type and the like mean what they mean for proxy_pass.
+//! The body then streams through nginx's upstream machinery until Content-Length or EOF.
+
+use std::ptr;
+
+use nginx_sys::{
+    NGX_AGAIN, NGX_ERROR, NGX_HTTP_HEAD, NGX_HTTP_NO_CONTENT, NGX_HTTP_NOT_MODIFIED,
+    NGX_HTTP_PARSE_HEADER_DONE, NGX_HTTP_SWITCHING_PROTOCOLS, NGX_HTTP_UPSTREAM_INVALID_HEADER,
+    NGX_LOG_ERR, NGX_OK, ngx_hash_find, ngx_http_parse_header_line, ngx_http_parse_status_line,
+    ngx_http_request_t, ngx_http_upstream_header_t, ngx_http_upstream_main_conf_t,
+    ngx_http_upstream_module, ngx_int_t, ngx_list_push, ngx_pnalloc, ngx_strlow, ngx_table_elt_t,
+    ngx_uint_t,
+};
+
+use crate::handler::{RequestCtx, module};
+use crate::util::{guard, log_debug, log_error, rc, request_ctx, request_log, request_main_conf};
+
+/// `u->reinit_request`: the response is read again from scratch.
+pub unsafe extern "C" fn reinit_request(r: *mut ngx_http_request_t) -> ngx_int_t {
+    guard(rc(NGX_ERROR), || unsafe {
+        let ctx: *mut RequestCtx = request_ctx(r, module());
+        if !ctx.is_null() {
+            (*ctx).status = std::mem::zeroed();
+        }
+        (*(*r).upstream).process_header = Some(process_status_line);
+        (*r).state = 0;
+        rc(NGX_OK)
+    })
+}
+
+/// `u->process_header`, first stage: the status line (the core always sends one).
+pub unsafe extern "C" fn process_status_line(r: *mut ngx_http_request_t) -> ngx_int_t {
+    guard(rc(NGX_ERROR), || unsafe { status_line(r) })
+}
+
+unsafe fn status_line(r: *mut ngx_http_request_t) -> ngx_int_t {
+    unsafe {
+        let ctx: *mut RequestCtx = request_ctx(r, module());
+        if ctx.is_null() {
+            return rc(NGX_ERROR);
+        }
+        let u = (*r).upstream;
+        let status = &mut (*ctx).status;
+        let res = ngx_http_parse_status_line(r, &mut (*u).buffer, status);
+        if res == rc(NGX_AGAIN) {
+            return res;
+        }
+        if res == rc(NGX_ERROR) {
+            log_error(
+                NGX_LOG_ERR,
+                request_log(r),
+                0,
+                "passenger: the core sent a response without a valid HTTP status line",
+            );
+            return rc(NGX_HTTP_UPSTREAM_INVALID_HEADER);
+        }
+
+        if !(*u).state.is_null() && (*(*u).state).status == 0 {
+            (*(*u).state).status = status.code;
+        }
+        (*u).headers_in.status_n = status.code;
+        let len = status.end.offset_from(status.start).max(0) as usize;
+        let data = ngx_pnalloc((*r).pool, len) as *mut u8;
+        if data.is_null() {
+            return rc(NGX_ERROR);
+        }
+        ptr::copy_nonoverlapping(status.start, data, len);
+        (*u).headers_in.status_line.len = len;
+        (*u).headers_in.status_line.data = data;
+        log_debug(request_log(r), || {
+            format!("passenger: status {}", status.code)
+        });
+
+        (*u).process_header = Some(process_header);
+        headers(r)
+    }
+}
+
+/// `u->process_header`, second stage: header lines until the empty line.
+pub unsafe extern "C" fn process_header(r: *mut ngx_http_request_t) -> ngx_int_t {
+    guard(rc(NGX_ERROR), || unsafe { headers(r) })
+}
+
+unsafe fn headers(r: *mut ngx_http_request_t) -> ngx_int_t {
+    unsafe {
+        let u = (*r).upstream;
+        let umcf: *mut ngx_http_upstream_main_conf_t =
+            request_main_conf(r, &raw const ngx_http_upstream_module);
+        loop {
+            let res = ngx_http_parse_header_line(r, &mut (*u).buffer, 1);
+            if res == rc(NGX_OK) {
+                let h = ngx_list_push(&mut (*u).headers_in.headers) as *mut ngx_table_elt_t;
+                if h.is_null() {
+                    return rc(NGX_ERROR);
+                }
+                let status = store_header(r, h);
+                if status != rc(NGX_OK) {
+                    return status;
+                }
+                let hh = ngx_hash_find(
+                    &mut (*umcf).headers_in_hash,
+                    (*h).hash,
+                    (*h).lowcase_key,
+                    (*h).key.len,
+                ) as *mut ngx_http_upstream_header_t;
+                if let Some(handler) = hh.as_ref().and_then(|hh| hh.handler) {
+                    let status = handler(r, h, (*hh).offset);
+                    if status != rc(NGX_OK) {
+                        return status;
+                    }
+                }
+                continue;
+            }
+            if res == rc(NGX_HTTP_PARSE_HEADER_DONE) {
+                if (*u).headers_in.status_n == NGX_HTTP_SWITCHING_PROTOCOLS as ngx_uint_t
+                    && !(*r).headers_in.upgrade.is_null()
+                {
+                    (*u).set_upgrade(1);
+                }
+                return rc(NGX_OK);
+            }
+            if res == rc(NGX_AGAIN) {
+                return res;
+            }
+            // NGX_HTTP_PARSE_INVALID_HEADER
+            let start = (*r).header_name_start;
+            let end = (*r).header_end;
+            let shown = if !start.is_null() && !end.is_null() && end >= start {
+                String::from_utf8_lossy(std::slice::from_raw_parts(
+                    start,
+                    (end.offset_from(start) as usize).min(200),
+                ))
+                .into_owned()
+            } else {
+                String::new()
+            };
+            log_error(
+                NGX_LOG_ERR,
+                request_log(r),
+                0,
+                &format!(
+                    "passenger: the core sent an invalid header line: \"{}\"",
+                    shown.escape_debug()
+                ),
+            );
+            return rc(NGX_HTTP_UPSTREAM_INVALID_HEADER);
+        }
+    }
+}
+
+/// Fills the pushed table element `h` from the parser's state: key, value and lower-case key
+/// in one allocation, NUL-terminated like nginx's own.
+unsafe fn store_header(r: *mut ngx_http_request_t, h: *mut ngx_table_elt_t) -> ngx_int_t {
+    unsafe {
+        let key_len = (*r).header_name_end.offset_from((*r).header_name_start) as usize;
+        let value_len = (*r).header_end.offset_from((*r).header_start) as usize;
+        (*h).hash = (*r).header_hash;
+        (*h).key.len = key_len;
+        (*h).value.len = value_len;
+        let data = ngx_pnalloc((*r).pool, key_len + 1 + value_len + 1 + key_len) as *mut u8;
+        if data.is_null() {
+            (*h).hash = 0;
+            return rc(NGX_ERROR);
+        }
+        (*h).key.data = data;
+        (*h).value.data = data.add(key_len + 1);
+        (*h).lowcase_key = data.add(key_len + 1 + value_len + 1);
+        ptr::copy_nonoverlapping((*r).header_name_start, (*h).key.data, key_len);
+        *(*h).key.data.add(key_len) = 0;
+        ptr::copy_nonoverlapping((*r).header_start, (*h).value.data, value_len);
+        *(*h).value.data.add(value_len) = 0;
+        if key_len == (*r).lowcase_index {
+            ptr::copy_nonoverlapping((*r).lowcase_header.as_ptr(), (*h).lowcase_key, key_len);
+        } else {
+            ngx_strlow((*h).lowcase_key, (*h).key.data, key_len);
+        }
+        #[cfg(nginx1_23_0)]
+        {
+            (*h).next = ptr::null_mut();
+        }
+        log_debug(request_log(r), || {
+            format!(
+                "passenger: header \"{}: {}\"",
+                String::from_utf8_lossy(std::slice::from_raw_parts((*h).key.data, key_len)),
+                String::from_utf8_lossy(std::slice::from_raw_parts((*h).value.data, value_len))
+            )
+        });
+        rc(NGX_OK)
+    }
+}
+
+/// `u->input_filter_init`: how much body to expect (-1: until the core closes).
+pub unsafe extern "C" fn input_filter_init(data: *mut std::ffi::c_void) -> ngx_int_t {
+    guard(rc(NGX_ERROR), || unsafe {
+        let r = data as *mut ngx_http_request_t;
+        let u = (*r).upstream;
+        let status = (*u).headers_in.status_n;
+        let length = if status == NGX_HTTP_NO_CONTENT as ngx_uint_t
+            || status == NGX_HTTP_NOT_MODIFIED as ngx_uint_t
+        {
+            0
+        } else if (*r).method == NGX_HTTP_HEAD as ngx_uint_t {
+            -1
+        } else {
+            (*u).headers_in.content_length_n
+        };
+        (*(*u).pipe).length = length;
+        (*u).length = length;
+        rc(NGX_OK)
+    })
+}

@@ -1,0 +1,269 @@
+//! Building the modified-SCGI request to the core: the netstring header made from the request
+//! (CGI variables, `HTTP_*` headers, the location's `PASSENGER_*` options and the core's
+//! password), followed by the request body nginx has read.
+
+use std::ptr;
+
+use nginx_sys::{
+    NGX_ERROR, NGX_OK, ngx_alloc_chain_link, ngx_buf_t, ngx_chain_t, ngx_connection_local_sockaddr,
+    ngx_create_temp_buf, ngx_http_core_module, ngx_http_core_srv_conf_t, ngx_http_request_t,
+    ngx_inet_get_port, ngx_int_t, ngx_list_part_t, ngx_palloc, ngx_table_elt_t,
+};
+use passenger_protocol::options;
+use passenger_protocol::scgi;
+use passenger_protocol::session::cgi_header_name;
+
+use crate::handler::{AppInfo, RequestCtx, module};
+use crate::util::{bytes, guard, log_debug, request_ctx, request_log, request_srv_conf};
+
+/// `u->create_request`.
+pub unsafe extern "C" fn create_request(r: *mut ngx_http_request_t) -> ngx_int_t {
+    guard(NGX_ERROR as ngx_int_t, || unsafe { create(r) })
+}
+
+/// `ngx_buf_size()`.
+unsafe fn buf_size(b: *const ngx_buf_t) -> u64 {
+    unsafe {
+        let b = &*b;
+        if b.temporary() != 0 || b.memory() != 0 || b.mmap() != 0 {
+            b.last.offset_from(b.pos).max(0) as u64
+        } else {
+            (b.file_last - b.file_pos).max(0) as u64
+        }
+    }
+}
+
+unsafe fn create(r: *mut ngx_http_request_t) -> ngx_int_t {
+    let err = NGX_ERROR as ngx_int_t;
+    unsafe {
+        let ctx: *mut RequestCtx = request_ctx(r, module());
+        let Some(core) = crate::agents::core() else {
+            return err;
+        };
+        if ctx.is_null() {
+            return err;
+        }
+        let u = (*r).upstream;
+        let pool = (*r).pool;
+
+        let mut content_length: u64 = 0;
+        let mut body = (*u).request_bufs;
+        while !body.is_null() {
+            content_length += buf_size((*body).buf);
+            body = (*body).next;
+        }
+
+        let req = RequestInfo::from_request(r);
+        let header = build_header(
+            &req,
+            &(*ctx).app(),
+            core.password.as_bytes(),
+            content_length,
+        );
+        log_debug(request_log(r), || {
+            format!(
+                "passenger: SCGI header of {} bytes, body of {content_length}",
+                header.len()
+            )
+        });
+
+        let b = ngx_create_temp_buf(pool, header.len());
+        if b.is_null() {
+            return err;
+        }
+        ptr::copy_nonoverlapping(header.as_ptr(), (*b).last, header.len());
+        (*b).last = (*b).last.add(header.len());
+
+        let mut cl: *mut ngx_chain_t = ngx_alloc_chain_link(pool);
+        if cl.is_null() {
+            return err;
+        }
+        (*cl).buf = b;
+        let head = cl;
+
+        // Copies of the body's buf structs (memory or file), so that a retry can rewind them
+        // without disturbing the request body itself.
+        let mut body = (*u).request_bufs;
+        while !body.is_null() {
+            let copy = ngx_palloc(pool, std::mem::size_of::<ngx_buf_t>()) as *mut ngx_buf_t;
+            let next = ngx_alloc_chain_link(pool);
+            if copy.is_null() || next.is_null() {
+                return err;
+            }
+            ptr::copy_nonoverlapping((*body).buf, copy, 1);
+            (*next).buf = copy;
+            (*cl).next = next;
+            cl = next;
+            body = (*body).next;
+        }
+        (*cl).next = ptr::null_mut();
+        (*u).request_bufs = head;
+        NGX_OK as ngx_int_t
+    }
+}
+
+/// The parts of the request the SCGI header is made of, borrowed from nginx's memory.
+struct RequestInfo<'a> {
+    method: &'a [u8],
+    request_uri: &'a [u8],
+    path_info: &'a [u8],
+    query_string: &'a [u8],
+    server_name: &'a [u8],
+    server_port: u16,
+    server_protocol: &'a [u8],
+    remote_addr: &'a [u8],
+    remote_port: u16,
+    https: bool,
+    content_type: Option<&'a [u8]>,
+    /// Request headers in arrival order.
+    headers: Vec<(&'a [u8], &'a [u8])>,
+}
+
+impl<'a> RequestInfo<'a> {
+    unsafe fn from_request(r: *mut ngx_http_request_t) -> RequestInfo<'a> {
+        unsafe {
+            let c = (*r).connection;
+            let mut server_name = bytes(&(*r).headers_in.server);
+            if server_name.is_empty() {
+                let cscf: *mut ngx_http_core_srv_conf_t =
+                    request_srv_conf(r, &raw const ngx_http_core_module);
+                if !cscf.is_null() {
+                    server_name = bytes(&(*cscf).server_name);
+                }
+            }
+            let server_port = if ngx_connection_local_sockaddr(c, ptr::null_mut(), 0)
+                == NGX_OK as ngx_int_t
+                && !(*c).local_sockaddr.is_null()
+            {
+                ngx_inet_get_port((*c).local_sockaddr)
+            } else {
+                0
+            };
+            let remote_port = if (*c).sockaddr.is_null() {
+                0
+            } else {
+                ngx_inet_get_port((*c).sockaddr)
+            };
+            #[cfg(ngx_feature = "ssl")]
+            let https = !(*c).ssl.is_null();
+            #[cfg(not(ngx_feature = "ssl"))]
+            let https = false;
+            let content_type = (*r)
+                .headers_in
+                .content_type
+                .as_ref()
+                .map(|h: &ngx_table_elt_t| bytes(&h.value));
+
+            let mut headers = Vec::new();
+            let mut part: *const ngx_list_part_t = &(*r).headers_in.headers.part;
+            while !part.is_null() {
+                let elts = (*part).elts as *const ngx_table_elt_t;
+                for i in 0..(*part).nelts {
+                    let h = &*elts.add(i);
+                    headers.push((bytes(&h.key), bytes(&h.value)));
+                }
+                part = (*part).next;
+            }
+
+            RequestInfo {
+                method: bytes(&(*r).method_name),
+                request_uri: bytes(&(*r).unparsed_uri),
+                path_info: bytes(&(*r).uri),
+                query_string: bytes(&(*r).args),
+                server_name,
+                server_port,
+                server_protocol: bytes(&(*r).http_protocol),
+                remote_addr: bytes(&(*c).addr_text),
+                remote_port,
+                https,
+                content_type,
+                headers,
+            }
+        }
+    }
+}
+
+/// Request headers that are not passed as `HTTP_*`: the two with CGI variables of their own,
+/// and `Proxy`, which would become `HTTP_PROXY` and be taken for a proxy setting ("httpoxy").
+fn skipped_header(name: &[u8]) -> bool {
+    [&b"content-type"[..], b"content-length", b"proxy"]
+        .iter()
+        .any(|s| name.eq_ignore_ascii_case(s))
+}
+
+/// `HTTP_*` pairs: one per distinct CGI name (the core refuses a header with a key twice);
+/// repeated headers are joined with ", " (cookies with "; ").
+fn http_variables(headers: &[(&[u8], &[u8])]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(headers.len());
+    for (name, value) in headers {
+        if skipped_header(name) {
+            continue;
+        }
+        let Some(key) = cgi_header_name(name) else {
+            continue;
+        };
+        match out.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, existing)) => {
+                let sep: &[u8] = if key == b"HTTP_COOKIE" { b"; " } else { b", " };
+                existing.extend_from_slice(sep);
+                existing.extend_from_slice(value);
+            }
+            None => out.push((key, value.to_vec())),
+        }
+    }
+    out
+}
+
+fn build_header(
+    req: &RequestInfo<'_>,
+    app: &AppInfo<'_>,
+    password: &[u8],
+    content_length: u64,
+) -> Vec<u8> {
+    let content_length = content_length.to_string();
+    let server_port = req.server_port.to_string();
+    let remote_port = req.remote_port.to_string();
+    let group = options::default_group_name(
+        &String::from_utf8_lossy(app.app_root),
+        &String::from_utf8_lossy(app.app_env),
+    );
+    let http = http_variables(&req.headers);
+
+    let mut pairs: Vec<(&[u8], &[u8])> = vec![
+        (b"CONTENT_LENGTH", content_length.as_bytes()),
+        (b"SCGI", b"1"),
+        (b"REQUEST_METHOD", req.method),
+        (b"REQUEST_URI", req.request_uri),
+        (b"PATH_INFO", req.path_info),
+        (b"QUERY_STRING", req.query_string),
+        (b"SCRIPT_NAME", b""),
+        (b"SERVER_NAME", req.server_name),
+        (b"SERVER_PORT", server_port.as_bytes()),
+        (b"SERVER_PROTOCOL", req.server_protocol),
+        (b"REMOTE_ADDR", req.remote_addr),
+        (b"REMOTE_PORT", remote_port.as_bytes()),
+    ];
+    if req.https {
+        pairs.push((b"HTTPS", b"on"));
+    }
+    pairs.push((b"DOCUMENT_ROOT", app.document_root));
+    if let Some(ct) = req.content_type {
+        pairs.push((b"CONTENT_TYPE", ct));
+    }
+    pairs.extend(http.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
+    pairs.extend([
+        (options::APP_ROOT.as_bytes(), app.app_root),
+        (options::APP_TYPE.as_bytes(), app.app_type.name().as_bytes()),
+        (options::STARTUP_FILE.as_bytes(), app.startup_file),
+        (options::APP_ENV.as_bytes(), app.app_env),
+        (options::APP_GROUP_NAME.as_bytes(), group.as_bytes()),
+        (options::RUBY.as_bytes(), app.ruby),
+        (options::CONNECT_PASSWORD.as_bytes(), password),
+    ]);
+    // A NUL would end a key or value early and corrupt the header: values stop at one.
+    scgi::encode(pairs.into_iter().map(|(k, v)| (k, until_nul(v))))
+}
+
+fn until_nul(v: &[u8]) -> &[u8] {
+    v.iter().position(|&b| b == 0).map_or(v, |i| &v[..i])
+}
