@@ -50,6 +50,8 @@ pub unsafe extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_
 enum Route {
     /// nginx itself (a static file, or no app here).
     Decline,
+    /// nginx, after an internal redirect to this URI (a page-cached `<uri>.html`).
+    Redirect(Vec<u8>),
     App {
         app_type: AppType,
         app_root: PathBuf,
@@ -70,14 +72,15 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
         Ok(route) => route,
         Err(status) => return status,
     };
-    let Route::App {
-        app_type,
-        app_root,
-        startup_file,
-        document_root,
-    } = route
-    else {
-        return rc(NGX_DECLINED);
+    let (app_type, app_root, startup_file, document_root) = match route {
+        Route::Decline => return rc(NGX_DECLINED),
+        Route::Redirect(uri) => return unsafe { internal_redirect(r, &uri) },
+        Route::App {
+            app_type,
+            app_root,
+            startup_file,
+            document_root,
+        } => (app_type, app_root, startup_file, document_root),
     };
 
     let Some(core) = crate::agents::core() else {
@@ -132,16 +135,10 @@ unsafe fn route(
     }
 
     let method = unsafe { (*r).method };
-    if method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as ngx_uint_t != 0 && is_file(file) {
-        unsafe {
-            log_debug(log, || {
-                format!(
-                    "passenger: {} is a static file, leaving it to nginx",
-                    lossy(file)
-                )
-            })
-        };
-        return Ok(Route::Decline);
+    if method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as ngx_uint_t != 0
+        && let Some(route) = unsafe { static_route(r, file) }
+    {
+        return Ok(route);
     }
 
     if mcf.root().is_empty() {
@@ -198,6 +195,44 @@ unsafe fn route(
         startup_file,
         document_root: document_root.to_vec(),
     })
+}
+
+/// Static files of a GET or HEAD request: the file itself; for a URI ending in `/`, its
+/// `index.html` (served by nginx's index module); else a page-cached `<uri>.html`.
+unsafe fn static_route(r: *mut ngx_http_request_t, file: &[u8]) -> Option<Route> {
+    let log = unsafe { request_log(r) };
+    let with = |suffix: &[u8]| [file, suffix].concat();
+    let route = if is_file(file) {
+        Route::Decline
+    } else if file.ends_with(b"/") {
+        if !is_file(&with(b"index.html")) {
+            return None;
+        }
+        Route::Decline
+    } else if is_file(&with(b".html")) {
+        Route::Redirect([unsafe { bytes(&(*r).uri) }, b".html"].concat())
+    } else {
+        return None;
+    };
+    unsafe {
+        log_debug(log, || {
+            format!(
+                "passenger: {} is served as a static file by nginx",
+                lossy(file)
+            )
+        })
+    };
+    Some(route)
+}
+
+/// `ngx_http_internal_redirect(r, uri, &r->args)`.
+unsafe fn internal_redirect(r: *mut ngx_http_request_t, uri: &[u8]) -> ngx_int_t {
+    unsafe {
+        let Some(mut uri) = pool_str((*r).pool, uri) else {
+            return rc(NGX_HTTP_INTERNAL_SERVER_ERROR);
+        };
+        nginx_sys::ngx_http_internal_redirect(r, &mut uri, &mut (*r).args)
+    }
 }
 
 fn is_file(path: &[u8]) -> bool {
