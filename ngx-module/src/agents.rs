@@ -17,8 +17,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use nginx_sys::{
-    NGINX_VERSION, NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_OK, NGX_PROCESS_SIGNALLER, ngx_cycle_t,
-    ngx_http_conf_ctx_t, ngx_http_module, ngx_int_t, ngx_uint_t,
+    NGINX_VERSION, NGX_LOG_EMERG, NGX_LOG_NOTICE, NGX_LOG_WARN, NGX_OK, NGX_PROCESS_SIGNALLER,
+    ngx_cycle_t, ngx_http_conf_ctx_t, ngx_http_module, ngx_int_t, ngx_uint_t,
 };
 use passenger_protocol::channel::decode_array;
 use passenger_protocol::instance::StartupReport;
@@ -33,6 +33,8 @@ const REPORT_FD: RawFd = 3;
 
 /// What the watchdog reported: where the core listens and the password it expects.
 pub struct Core {
+    /// The `passenger_root` the watchdog was started from.
+    pub root: Vec<u8>,
     pub socket_path: String,
     pub password: String,
     /// `unix:<socket_path>`, the peer name in nginx's log lines.
@@ -65,10 +67,29 @@ unsafe fn init(cycle: *mut ngx_cycle_t) -> ngx_int_t {
     let Some(mcf) = (unsafe { main_conf(cycle) }) else {
         return ok; // no http block
     };
-    if mcf.root().is_empty() || CORE.get().is_some() {
-        return ok; // inert, or this master already runs a watchdog
+    if mcf.root().is_empty() {
+        return ok; // inert
     }
     let log = unsafe { (*cycle).log };
+    if let Some(core) = CORE.get() {
+        // A reload: this master already runs a watchdog, which stays.
+        if core.root != mcf.root() {
+            unsafe {
+                log_error(
+                    NGX_LOG_WARN,
+                    log,
+                    0,
+                    &format!(
+                        "passenger: passenger_root changed from {} to {}; the running agents \
+                         keep using the old one until nginx is restarted",
+                        String::from_utf8_lossy(&core.root),
+                        String::from_utf8_lossy(mcf.root())
+                    ),
+                )
+            };
+        }
+        return ok;
+    }
     let root = PathBuf::from(OsStr::from_bytes(mcf.root()));
     let exe = root.join("agents/passenger-watchdog");
     let args = WatchdogArgs {
@@ -91,7 +112,10 @@ unsafe fn init(cycle: *mut ngx_cycle_t) -> ngx_int_t {
                     ),
                 )
             };
-            let _ = CORE.set(core);
+            let _ = CORE.set(Core {
+                root: mcf.root().to_vec(),
+                ..core
+            });
             ok
         }
         Err(reason) => {
@@ -364,6 +388,7 @@ impl Core {
         let socklen =
             (std::mem::offset_of!(libc::sockaddr_un, sun_path) + path.len() + 1) as libc::socklen_t;
         Ok(Core {
+            root: Vec::new(),
             peer_name: format!("unix:{socket_path}"),
             socket_path,
             password,

@@ -6,8 +6,8 @@ use std::ptr;
 
 use nginx_sys::{
     NGX_ERROR, NGX_OK, ngx_alloc_chain_link, ngx_buf_t, ngx_chain_t, ngx_connection_local_sockaddr,
-    ngx_create_temp_buf, ngx_http_core_module, ngx_http_core_srv_conf_t, ngx_http_request_t,
-    ngx_inet_get_port, ngx_int_t, ngx_list_part_t, ngx_palloc, ngx_table_elt_t,
+    ngx_create_temp_buf, ngx_http_auth_basic_user, ngx_http_core_module, ngx_http_core_srv_conf_t,
+    ngx_http_request_t, ngx_inet_get_port, ngx_int_t, ngx_list_part_t, ngx_palloc, ngx_table_elt_t,
 };
 use passenger_protocol::options;
 use passenger_protocol::scgi;
@@ -113,6 +113,8 @@ struct RequestInfo<'a> {
     server_protocol: &'a [u8],
     remote_addr: &'a [u8],
     remote_port: u16,
+    /// The user of HTTP basic authentication, like nginx's `$remote_user`.
+    remote_user: Option<&'a [u8]>,
     https: bool,
     content_type: Option<&'a [u8]>,
     /// Request headers in arrival order.
@@ -144,6 +146,10 @@ impl<'a> RequestInfo<'a> {
             } else {
                 ngx_inet_get_port((*c).sockaddr)
             };
+            let remote_user = (!(*r).headers_in.authorization.is_null()
+                && ngx_http_auth_basic_user(r) == NGX_OK as ngx_int_t)
+                .then(|| bytes(&(*r).headers_in.user))
+                .filter(|u| !u.is_empty());
             #[cfg(ngx_feature = "ssl")]
             let https = !(*c).ssl.is_null();
             #[cfg(not(ngx_feature = "ssl"))]
@@ -175,6 +181,7 @@ impl<'a> RequestInfo<'a> {
                 server_protocol: bytes(&(*r).http_protocol),
                 remote_addr: bytes(&(*c).addr_text),
                 remote_port,
+                remote_user,
                 https,
                 content_type,
                 headers,
@@ -243,6 +250,9 @@ fn build_header(
         (b"REMOTE_ADDR", req.remote_addr),
         (b"REMOTE_PORT", remote_port.as_bytes()),
     ];
+    if let Some(user) = req.remote_user {
+        pairs.push((b"REMOTE_USER", user));
+    }
     if req.https {
         pairs.push((b"HTTPS", b"on"));
     }
