@@ -5,7 +5,11 @@ mod start;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "passenger", version, about = "passenger-rs: an application server for Ruby, Python and Node.js apps")]
+#[command(
+    name = "passenger",
+    version,
+    about = "passenger-rs: an application server for Ruby, Python and Node.js apps"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -32,9 +32,12 @@ pub struct StartOptions {
 pub fn run(opts: StartOptions) -> Result<(), String> {
     let root = passenger_root()?;
     let app_dir = opts.app_dir.clone().unwrap_or_else(|| PathBuf::from("."));
-    let app_dir = app_dir
-        .canonicalize()
-        .map_err(|e| format!("the app directory {} cannot be used: {e}", app_dir.display()))?;
+    let app_dir = app_dir.canonicalize().map_err(|e| {
+        format!(
+            "the app directory {} cannot be used: {e}",
+            app_dir.display()
+        )
+    })?;
     let app_type = AppType::detect(&app_dir).ok_or_else(|| {
         let looked_for: Vec<_> = AppType::DETECTION.iter().map(|(_, f)| *f).collect();
         format!(
@@ -46,10 +49,18 @@ pub fn run(opts: StartOptions) -> Result<(), String> {
     let listen = check_address(&opts.address, opts.port)?;
 
     let run_dir = nix::unistd::mkdtemp(&std::env::temp_dir().join("passenger-standalone.XXXXXX"))
-        .map_err(|e| format!("cannot create a runtime directory in {}: {e}", std::env::temp_dir().display()))?;
+        .map_err(|e| {
+        format!(
+            "cannot create a runtime directory in {}: {e}",
+            std::env::temp_dir().display()
+        )
+    })?;
     // nginx's workers may run as another user (nobody, when started as root).
-    std::fs::set_permissions(&run_dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .map_err(|e| e.to_string())?;
+    std::fs::set_permissions(
+        &run_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .map_err(|e| e.to_string())?;
     let result = serve(&opts, &root, &app_dir, app_type, &listen, &run_dir);
     let _ = std::fs::remove_dir_all(&run_dir);
     result
@@ -64,9 +75,16 @@ fn serve(
     run_dir: &Path,
 ) -> Result<(), String> {
     let template_path = root.join("nginx-conf/standalone.conf.template");
-    let template = std::fs::read_to_string(&template_path)
-        .map_err(|e| format!("cannot read the config template {}: {e}", template_path.display()))?;
-    let log_file = opts.log_file.as_ref().map_or("stderr".to_string(), |p| p.display().to_string());
+    let template = std::fs::read_to_string(&template_path).map_err(|e| {
+        format!(
+            "cannot read the config template {}: {e}",
+            template_path.display()
+        )
+    })?;
+    let log_file = opts
+        .log_file
+        .as_ref()
+        .map_or("stderr".to_string(), |p| p.display().to_string());
     let config = fill_template(
         &template,
         &[
@@ -78,7 +96,14 @@ fn serve(
             ("ruby", &opts.ruby),
             ("log_file", &log_file),
             ("log_level", &opts.log_level.to_string()),
-            ("error_log_level", if opts.log_level >= 5 { "info" } else { "notice" }),
+            (
+                "error_log_level",
+                if opts.log_level >= 5 {
+                    "info"
+                } else {
+                    "notice"
+                },
+            ),
         ],
     )?;
     let config_path = run_dir.join("nginx.conf");
@@ -92,7 +117,10 @@ fn serve(
         .arg(&config_path)
         .spawn()
         .map_err(|e| format!("cannot run the bundled nginx {}: {e}", nginx.display()))?;
-    println!("=============== passenger-rs {} ===============", passenger_protocol::VERSION);
+    println!(
+        "=============== passenger-rs {} ===============",
+        passenger_protocol::VERSION
+    );
     println!("App:         {} ({})", app_dir.display(), app_type.name());
     println!("Environment: {}", opts.environment);
     println!("URL:         http://{listen}/");
@@ -114,7 +142,10 @@ fn fill_template(template: &str, values: &[(&str, &str)]) -> Result<String, Stri
         out = out.replace(&format!("{{{{{k}}}}}"), v);
     }
     match out.find("{{") {
-        Some(i) => Err(format!("the config template has an unknown placeholder: {}", &out[i..out.len().min(i + 40)])),
+        Some(i) => Err(format!(
+            "the config template has an unknown placeholder: {}",
+            &out[i..out.len().min(i + 40)]
+        )),
         None => Ok(out),
     }
 }
@@ -122,7 +153,11 @@ fn fill_template(template: &str, values: &[(&str, &str)]) -> Result<String, Stri
 /// Checks that the address can be bound now, so that a port in use or a privileged port is
 /// reported in one line before anything starts; returns nginx's `listen` argument.
 fn check_address(address: &str, port: u16) -> Result<String, String> {
-    let host = if address.contains(':') { format!("[{address}]") } else { address.to_string() };
+    let host = if address.contains(':') {
+        format!("[{address}]")
+    } else {
+        address.to_string()
+    };
     let listen = format!("{host}:{port}");
     let addr: SocketAddr = listen
         .parse()
@@ -130,9 +165,15 @@ fn check_address(address: &str, port: u16) -> Result<String, String> {
     match TcpListener::bind(addr) {
         Ok(_) => Ok(listen),
         Err(e) => Err(match e.kind() {
-            std::io::ErrorKind::AddrInUse => format!("cannot listen on {listen}: the port is already in use"),
-            std::io::ErrorKind::PermissionDenied => format!("cannot listen on {listen}: ports below 1024 need root"),
-            std::io::ErrorKind::AddrNotAvailable => format!("cannot listen on {listen}: the address is not on this host"),
+            std::io::ErrorKind::AddrInUse => {
+                format!("cannot listen on {listen}: the port is already in use")
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                format!("cannot listen on {listen}: ports below 1024 need root")
+            }
+            std::io::ErrorKind::AddrNotAvailable => {
+                format!("cannot listen on {listen}: the address is not on this host")
+            }
             _ => format!("cannot listen on {listen}: {e}"),
         }),
     }
@@ -140,7 +181,8 @@ fn check_address(address: &str, port: u16) -> Result<String, String> {
 
 /// The install root: this binary lives in `<root>/bin/`.
 fn passenger_root() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
     let root = exe.parent().and_then(Path::parent).map(Path::to_path_buf);
     match root {
         Some(r) if r.join("webhelper/nginx").is_file() => Ok(r),

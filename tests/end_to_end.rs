@@ -20,7 +20,12 @@ fn serves_get_query_status_and_headers(flavour: Flavour) {
     let r = nginx.get("/");
     assert_eq!(r.status, 200, "GET / : {r:?}\n{}", nginx.passenger_log());
     assert_eq!(r.text(), "hello from rack\n");
-    assert!(r.header("x-powered-by").unwrap_or("").starts_with("Passenger-rs"), "{r:?}");
+    assert!(
+        r.header("x-powered-by")
+            .unwrap_or("")
+            .starts_with("Passenger-rs"),
+        "{r:?}"
+    );
 
     let r = nginx.get("/query?a=1&b=two%20words");
     assert_eq!(r.text(), "a=1&b=two%20words");
@@ -33,7 +38,13 @@ fn serves_get_query_status_and_headers(flavour: Flavour) {
     assert_eq!(r.status, 302);
     assert_eq!(r.header("location"), Some("http://example.org/target"));
 
-    let r = http(nginx.port(), "GET", "/headers", &[("X-Test-Request", "from the client")], b"");
+    let r = http(
+        nginx.port(),
+        "GET",
+        "/headers",
+        &[("X-Test-Request", "from the client")],
+        b"",
+    );
     assert_eq!(r.header("x-custom"), Some("custom value"));
     assert_eq!(r.text(), "header echo: from the client");
 }
@@ -41,11 +52,23 @@ fn serves_get_query_status_and_headers(flavour: Flavour) {
 fn post_body_reaches_the_app_intact(flavour: Flavour) {
     let nginx = Nginx::start(flavour, &[Site::app("echo")]);
     // 1 MB of every byte value, in an order that would show truncation or reordering.
-    let body: Vec<u8> = (0..1_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-    let r = http(nginx.port(), "POST", "/echo", &[("Content-Type", "application/octet-stream")], &body);
+    let body: Vec<u8> = (0..1_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let r = http(
+        nginx.port(),
+        "POST",
+        "/echo",
+        &[("Content-Type", "application/octet-stream")],
+        &body,
+    );
     assert_eq!(r.status, 200, "{}", nginx.passenger_log());
     assert_eq!(r.header("x-received-length"), Some("1000000"));
-    assert!(r.body == body, "echoed body differs from the one sent ({} bytes back)", r.body.len());
+    assert!(
+        r.body == body,
+        "echoed body differs from the one sent ({} bytes back)",
+        r.body.len()
+    );
 }
 
 fn two_apps_side_by_side(flavour: Flavour) {
@@ -54,18 +77,27 @@ fn two_apps_side_by_side(flavour: Flavour) {
     let two = http(nginx.ports[1], "GET", "/", &[], b"");
     assert_eq!(one.text(), "hello from rack\n");
     assert_eq!(two.text(), "hello from the second app\n");
-    assert_ne!(one.header("x-pid"), two.header("x-pid"), "two apps must be two processes");
+    assert_ne!(
+        one.header("x-pid"),
+        two.header("x-pid"),
+        "two apps must be two processes"
+    );
 }
 
 fn stop_removes_every_process_and_the_instance_dir(flavour: Flavour) {
     let mut nginx = Nginx::start(flavour, &[Site::app("echo")]);
     let app_pid: i32 = nginx.get("/").header("x-pid").unwrap().parse().unwrap();
     let pids = nginx.agent_pids();
-    assert!(pids.contains(&app_pid), "the app process {app_pid} should be below the core: {pids:?}");
+    assert!(
+        pids.contains(&app_pid),
+        "the app process {app_pid} should be below the core: {pids:?}"
+    );
     let inst = nginx.instance_dir();
     nginx.stop();
     wait_all_gone(&pids, "after nginx -s stop");
-    wait_until("instance directory removed after nginx -s stop", || !inst.exists());
+    wait_until("instance directory removed after nginx -s stop", || {
+        !inst.exists()
+    });
 }
 
 fn killing_the_master_removes_every_process(flavour: Flavour) {
@@ -75,7 +107,10 @@ fn killing_the_master_removes_every_process(flavour: Flavour) {
     let inst = nginx.instance_dir();
     nginx.kill_master();
     wait_all_gone(&pids, "after kill -9 of the nginx master");
-    wait_until("instance directory removed after kill -9 of the master", || !inst.exists());
+    wait_until(
+        "instance directory removed after kill -9 of the master",
+        || !inst.exists(),
+    );
 }
 
 fn app_that_fails_to_load_gives_500_and_logs_why(flavour: Flavour) {
@@ -85,7 +120,10 @@ fn app_that_fails_to_load_gives_500_and_logs_why(flavour: Flavour) {
     let r = nginx.get("/");
     assert_eq!(r.status, 500, "{r:?}");
     let log = nginx.passenger_log();
-    assert!(log.contains("boom: this app is broken on purpose"), "error text missing from the log:\n{log}");
+    assert!(
+        log.contains("boom: this app is broken on purpose"),
+        "error text missing from the log:\n{log}"
+    );
 }
 
 fn app_output_goes_to_the_log(flavour: Flavour) {
@@ -94,7 +132,9 @@ fn app_output_goes_to_the_log(flavour: Flavour) {
     assert_eq!(nginx.get("/log").text(), "logged");
     for line in ["app says hello on stdout", "app says hello on stderr"] {
         let expected = format!("App {pid} output: {line}");
-        wait_until(&format!("log line {expected:?}"), || nginx.passenger_log().contains(&expected));
+        wait_until(&format!("log line {expected:?}"), || {
+            nginx.passenger_log().contains(&expected)
+        });
     }
 }
 
@@ -111,7 +151,10 @@ fn core_rejects_malformed_scgi_and_wrong_password(flavour: Flavour) {
         String::from_utf8_lossy(&out).into_owned()
     };
     let garbage = ask(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert!(garbage.starts_with("HTTP/1.1 400"), "malformed SCGI got: {garbage:?}");
+    assert!(
+        garbage.starts_with("HTTP/1.1 400"),
+        "malformed SCGI got: {garbage:?}"
+    );
     let app_root = test_app("echo").display().to_string();
     let wrong = passenger_protocol::scgi::encode([
         (&b"CONTENT_LENGTH"[..], &b"0"[..]),
@@ -122,7 +165,10 @@ fn core_rejects_malformed_scgi_and_wrong_password(flavour: Flavour) {
         (b"PASSENGER_CONNECT_PASSWORD", b"not the password"),
     ]);
     let denied = ask(&wrong);
-    assert!(denied.starts_with("HTTP/1.1 403"), "wrong password got: {denied:?}");
+    assert!(
+        denied.starts_with("HTTP/1.1 403"),
+        "wrong password got: {denied:?}"
+    );
     // Neither disturbed the instance.
     let r = nginx.get("/");
     assert_eq!(r.status, 200);
@@ -133,15 +179,28 @@ fn config_test_starts_nothing(flavour: Flavour) {
     let dir = Scratch::new("conftest");
     std::fs::create_dir_all(dir.0.join("registry")).unwrap();
     let site = Site::app("echo");
-    std::fs::write(dir.0.join("nginx.conf"), Nginx::config(flavour, &dir.0, &[(free_port(), &site)])).unwrap();
+    std::fs::write(
+        dir.0.join("nginx.conf"),
+        Nginx::config(flavour, &dir.0, &[(free_port(), &site)]),
+    )
+    .unwrap();
     let out = std::process::Command::new(flavour.nginx())
-        .args(["-p"]).arg(&dir.0)
-        .args(["-c"]).arg(dir.0.join("nginx.conf"))
+        .args(["-p"])
+        .arg(&dir.0)
+        .args(["-c"])
+        .arg(dir.0.join("nginx.conf"))
         .arg("-t")
         .output()
         .unwrap();
-    assert!(out.status.success(), "nginx -t failed: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(instance_dirs(&dir.0.join("registry")).is_empty(), "nginx -t must not start the agents");
+    assert!(
+        out.status.success(),
+        "nginx -t failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        instance_dirs(&dir.0.join("registry")).is_empty(),
+        "nginx -t must not start the agents"
+    );
 }
 
 for_both_nginx! {

@@ -2,9 +2,12 @@
 //! agent's socket and password.
 //!
 //! Runs in the module's `init_module` hook, which nginx calls in the master (before workers
-//! fork) on every configuration (re)load. A master starts one watchdog; reloads reuse it. The
-//! watchdog notices the master's exit by itself, so workers need nothing from it but the
-//! core's address, which they inherit through fork.
+//! fork, and before nginx daemonizes) on every configuration (re)load. A master starts one
+//! watchdog; reloads reuse it. The watchdog's lifeline is a pipe whose write end only the
+//! master holds: it survives the daemon fork, is closed on exec (a binary upgrade starts its
+//! own agents) and in every worker (`init_process`), so the watchdog sees EOF exactly when the
+//! master is gone, whether it stopped or was killed. (The master's pid can't serve: under
+//! `daemon on` the process running this hook is not the one that stays.)
 
 use std::ffi::OsStr;
 use std::io;
@@ -30,6 +33,22 @@ use crate::util::{guard, log_error};
 const REPORT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The fd on which the watchdog writes its report.
 const REPORT_FD: RawFd = 3;
+/// The fd on which the watchdog reads its lifeline (EOF = the master is gone).
+const LIFELINE_FD: RawFd = 4;
+
+/// The lifeline's write end, held by the master; -1 when none.
+static LIFELINE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// The module's `init_process` hook: a worker must not hold the lifeline, or the watchdog
+/// would outlive a killed master for as long as its orphaned workers run.
+pub unsafe extern "C" fn init_process(_cycle: *mut ngx_cycle_t) -> ngx_int_t {
+    let fd = LIFELINE.swap(-1, std::sync::atomic::Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: this worker's inherited copy of the master's descriptor; nothing else uses it.
+        unsafe { libc::close(fd) };
+    }
+    NGX_OK as ngx_int_t
+}
 
 /// What the watchdog reported: where the core listens and the password it expects.
 pub struct Core {
@@ -168,13 +187,15 @@ struct WatchdogArgs {
 fn start_watchdog(args: &WatchdogArgs) -> Result<Core, String> {
     check_executable(&args.exe)?;
     let (read_end, write_end) = pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
+    let (lifeline_read, lifeline_write) =
+        pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
 
     let server_software = format!("nginx/{}", NGINX_VERSION.to_string_lossy());
     let mut cmd = Command::new(&args.exe);
     cmd.arg("--passenger-root")
         .arg(&args.root)
-        .arg("--master-pid")
-        .arg(std::process::id().to_string())
+        .arg("--lifeline-fd")
+        .arg(LIFELINE_FD.to_string())
         .arg("--report-fd")
         .arg(REPORT_FD.to_string())
         .arg("--integration-mode")
@@ -194,10 +215,12 @@ fn start_watchdog(args: &WatchdogArgs) -> Result<Core, String> {
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit());
     let report_fd = write_end.as_raw_fd();
+    let lifeline_fd = lifeline_read.as_raw_fd();
     // SAFETY: the closure only makes async-signal-safe system calls.
-    unsafe { cmd.pre_exec(move || child_fds(report_fd)) };
+    unsafe { cmd.pre_exec(move || child_fds(report_fd, lifeline_fd)) };
     let mut child = cmd.spawn().map_err(|e| format!("cannot execute it: {e}"))?;
     drop(write_end);
+    drop(lifeline_read);
 
     let deadline = Instant::now() + REPORT_TIMEOUT;
     let result = read_report(&read_end, &mut child, deadline);
@@ -209,7 +232,13 @@ fn start_watchdog(args: &WatchdogArgs) -> Result<Core, String> {
         &mut child,
         deadline.min(Instant::now() + Duration::from_secs(5)),
     );
-    match StartupReport::from_items(&result?)? {
+    let report = StartupReport::from_items(&result?)?;
+    // Held (close-on-exec) until the master exits.
+    LIFELINE.store(
+        std::os::fd::IntoRawFd::into_raw_fd(lifeline_write),
+        std::sync::atomic::Ordering::SeqCst,
+    );
+    match report {
         StartupReport::Ok {
             instance_dir: _,
             core_socket,
@@ -243,21 +272,23 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// In the child between fork and exec: the report pipe becomes fd 3, and every other fd above
-/// it (nginx's listening sockets, log files, ...) is closed on exec so the agents do not hold
-/// them.
-fn child_fds(report_fd: RawFd) -> io::Result<()> {
+/// In the child between fork and exec: the report pipe becomes fd 3 and the lifeline fd 4,
+/// and every other fd above them (nginx's listening sockets, log files, ...) is closed on exec
+/// so the agents do not hold them.
+fn child_fds(report_fd: RawFd, lifeline_fd: RawFd) -> io::Result<()> {
     // SAFETY: plain system calls on descriptors of this (child) process.
     unsafe {
-        if report_fd == REPORT_FD {
-            let flags = libc::fcntl(REPORT_FD, libc::F_GETFD);
-            if flags < 0 || libc::fcntl(REPORT_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-        } else if libc::dup2(report_fd, REPORT_FD) < 0 {
+        // Move both out of the way first, so neither dup2 can clobber the other.
+        let report = libc::fcntl(report_fd, libc::F_DUPFD_CLOEXEC, 10);
+        let lifeline = libc::fcntl(lifeline_fd, libc::F_DUPFD_CLOEXEC, 10);
+        if report < 0
+            || lifeline < 0
+            || libc::dup2(report, REPORT_FD) < 0
+            || libc::dup2(lifeline, LIFELINE_FD) < 0
+        {
             return Err(io::Error::last_os_error());
         }
-        let first = (REPORT_FD + 1) as libc::c_uint;
+        let first = (LIFELINE_FD + 1) as libc::c_uint;
         let r = libc::syscall(
             libc::SYS_close_range,
             first,

@@ -38,6 +38,7 @@ pub static mut ngx_http_passenger_module: ngx_module_t = ngx_module_t {
     commands: &raw mut config::COMMANDS as *mut _,
     type_: NGX_HTTP_MODULE as ngx_uint_t,
     init_module: Some(agents::init_module),
+    init_process: Some(agents::init_process),
     ..ngx_module_t::default()
 };
 

@@ -29,7 +29,8 @@ pub fn encode_array<T: AsRef<[u8]>>(items: &[T]) -> Result<Vec<u8>, ChannelError
         out.extend_from_slice(item);
         out.push(0);
     }
-    let len = u16::try_from(out.len() - 2).map_err(|_| ChannelError::ArrayTooLarge(out.len() - 2))?;
+    let len =
+        u16::try_from(out.len() - 2).map_err(|_| ChannelError::ArrayTooLarge(out.len() - 2))?;
     out[..2].copy_from_slice(&len.to_be_bytes());
     Ok(out)
 }
@@ -37,9 +38,13 @@ pub fn encode_array<T: AsRef<[u8]>>(items: &[T]) -> Result<Vec<u8>, ChannelError
 /// Decodes an array message from the start of `buf`: `Ok(None)` when incomplete, else the
 /// items and the number of bytes consumed.
 pub fn decode_array(buf: &[u8]) -> Result<Option<(Vec<Vec<u8>>, usize)>, ChannelError> {
-    let Some(len) = buf.get(..2) else { return Ok(None) };
+    let Some(len) = buf.get(..2) else {
+        return Ok(None);
+    };
     let len = u16::from_be_bytes([len[0], len[1]]) as usize;
-    let Some(body) = buf.get(2..2 + len) else { return Ok(None) };
+    let Some(body) = buf.get(2..2 + len) else {
+        return Ok(None);
+    };
     if body.last().is_some_and(|&b| b != 0) {
         return Err(ChannelError::Unterminated);
     }
@@ -63,7 +68,9 @@ pub fn encode_scalar(data: &[u8]) -> Vec<u8> {
 /// Decodes a scalar from the start of `buf`, refusing one longer than `max` before it is
 /// buffered: `Ok(None)` when incomplete, else the payload and the bytes consumed.
 pub fn decode_scalar(buf: &[u8], max: usize) -> Result<Option<(&[u8], usize)>, ChannelError> {
-    let Some(len) = buf.get(..4) else { return Ok(None) };
+    let Some(len) = buf.get(..4) else {
+        return Ok(None);
+    };
     let len = u32::from_be_bytes(len.try_into().unwrap()) as usize;
     if len > max {
         return Err(ChannelError::ScalarTooLarge { len, limit: max });
@@ -108,7 +115,10 @@ mod tests {
     #[test]
     fn array_errors() {
         assert_eq!(encode_array(&[b"a\0b"]), Err(ChannelError::NulInItem(0)));
-        assert!(matches!(encode_array(&[vec![b'x'; 70000]]), Err(ChannelError::ArrayTooLarge(_))));
+        assert!(matches!(
+            encode_array(&[vec![b'x'; 70000]]),
+            Err(ChannelError::ArrayTooLarge(_))
+        ));
         assert_eq!(decode_array(b"\x00\x02ab"), Err(ChannelError::Unterminated));
     }
 
@@ -117,6 +127,9 @@ mod tests {
         let msg = encode_scalar(b"hello");
         assert_eq!(decode_scalar(&msg, 10).unwrap(), Some((&b"hello"[..], 9)));
         assert_eq!(decode_scalar(&msg[..6], 10).unwrap(), None);
-        assert!(matches!(decode_scalar(&msg, 3), Err(ChannelError::ScalarTooLarge { .. })));
+        assert!(matches!(
+            decode_scalar(&msg, 3),
+            Err(ChannelError::ScalarTooLarge { .. })
+        ));
     }
 }

@@ -54,14 +54,22 @@ pub struct Properties {
 /// `["ok", instance_dir, core_socket, core_password]` or `["error", message]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartupReport {
-    Ok { instance_dir: String, core_socket: String, core_password: String },
+    Ok {
+        instance_dir: String,
+        core_socket: String,
+        core_password: String,
+    },
     Error(String),
 }
 
 impl StartupReport {
     pub fn to_items(&self) -> Vec<&str> {
         match self {
-            StartupReport::Ok { instance_dir, core_socket, core_password } => {
+            StartupReport::Ok {
+                instance_dir,
+                core_socket,
+                core_password,
+            } => {
                 vec!["ok", instance_dir, core_socket, core_password]
             }
             StartupReport::Error(msg) => vec!["error", msg],

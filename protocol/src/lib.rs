@@ -63,7 +63,10 @@ mod tests {
         let mut out = Vec::new();
         join_pairs(&mut out, [(&b"A"[..], &b"1"[..]), (b"B", b"")]);
         assert_eq!(out, b"A\x001\x00B\x00\x00");
-        assert_eq!(split_pairs(&out).unwrap(), vec![(&b"A"[..], &b"1"[..]), (b"B", b"")]);
+        assert_eq!(
+            split_pairs(&out).unwrap(),
+            vec![(&b"A"[..], &b"1"[..]), (b"B", b"")]
+        );
     }
 
     #[test]

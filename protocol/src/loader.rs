@@ -59,7 +59,10 @@ pub enum LoaderLine {
 /// Classifies one line (without its trailing newline).
 pub fn parse_line(line: &str) -> LoaderLine {
     let line = line.strip_suffix('\r').unwrap_or(line);
-    let Some(rest) = line.strip_prefix(PREFIX).or_else(|| (line == "!>").then_some("")) else {
+    let Some(rest) = line
+        .strip_prefix(PREFIX)
+        .or_else(|| (line == "!>").then_some(""))
+    else {
         return LoaderLine::AppOutput(line.to_string());
     };
     match rest {
@@ -90,7 +93,12 @@ fn parse_socket(spec: &str) -> Option<SocketInfo> {
     if parts.next().is_some() || path.is_empty() {
         return None;
     }
-    Some(SocketInfo { name, path, protocol, concurrency })
+    Some(SocketInfo {
+        name,
+        path,
+        protocol,
+        concurrency,
+    })
 }
 
 /// The spawner's side: the greeting answer and the options block, ready to write to stdin.
@@ -134,7 +142,10 @@ mod tests {
                 concurrency: 1
             })
         );
-        assert!(matches!(parse_line("!> socket: main;tcp:1;session;1"), LoaderLine::Protocol(_)));
+        assert!(matches!(
+            parse_line("!> socket: main;tcp:1;session;1"),
+            LoaderLine::Protocol(_)
+        ));
     }
 
     #[test]

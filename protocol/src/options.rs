@@ -42,12 +42,19 @@ impl AppType {
     }
 
     pub fn from_name(name: &str) -> Option<AppType> {
-        Self::DETECTION.iter().map(|(t, _)| *t).find(|t| t.name() == name)
+        Self::DETECTION
+            .iter()
+            .map(|(t, _)| *t)
+            .find(|t| t.name() == name)
     }
 
     /// The startup file used when `passenger_startup_file` is not set.
     pub fn default_startup_file(self) -> &'static str {
-        Self::DETECTION.iter().find(|(t, _)| *t == self).map(|(_, f)| *f).unwrap()
+        Self::DETECTION
+            .iter()
+            .find(|(t, _)| *t == self)
+            .map(|(_, f)| *f)
+            .unwrap()
     }
 
     /// The loader script under `<passenger_root>/loaders/`.

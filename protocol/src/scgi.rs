@@ -85,7 +85,10 @@ pub fn decode(buf: &[u8], max_header: usize) -> Result<Option<(ScgiHeader, usize
         .and_then(|s| s.parse().ok())
         .ok_or(ScgiError::BadLength(0))?;
     if len > max_header {
-        return Err(ScgiError::TooLarge { len, limit: max_header });
+        return Err(ScgiError::TooLarge {
+            len,
+            limit: max_header,
+        });
     }
     let start = digits + 1;
     let end = start + len;
@@ -93,13 +96,20 @@ pub fn decode(buf: &[u8], max_header: usize) -> Result<Option<(ScgiHeader, usize
         return Ok(None);
     };
     if comma != b',' {
-        return Err(ScgiError::MissingComma { offset: end, found: comma });
+        return Err(ScgiError::MissingComma {
+            offset: end,
+            found: comma,
+        });
     }
     let raw = crate::split_pairs(&buf[start..end]).map_err(|o| ScgiError::BadPairs(start + o))?;
     let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(raw.len());
     for (i, (k, v)) in raw.iter().enumerate() {
         let key = String::from_utf8_lossy(k).into_owned();
-        if k.is_empty() || !k.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        if k.is_empty()
+            || !k
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
             return Err(ScgiError::BadKey(key));
         }
         if i == 0 && *k != b"CONTENT_LENGTH" {
@@ -117,8 +127,16 @@ pub fn decode(buf: &[u8], max_header: usize) -> Result<Option<(ScgiHeader, usize
     if cl.is_empty() || cl.len() > 19 || !cl.iter().all(u8::is_ascii_digit) {
         return Err(ScgiError::BadContentLength(cl_text));
     }
-    let content_length = cl_text.parse().map_err(|_| ScgiError::BadContentLength(cl_text))?;
-    Ok(Some((ScgiHeader { pairs, content_length }, end + 1)))
+    let content_length = cl_text
+        .parse()
+        .map_err(|_| ScgiError::BadContentLength(cl_text))?;
+    Ok(Some((
+        ScgiHeader {
+            pairs,
+            content_length,
+        },
+        end + 1,
+    )))
 }
 
 #[cfg(test)]
@@ -147,20 +165,40 @@ mod tests {
     fn every_prefix_is_incomplete_not_an_error() {
         let buf = sample();
         for n in 0..buf.len() {
-            assert_eq!(decode(&buf[..n], DEFAULT_MAX_HEADER), Ok(None), "prefix {n}");
+            assert_eq!(
+                decode(&buf[..n], DEFAULT_MAX_HEADER),
+                Ok(None),
+                "prefix {n}"
+            );
         }
     }
 
     #[test]
     fn rejects_bad_input() {
-        assert!(matches!(decode(b"GET / HTTP/1.1\r\n", 100), Err(ScgiError::BadLength(_))));
-        assert!(matches!(decode(b"4:A\x00b\x00;", 100), Err(ScgiError::MissingComma { .. })));
-        assert!(matches!(decode(b"999999:", 100), Err(ScgiError::TooLarge { .. })));
+        assert!(matches!(
+            decode(b"GET / HTTP/1.1\r\n", 100),
+            Err(ScgiError::BadLength(_))
+        ));
+        assert!(matches!(
+            decode(b"4:A\x00b\x00;", 100),
+            Err(ScgiError::MissingComma { .. })
+        ));
+        assert!(matches!(
+            decode(b"999999:", 100),
+            Err(ScgiError::TooLarge { .. })
+        ));
         let no_cl = encode([(&b"SCGI"[..], &b"1"[..])]);
         assert_eq!(decode(&no_cl, 100), Err(ScgiError::ContentLengthNotFirst));
         let bad_cl = encode([(&b"CONTENT_LENGTH"[..], &b"-1"[..])]);
-        assert!(matches!(decode(&bad_cl, 100), Err(ScgiError::BadContentLength(_))));
-        let dup = encode([(&b"CONTENT_LENGTH"[..], &b"0"[..]), (b"A", b"1"), (b"A", b"2")]);
+        assert!(matches!(
+            decode(&bad_cl, 100),
+            Err(ScgiError::BadContentLength(_))
+        ));
+        let dup = encode([
+            (&b"CONTENT_LENGTH"[..], &b"0"[..]),
+            (b"A", b"1"),
+            (b"A", b"2"),
+        ]);
         assert!(matches!(decode(&dup, 100), Err(ScgiError::DuplicateKey(_))));
         let bad_key = encode([(&b"CONTENT_LENGTH"[..], &b"0"[..]), (b"A\nB", b"1")]);
         assert!(matches!(decode(&bad_key, 100), Err(ScgiError::BadKey(_))));

@@ -21,7 +21,13 @@ pub fn cgi_header_name(name: &[u8]) -> Option<Vec<u8>> {
     }
     let mut out = Vec::with_capacity(name.len() + 5);
     out.extend_from_slice(b"HTTP_");
-    out.extend(name.iter().map(|&b| if b == b'-' { b'_' } else { b.to_ascii_uppercase() }));
+    out.extend(name.iter().map(|&b| {
+        if b == b'-' {
+            b'_'
+        } else {
+            b.to_ascii_uppercase()
+        }
+    }));
     Some(out)
 }
 
@@ -31,15 +37,27 @@ pub fn decode_header(
     buf: &[u8],
     max: usize,
 ) -> Result<Option<(Vec<(Vec<u8>, Vec<u8>)>, usize)>, String> {
-    let Some(len) = buf.get(..4) else { return Ok(None) };
+    let Some(len) = buf.get(..4) else {
+        return Ok(None);
+    };
     let len = u32::from_be_bytes(len.try_into().unwrap()) as usize;
     if len > max {
-        return Err(format!("session header of {len} bytes exceeds the limit of {max}"));
+        return Err(format!(
+            "session header of {len} bytes exceeds the limit of {max}"
+        ));
     }
-    let Some(data) = buf.get(4..4 + len) else { return Ok(None) };
+    let Some(data) = buf.get(4..4 + len) else {
+        return Ok(None);
+    };
     let pairs = crate::split_pairs(data)
         .map_err(|o| format!("session header pairs malformed at byte {}", 4 + o))?;
-    Ok(Some((pairs.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect(), 4 + len)))
+    Ok(Some((
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect(),
+        4 + len,
+    )))
 }
 
 #[cfg(test)]
@@ -58,7 +76,10 @@ mod tests {
 
     #[test]
     fn header_names() {
-        assert_eq!(cgi_header_name(b"X-Forwarded-For").unwrap(), b"HTTP_X_FORWARDED_FOR");
+        assert_eq!(
+            cgi_header_name(b"X-Forwarded-For").unwrap(),
+            b"HTTP_X_FORWARDED_FOR"
+        );
         assert_eq!(cgi_header_name(b"X_Forwarded_For"), None);
         assert_eq!(cgi_header_name(b""), None);
     }

@@ -17,7 +17,8 @@ pub fn repo() -> PathBuf {
 
 /// The install tree under test: `$PASSENGER_BUILDOUT` or `buildout/`.
 pub fn buildout() -> PathBuf {
-    let dir = std::env::var_os("PASSENGER_BUILDOUT").map_or_else(|| repo().join("buildout"), PathBuf::from);
+    let dir = std::env::var_os("PASSENGER_BUILDOUT")
+        .map_or_else(|| repo().join("buildout"), PathBuf::from);
     assert!(
         dir.join("agents/passenger-watchdog").is_file(),
         "no install tree at {}: run scripts/build first",
@@ -53,7 +54,10 @@ impl Flavour {
             Flavour::System => "system",
             Flavour::Bundled => "bundled",
         };
-        buildout().join("modules").join(dir).join("ngx_http_passenger_module.so")
+        buildout()
+            .join("modules")
+            .join(dir)
+            .join("ngx_http_passenger_module.so")
     }
 }
 
@@ -64,14 +68,18 @@ impl Scratch {
     pub fn new(label: &str) -> Scratch {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
         let dir = std::env::temp_dir().join(format!(
             "prs-test-{label}-{}-{}-{nanos}",
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst)
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
         Scratch(dir)
     }
 }
@@ -83,7 +91,11 @@ impl Drop for Scratch {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// One `server` block serving an app.
@@ -95,7 +107,10 @@ pub struct Site {
 
 impl Site {
     pub fn app(name: &str) -> Site {
-        Site { app: test_app(name), extra: String::new() }
+        Site {
+            app: test_app(name),
+            extra: String::new(),
+        }
     }
 }
 
@@ -143,15 +158,26 @@ impl Nginx {
         std::fs::create_dir_all(dir.0.join("registry")).unwrap();
         let ports: Vec<u16> = sites.iter().map(|_| free_port()).collect();
         let pairs: Vec<(u16, &Site)> = ports.iter().copied().zip(sites.iter()).collect();
-        std::fs::write(dir.0.join("nginx.conf"), Nginx::config(flavour, &dir.0, &pairs)).unwrap();
+        std::fs::write(
+            dir.0.join("nginx.conf"),
+            Nginx::config(flavour, &dir.0, &pairs),
+        )
+        .unwrap();
         let child = Command::new(flavour.nginx())
-            .args(["-p"]).arg(&dir.0)
-            .args(["-c"]).arg(dir.0.join("nginx.conf"))
+            .args(["-p"])
+            .arg(&dir.0)
+            .args(["-c"])
+            .arg(dir.0.join("nginx.conf"))
             .args(["-g", "daemon off;"])
             .stdin(Stdio::null())
             .spawn()
             .expect("nginx runs");
-        let mut nginx = Nginx { flavour, dir, ports, child: Some(child) };
+        let mut nginx = Nginx {
+            flavour,
+            dir,
+            ports,
+            child: Some(child),
+        };
         for port in nginx.ports.clone() {
             nginx.wait_listening(port);
         }
@@ -162,9 +188,17 @@ impl Nginx {
         let deadline = Instant::now() + PATIENCE;
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("nginx ({:?}) exited with {status} at start; error log:\n{}", self.flavour, self.error_log());
+                panic!(
+                    "nginx ({:?}) exited with {status} at start; error log:\n{}",
+                    self.flavour,
+                    self.error_log()
+                );
             }
-            assert!(Instant::now() < deadline, "nginx did not listen on port {port} within {PATIENCE:?}; error log:\n{}", self.error_log());
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not listen on port {port} within {PATIENCE:?}; error log:\n{}",
+                self.error_log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -196,7 +230,11 @@ impl Nginx {
     /// The one instance directory of this nginx.
     pub fn instance_dir(&self) -> PathBuf {
         let dirs = instance_dirs(&self.registry());
-        assert_eq!(dirs.len(), 1, "expected one instance directory, found {dirs:?}");
+        assert_eq!(
+            dirs.len(),
+            1,
+            "expected one instance directory, found {dirs:?}"
+        );
         dirs.into_iter().next().unwrap()
     }
 
@@ -204,7 +242,11 @@ impl Nginx {
     pub fn agent_pids(&self) -> Vec<i32> {
         let inst = self.instance_dir();
         let read = |f: &str| -> i32 {
-            std::fs::read_to_string(inst.join(f)).unwrap_or_default().trim().parse().unwrap_or_else(|_| panic!("{f} in {}", inst.display()))
+            std::fs::read_to_string(inst.join(f))
+                .unwrap_or_default()
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{f} in {}", inst.display()))
         };
         let core = read("core.pid");
         let mut pids = vec![read("watchdog.pid"), core];
@@ -215,8 +257,10 @@ impl Nginx {
     /// `nginx -s stop`, then waits for the master to exit.
     pub fn stop(&mut self) {
         let status = Command::new(self.flavour.nginx())
-            .args(["-p"]).arg(&self.dir.0)
-            .args(["-c"]).arg(self.dir.0.join("nginx.conf"))
+            .args(["-p"])
+            .arg(&self.dir.0)
+            .args(["-c"])
+            .arg(self.dir.0.join("nginx.conf"))
             .args(["-s", "stop"])
             .status()
             .unwrap();
@@ -239,7 +283,10 @@ impl Nginx {
         if let Some(mut child) = self.child.take() {
             let deadline = Instant::now() + PATIENCE;
             while child.try_wait().unwrap().is_none() {
-                assert!(Instant::now() < deadline, "nginx master did not exit within {PATIENCE:?}");
+                assert!(
+                    Instant::now() < deadline,
+                    "nginx master did not exit within {PATIENCE:?}"
+                );
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -258,11 +305,18 @@ impl Drop for Nginx {
 
 /// `passenger.*` directories in a registry dir.
 pub fn instance_dirs(registry: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(registry) else { return vec![] };
+    let Ok(entries) = std::fs::read_dir(registry) else {
+        return vec![];
+    };
     entries
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("passenger."))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("passenger.")
+        })
         .collect()
 }
 
@@ -311,7 +365,14 @@ pub fn wait_all_gone(pids: &[i32], what: &str) {
         if Instant::now() > deadline {
             let names: Vec<String> = left
                 .iter()
-                .map(|p| format!("{p} ({})", std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default().replace('\0', " ")))
+                .map(|p| {
+                    format!(
+                        "{p} ({})",
+                        std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                            .unwrap_or_default()
+                            .replace('\0', " ")
+                    )
+                })
                 .collect();
             panic!("{what}: processes still alive after {PATIENCE:?}: {names:?}");
         }
@@ -323,7 +384,10 @@ pub fn wait_all_gone(pids: &[i32], what: &str) {
 pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + PATIENCE;
     while !cond() {
-        assert!(Instant::now() < deadline, "{what}: not the case after {PATIENCE:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not the case after {PATIENCE:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -337,7 +401,10 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -346,7 +413,13 @@ impl Response {
 }
 
 /// One HTTP/1.1 request with `Connection: close`; reads the response to EOF.
-pub fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to nginx");
     s.set_read_timeout(Some(PATIENCE)).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
@@ -360,31 +433,66 @@ pub fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body:
     s.write_all(req.as_bytes()).unwrap();
     s.write_all(body).unwrap();
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap_or_else(|e| panic!("reading the response to {method} {path}: {e}"));
+    s.read_to_end(&mut raw)
+        .unwrap_or_else(|e| panic!("reading the response to {method} {path}: {e}"));
     parse_response(&raw)
 }
 
 pub fn parse_response(raw: &[u8]) -> Response {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("no complete response head in {:?}", String::from_utf8_lossy(raw)));
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| {
+            panic!(
+                "no complete response head in {:?}",
+                String::from_utf8_lossy(raw)
+            )
+        });
     let head = String::from_utf8_lossy(&raw[..end]);
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap();
-    let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
     let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        })
         .collect();
     let mut body = raw[end + 4..].to_vec();
-    if headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked")) {
+    if headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"))
+    {
         body = dechunk(&body);
     }
-    Response { status, headers, body }
+    Response {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n").expect("chunk size line");
-        let size = usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap().split(';').next().unwrap().trim(), 16).unwrap();
+        let line_end = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let size = usize::from_str_radix(
+            std::str::from_utf8(&data[..line_end])
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .trim(),
+            16,
+        )
+        .unwrap();
         data = &data[line_end + 2..];
         if size == 0 {
             return out;

@@ -6,8 +6,10 @@ use std::path::PathBuf;
 #[derive(Debug, Clone)]
 pub struct Args {
     pub passenger_root: PathBuf,
-    /// The nginx master (or `passenger start`) whose exit ends the instance.
-    pub master_pid: i32,
+    /// A pipe whose write end only the nginx master holds: EOF on it ends the instance.
+    pub lifeline_fd: Option<i32>,
+    /// Or: a process whose exit ends the instance (for tools that start the watchdog directly).
+    pub master_pid: Option<i32>,
     /// Where to write the start-up report (a MessageChannel array message).
     pub report_fd: Option<i32>,
     pub integration_mode: IntegrationMode,
@@ -21,7 +23,8 @@ impl Args {
     pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         let mut args = Args {
             passenger_root: PathBuf::new(),
-            master_pid: 0,
+            lifeline_fd: None,
+            master_pid: None,
             report_fd: None,
             integration_mode: IntegrationMode::Nginx,
             server_software: "nginx".into(),
@@ -33,7 +36,8 @@ impl Args {
             let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
             match flag.as_str() {
                 "--passenger-root" => args.passenger_root = value()?.into(),
-                "--master-pid" => args.master_pid = number(&flag, &value()?)?,
+                "--master-pid" => args.master_pid = Some(number(&flag, &value()?)?),
+                "--lifeline-fd" => args.lifeline_fd = Some(number(&flag, &value()?)?),
                 "--report-fd" => args.report_fd = Some(number(&flag, &value()?)?),
                 "--integration-mode" => {
                     args.integration_mode = match value()?.as_str() {
@@ -52,13 +56,14 @@ impl Args {
         if args.passenger_root.as_os_str().is_empty() {
             return Err("--passenger-root is required".into());
         }
-        if args.master_pid <= 0 {
-            return Err("--master-pid is required".into());
+        if args.lifeline_fd.is_none() && !args.master_pid.is_some_and(|p| p > 0) {
+            return Err("--lifeline-fd or --master-pid is required".into());
         }
         Ok(args)
     }
 }
 
 fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
-    v.parse().map_err(|_| format!("{flag} takes a number, not {v:?}"))
+    v.parse()
+        .map_err(|_| format!("{flag} takes a number, not {v:?}"))
 }

@@ -20,8 +20,13 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// may run as another user: every request must carry the password.
 pub fn bind_core_socket(path: &Path) -> Result<OwnedFd, String> {
     let fail = |e: nix::Error| format!("cannot listen on the core socket {}: {e}", path.display());
-    let fd = socket::socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
-        .map_err(fail)?;
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(fail)?;
     socket::bind(fd.as_raw_fd(), &UnixAddr::new(path).map_err(fail)?).map_err(fail)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
         .map_err(|e| format!("cannot chmod the core socket {}: {e}", path.display()))?;
@@ -82,7 +87,11 @@ impl CoreProcess {
             .spawn()
             .map_err(|e| format!("cannot start the core agent {}: {e}", spec.binary.display()))?;
         let stdout = child.stdout.take().expect("stdout is piped");
-        let mut core = CoreProcess { lifeline: child.stdin.take(), exit_fd: pidfd_open(child.id() as i32).ok(), child };
+        let mut core = CoreProcess {
+            lifeline: child.stdin.take(),
+            exit_fd: pidfd_open(child.id() as i32).ok(),
+            child,
+        };
         match wait_ready(stdout) {
             Ok(()) => Ok(core),
             Err(e) => {
@@ -134,8 +143,14 @@ impl CoreProcess {
             match &self.exit_fd {
                 Some(fd) => {
                     let ms = left.as_millis().min(i32::MAX as u128) as i32;
-                    let mut fds = [nix::poll::PollFd::new(fd.as_fd(), nix::poll::PollFlags::POLLIN)];
-                    let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX));
+                    let mut fds = [nix::poll::PollFd::new(
+                        fd.as_fd(),
+                        nix::poll::PollFlags::POLLIN,
+                    )];
+                    let _ = nix::poll::poll(
+                        &mut fds,
+                        nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX),
+                    );
                 }
                 None => std::thread::sleep(Duration::from_millis(50).min(left)),
             }
@@ -150,10 +165,18 @@ impl CoreProcess {
 
 /// Waits for the line `ready` on the core's stdout, within [`READY_TIMEOUT`].
 fn wait_ready(stdout: std::process::ChildStdout) -> Result<(), String> {
-    let mut fds = [nix::poll::PollFd::new(stdout.as_fd(), nix::poll::PollFlags::POLLIN)];
+    let mut fds = [nix::poll::PollFd::new(
+        stdout.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
     let ms = READY_TIMEOUT.as_millis() as i32;
     match nix::poll::poll(&mut fds, nix::poll::PollTimeout::try_from(ms).unwrap()) {
-        Ok(0) => return Err(format!("it did not report readiness within {} s", READY_TIMEOUT.as_secs())),
+        Ok(0) => {
+            return Err(format!(
+                "it did not report readiness within {} s",
+                READY_TIMEOUT.as_secs()
+            ));
+        }
         Err(e) => return Err(format!("waiting for it failed: {e}")),
         Ok(_) => {}
     }

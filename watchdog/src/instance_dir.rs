@@ -20,21 +20,38 @@ impl InstanceDir {
         mode: IntegrationMode,
         server_software: &str,
     ) -> Result<InstanceDir, String> {
-        fs::create_dir_all(registry)
-            .map_err(|e| format!("cannot create the instance registry dir {}: {e}", registry.display()))?;
+        fs::create_dir_all(registry).map_err(|e| {
+            format!(
+                "cannot create the instance registry dir {}: {e}",
+                registry.display()
+            )
+        })?;
         let template = registry.join(format!("{}XXXXXXX", layout::DIR_PREFIX));
         let path = nix::unistd::mkdtemp(&template).map_err(|e| {
-            format!("cannot create an instance directory in {}: {e}", registry.display())
+            format!(
+                "cannot create an instance directory in {}: {e}",
+                registry.display()
+            )
         })?;
         let dir = || -> std::io::Result<InstanceDir> {
             // nginx workers (often another user) must reach agents.s/core: traversable, and
             // the socket itself is password-protected.
             fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
             fs::create_dir(path.join(layout::AGENTS_DIR))?;
-            fs::set_permissions(path.join(layout::AGENTS_DIR), fs::Permissions::from_mode(0o755))?;
+            fs::set_permissions(
+                path.join(layout::AGENTS_DIR),
+                fs::Permissions::from_mode(0o755),
+            )?;
             fs::create_dir(path.join(layout::APPS_DIR))?;
-            fs::set_permissions(path.join(layout::APPS_DIR), fs::Permissions::from_mode(0o755))?;
-            let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(path.join(layout::LOCK))?;
+            fs::set_permissions(
+                path.join(layout::APPS_DIR),
+                fs::Permissions::from_mode(0o755),
+            )?;
+            let lock = fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(path.join(layout::LOCK))?;
             // SAFETY: flock on a descriptor we own.
             if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
                 return Err(std::io::Error::last_os_error());
@@ -54,15 +71,27 @@ impl InstanceDir {
                     .unwrap_or_default()
                     .as_secs(),
             };
-            fs::write(path.join(layout::PROPERTIES), serde_json::to_vec_pretty(&properties)?)?;
-            for file in [layout::READ_ONLY_ADMIN_PASSWORD, layout::FULL_ADMIN_PASSWORD] {
+            fs::write(
+                path.join(layout::PROPERTIES),
+                serde_json::to_vec_pretty(&properties)?,
+            )?;
+            for file in [
+                layout::READ_ONLY_ADMIN_PASSWORD,
+                layout::FULL_ADMIN_PASSWORD,
+            ] {
                 write_private(&path.join(file), &random_token(32))?;
             }
-            Ok(InstanceDir { path: path.clone(), _lock: lock })
+            Ok(InstanceDir {
+                path: path.clone(),
+                _lock: lock,
+            })
         };
         dir().map_err(|e| {
             let _ = fs::remove_dir_all(&path);
-            format!("cannot set up the instance directory {}: {e}", path.display())
+            format!(
+                "cannot set up the instance directory {}: {e}",
+                path.display()
+            )
         })
     }
 
@@ -78,12 +107,20 @@ impl InstanceDir {
 
     pub fn remove(self) {
         if let Err(e) = fs::remove_dir_all(&self.path) {
-            crate::log::error(&format!("cannot remove the instance directory {}: {e}", self.path.display()));
+            crate::log::error(&format!(
+                "cannot remove the instance directory {}: {e}",
+                self.path.display()
+            ));
         }
     }
 }
 
 fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     use std::io::Write;
-    fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(path)?.write_all(content.as_bytes())
+    fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(content.as_bytes())
 }

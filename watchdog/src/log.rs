@@ -28,7 +28,10 @@ pub fn info(msg: &str) {
 
 /// Points stdout and stderr (ours and the core's, which inherits them) at `path`.
 pub fn redirect_stdio_to(path: &Path) -> std::io::Result<()> {
-    let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
     for fd in [1, 2] {
         nix::unistd::dup2(file.as_raw_fd(), fd)?;
     }

@@ -23,7 +23,8 @@ fn main() {
     };
     // Nothing but stdio and the report pipe may leak into the agents: nginx's listening
     // sockets are inherited without close-on-exec and would stay bound after nginx stops.
-    process::close_fds_from(args.report_fd.map_or(3, |fd| fd + 1));
+    let last_kept = args.report_fd.max(args.lifeline_fd).unwrap_or(2);
+    process::close_fds_from(last_kept + 1);
     // SAFETY: the report fd was handed to us by our parent for exactly this use.
     let report = args.report_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
     // The first process returns at once so the module's wait() does not block; the daemon
@@ -31,7 +32,10 @@ fn main() {
     process::daemonize();
     if let Some(file) = &args.log_file {
         if let Err(e) = log::redirect_stdio_to(file) {
-            log::error(&format!("cannot open the log file {}: {e}; logging to nginx's error log instead", file.display()));
+            log::error(&format!(
+                "cannot open the log file {}: {e}; logging to nginx's error log instead",
+                file.display()
+            ));
         }
     }
     let watchdog = match supervise::Watchdog::start(&args) {

@@ -51,7 +51,12 @@ pub fn random_token(len: usize) -> String {
     while out.len() < len {
         getrandom::getrandom(&mut bytes).expect("the OS random source works");
         // Rejection sampling: 248 = 4 * 62, so every character is equally likely.
-        out.extend(bytes.iter().filter(|&&b| b < 248).map(|&b| CHARS[b as usize % 62] as char));
+        out.extend(
+            bytes
+                .iter()
+                .filter(|&&b| b < 248)
+                .map(|&b| CHARS[b as usize % 62] as char),
+        );
     }
     out.truncate(len);
     out

@@ -25,24 +25,41 @@ pub struct Watchdog {
     password: String,
     core: Option<CoreProcess>,
     signals: SignalFd,
+    /// Readable when the master is gone: the lifeline (EOF) or the master's pidfd.
     master: Option<OwnedFd>,
 }
 
 impl Watchdog {
     pub fn start(args: &Args) -> Result<Watchdog, String> {
         let mut mask = SigSet::empty();
-        for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT] {
+        for s in [
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+            Signal::SIGQUIT,
+        ] {
             mask.add(s);
         }
-        mask.thread_block().map_err(|e| format!("cannot block signals: {e}"))?;
+        mask.thread_block()
+            .map_err(|e| format!("cannot block signals: {e}"))?;
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)
             .map_err(|e| format!("cannot create a signalfd: {e}"))?;
-        let master = pidfd_open(args.master_pid).ok();
-        if !alive(args.master_pid) {
-            return Err(format!("the process that started the watchdog (pid {}) is gone", args.master_pid));
-        }
+        let master = match (args.lifeline_fd, args.master_pid) {
+            // SAFETY: the lifeline fd was handed to us by the module for exactly this use.
+            (Some(fd), _) => Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }),
+            (None, Some(pid)) => {
+                if !alive(pid) {
+                    return Err(format!(
+                        "the process that started the watchdog (pid {pid}) is gone"
+                    ));
+                }
+                pidfd_open(pid).ok()
+            }
+            (None, None) => None,
+        };
         let registry = layout::registry_dir(args.registry_dir.as_deref());
-        let instance = InstanceDir::create(&registry, args.integration_mode, &args.server_software)?;
+        let instance =
+            InstanceDir::create(&registry, args.integration_mode, &args.server_software)?;
         let listener = match bind_core_socket(&instance.join(layout::CORE_SOCKET)) {
             Ok(l) => l,
             Err(e) => {
@@ -77,8 +94,13 @@ impl Watchdog {
             password: &self.password,
             listener: &self.listener,
         })?;
-        self.instance.write_file(layout::CORE_PID, &format!("{}\n", core.pid()));
-        log::info(&format!("core agent started (pid {}), instance {}", core.pid(), self.instance.path.display()));
+        self.instance
+            .write_file(layout::CORE_PID, &format!("{}\n", core.pid()));
+        log::info(&format!(
+            "core agent started (pid {}), instance {}",
+            core.pid(),
+            self.instance.path.display()
+        ));
         self.core = Some(core);
         Ok(())
     }
@@ -86,7 +108,11 @@ impl Watchdog {
     pub fn report(&self) -> StartupReport {
         StartupReport::Ok {
             instance_dir: self.instance.path.display().to_string(),
-            core_socket: self.instance.join(layout::CORE_SOCKET).display().to_string(),
+            core_socket: self
+                .instance
+                .join(layout::CORE_SOCKET)
+                .display()
+                .to_string(),
             core_password: self.password.clone(),
         }
     }
@@ -113,7 +139,9 @@ impl Watchdog {
                     }
                     let delay = RESTART_BACKOFF[crashes.min(RESTART_BACKOFF.len() - 1)];
                     crashes += 1;
-                    log::error(&format!("the core agent exited unexpectedly ({status}); restarting it in {delay} s"));
+                    log::error(&format!(
+                        "the core agent exited unexpectedly ({status}); restarting it in {delay} s"
+                    ));
                     if self.sleep_unless_stopped(Duration::from_secs(delay)) {
                         break;
                     }
@@ -150,8 +178,12 @@ impl Watchdog {
 
     fn wait_event_for(&mut self, timeout: Duration) -> Event {
         let master_pid = self.args.master_pid;
-        // Without pidfds, poll the master's existence once a second.
-        let timeout = if self.master.is_none() { timeout.min(Duration::from_secs(1)) } else { timeout };
+        // Without a pidfd, poll the master's existence once a second.
+        let timeout = if self.master.is_none() {
+            timeout.min(Duration::from_secs(1))
+        } else {
+            timeout
+        };
         let mut fds = vec![PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
         if let Some(m) = &self.master {
             fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
@@ -161,14 +193,19 @@ impl Watchdog {
             fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
         }
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        let _ = poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX));
+        let _ = poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        );
         drop(fds);
         if let Ok(Some(info)) = self.signals.read_signal() {
             let name = Signal::try_from(info.ssi_signo as i32).map_or("a signal", |s| s.as_str());
             return Event::Stop(format!("received {name}"));
         }
-        if !alive(master_pid) || self.master.as_ref().is_some_and(readable) {
-            return Event::Stop(format!("the nginx master (pid {master_pid}) exited"));
+        let master_gone =
+            self.master.as_ref().is_some_and(readable) || master_pid.is_some_and(|pid| !alive(pid));
+        if master_gone {
+            return Event::Stop("the nginx master exited".to_string());
         }
         if let Some(core) = self.core.as_mut() {
             let exited = core.exit_fd.as_ref().is_none_or(readable);
