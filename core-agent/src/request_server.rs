@@ -1,0 +1,237 @@
+//! The request server: accepts nginx's connections on the core socket, reads and checks the
+//! SCGI header, and hands each request to the pool and a session. Each connection is its own
+//! task; a bad one affects nobody else.
+
+use crate::app_options::AppOptions;
+use crate::pool::{CheckoutError, Pool, Spawner};
+use crate::response::{self, error_page};
+use crate::session::{self, SessionError};
+use passenger_protocol::constant_time_eq;
+use passenger_protocol::options::CONNECT_PASSWORD;
+use passenger_protocol::scgi::{self, DEFAULT_MAX_HEADER, ScgiHeader};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+
+/// How long nginx may take to send the whole SCGI header.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct RequestServer<S: Spawner> {
+    pub password: String,
+    pub pool: Arc<Pool<S>>,
+}
+
+impl<S: Spawner> RequestServer<S> {
+    /// Accepts connections until `shutdown` turns true.
+    pub async fn run(self: Arc<Self>, listener: UnixListener, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let server = self.clone();
+                        tokio::spawn(async move { server.handle(stream).await });
+                    }
+                    Err(e) => {
+                        // EMFILE and the like: back off a little rather than spin.
+                        tracing::error!(
+                            "Accepting a connection on the core socket failed: {e}; retrying in 100 ms \
+                             (if this is 'too many open files', raise the core's file descriptor limit)"
+                        );
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+        tracing::info!("Stopped accepting requests on the core socket");
+    }
+
+    async fn handle(&self, mut conn: UnixStream) {
+        let (header, early_body) = match read_header(&mut conn).await {
+            Ok(Some(h)) => h,
+            Ok(None) => return,
+            Err(HeaderProblem::Malformed(e)) => {
+                tracing::warn!(
+                    "Rejected a request on the core socket with 400: {e}. Only the nginx module \
+                     should connect to this socket"
+                );
+                let body = format!("Bad Request: {e}\n");
+                let _ = conn.write_all(plain_response(400, &body).as_bytes()).await;
+                let _ = conn.shutdown().await;
+                return;
+            }
+            Err(HeaderProblem::Timeout) => {
+                tracing::warn!(
+                    "Dropped a connection on the core socket: the SCGI header did not arrive within {} s",
+                    HEADER_TIMEOUT.as_secs()
+                );
+                let _ = conn
+                    .write_all(
+                        plain_response(408, "Request header not received in time\n").as_bytes(),
+                    )
+                    .await;
+                return;
+            }
+        };
+
+        let authorised = header
+            .get(CONNECT_PASSWORD)
+            .is_some_and(|p| constant_time_eq(p, self.password.as_bytes()));
+        if !authorised {
+            tracing::warn!(
+                "Rejected a request on the core socket with 403: {} password. Only the nginx \
+                 module started with this instance knows it; a stale nginx worker from before a \
+                 restart may cause this",
+                if header.get(CONNECT_PASSWORD).is_some() {
+                    "wrong"
+                } else {
+                    "missing"
+                }
+            );
+            let _ = conn
+                .write_all(plain_response(403, "Forbidden\n").as_bytes())
+                .await;
+            let _ = conn.shutdown().await;
+            return;
+        }
+
+        let show_version = !matches!(
+            header.get_str(passenger_protocol::options::SHOW_VERSION_IN_HEADER),
+            Some("off" | "false" | "0")
+        );
+        let powered_by = response::powered_by(show_version);
+        let describe = describe_request(&header);
+        let options = match AppOptions::from_header(&header) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!("Cannot serve {describe}: {e}");
+                let page = error_page(
+                    500,
+                    &format!("This request cannot be served: {e}."),
+                    None,
+                    &powered_by,
+                );
+                let _ = conn.write_all(&page).await;
+                return;
+            }
+        };
+
+        let checkout = match self.pool.checkout(&options).await {
+            Ok(c) => c,
+            Err(CheckoutError::Spawn(e)) => {
+                // The spawner has logged the details.
+                let page = error_page(
+                    500,
+                    &format!(
+                        "The web application in {} could not be started: {}.",
+                        options.app_root, e.summary
+                    ),
+                    Some(&e.output),
+                    &powered_by,
+                );
+                let _ = conn.write_all(&page).await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("Cannot serve {describe} for {}: {e}", options.app_root);
+                let page = error_page(
+                    503,
+                    &format!("The application is not available: {e}."),
+                    None,
+                    &powered_by,
+                );
+                let _ = conn.write_all(&page).await;
+                return;
+            }
+        };
+
+        let process = checkout.process.clone();
+        match session::forward(&mut conn, &header, &early_body, &process, &powered_by).await {
+            Ok(()) => {
+                tracing::debug!("Served {describe} with app {}", process.pid);
+            }
+            Err(SessionError::BadGateway { message, dead }) => {
+                drop(checkout);
+                if dead {
+                    self.pool.detach(&process);
+                    tracing::error!(
+                        "{describe} failed with 502: {message}; the process is taken out of the \
+                         pool and the next request starts a new one"
+                    );
+                } else {
+                    tracing::error!(
+                        "{describe} failed with 502: {message}; fix the app's response"
+                    );
+                }
+                let page = error_page(
+                    502,
+                    "The web application did not send a valid response.",
+                    None,
+                    &powered_by,
+                );
+                let _ = conn.write_all(&page).await;
+            }
+            Err(SessionError::ClientGone(message)) => {
+                tracing::debug!("{describe} abandoned: {message}");
+            }
+        }
+        let _ = conn.shutdown().await;
+    }
+}
+
+enum HeaderProblem {
+    Malformed(scgi::ScgiError),
+    Timeout,
+}
+
+/// Reads the SCGI header incrementally. `Ok(None)`: nginx closed before sending a whole header.
+async fn read_header(
+    conn: &mut UnixStream,
+) -> Result<Option<(ScgiHeader, Vec<u8>)>, HeaderProblem> {
+    let read = async {
+        let mut buf = Vec::with_capacity(8192);
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => {
+                    if !buf.is_empty() {
+                        tracing::debug!(
+                            "A connection on the core socket closed after {} bytes, before its SCGI header was complete",
+                            buf.len()
+                        );
+                    }
+                    return Ok(None);
+                }
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            match scgi::decode(&buf, DEFAULT_MAX_HEADER) {
+                Ok(Some((header, used))) => return Ok(Some((header, buf.split_off(used)))),
+                Ok(None) => continue,
+                Err(e) => return Err(HeaderProblem::Malformed(e)),
+            }
+        }
+    };
+    tokio::time::timeout(HEADER_TIMEOUT, read)
+        .await
+        .unwrap_or(Err(HeaderProblem::Timeout))
+}
+
+/// `GET /path` for log lines.
+fn describe_request(h: &ScgiHeader) -> String {
+    let method = h.get_str("REQUEST_METHOD").unwrap_or("?");
+    let uri = h
+        .get_str("REQUEST_URI")
+        .or_else(|| h.get_str("PATH_INFO"))
+        .unwrap_or("?");
+    format!("request {method} {uri}")
+}
+
+fn plain_response(status: u16, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+        response::canonical_reason(status),
+        body.len()
+    )
+}

@@ -1,0 +1,202 @@
+//! One request/response exchange with an app process over the session protocol: the CGI
+//! environment and body go to the app's unix socket, its response comes back, gets a
+//! normalised head, and is streamed to nginx.
+
+use crate::pool::Process;
+use crate::response::{self, MAX_HEAD};
+use passenger_protocol::options::CONNECT_PASSWORD;
+use passenger_protocol::scgi::ScgiHeader;
+use passenger_protocol::session::encode_header;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+const COPY_BUFFER: usize = 64 * 1024;
+
+#[derive(Debug, Error)]
+pub enum SessionError {
+    /// Nothing has been sent to nginx; answer 502. `dead` says the process looks gone.
+    #[error("{message}")]
+    BadGateway { message: String, dead: bool },
+    /// nginx went away or sent a short body; nothing more can be said to it.
+    #[error("{0}")]
+    ClientGone(String),
+}
+
+/// What happened to the request body on its way to the app.
+enum Upload {
+    Done,
+    /// The app stopped reading; its response (if any) still counts.
+    AppClosed,
+}
+
+/// Forwards one request to `process` and its response back to `client`. `early_body` holds the
+/// body bytes that arrived with the SCGI header.
+pub async fn forward(
+    client: &mut UnixStream,
+    header: &ScgiHeader,
+    early_body: &[u8],
+    process: &Process,
+    powered_by: &str,
+) -> Result<(), SessionError> {
+    let mut app = UnixStream::connect(&process.socket_path)
+        .await
+        .map_err(|e| SessionError::BadGateway {
+            message: format!(
+                "could not connect to app {} on {}: {e}",
+                process.pid,
+                process.socket_path.display()
+            ),
+            dead: true,
+        })?;
+    let pairs = header
+        .pairs
+        .iter()
+        .filter(|(k, _)| !k.starts_with(b"PASSENGER_"))
+        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+        .chain(std::iter::once((
+            CONNECT_PASSWORD.as_bytes(),
+            process.password.as_bytes(),
+        )));
+    let session_header = encode_header(pairs);
+
+    let (mut app_r, mut app_w) = app.split();
+    let (mut client_r, mut client_w) = client.split();
+    let upload = send_request(
+        &mut app_w,
+        &mut client_r,
+        &session_header,
+        early_body,
+        header.content_length,
+    );
+    let download = relay_response(&mut app_r, &mut client_w, process.pid, powered_by);
+    tokio::pin!(upload, download);
+    let mut uploading = true;
+    loop {
+        tokio::select! {
+            r = &mut upload, if uploading => match r {
+                Ok(Upload::Done) | Ok(Upload::AppClosed) => uploading = false,
+                Err(e) => return Err(e),
+            },
+            r = &mut download => return r,
+        }
+    }
+}
+
+/// Writes the session header and exactly `content_length` body bytes, streamed from nginx.
+async fn send_request<W, R>(
+    app: &mut W,
+    client: &mut R,
+    session_header: &[u8],
+    early_body: &[u8],
+    content_length: u64,
+) -> Result<Upload, SessionError>
+where
+    W: AsyncWrite + Unpin,
+    R: AsyncRead + Unpin,
+{
+    let early = &early_body[..early_body.len().min(content_length as usize)];
+    if app.write_all(session_header).await.is_err() || app.write_all(early).await.is_err() {
+        return Ok(Upload::AppClosed);
+    }
+    let mut remaining = content_length - early.len() as u64;
+    let mut buf = vec![0u8; COPY_BUFFER.min(remaining as usize).max(1)];
+    while remaining > 0 {
+        let want = buf.len().min(remaining as usize);
+        let n = client.read(&mut buf[..want]).await.map_err(|e| {
+            SessionError::ClientGone(format!("reading the request body from nginx failed: {e}"))
+        })?;
+        if n == 0 {
+            return Err(SessionError::ClientGone(format!(
+                "nginx closed the connection with {remaining} bytes of the request body still to come"
+            )));
+        }
+        remaining -= n as u64;
+        if app.write_all(&buf[..n]).await.is_err() {
+            return Ok(Upload::AppClosed);
+        }
+    }
+    let _ = app.flush().await;
+    Ok(Upload::Done)
+}
+
+/// Reads the app's response head, writes the normalised head, then copies the rest until the
+/// app closes the connection.
+async fn relay_response<R, W>(
+    app: &mut R,
+    client: &mut W,
+    pid: u32,
+    powered_by: &str,
+) -> Result<(), SessionError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; COPY_BUFFER];
+    let mut filled = 0;
+    let (head, used) = loop {
+        if filled == buf.len() {
+            buf.resize((buf.len() * 2).min(MAX_HEAD + COPY_BUFFER), 0);
+        }
+        let n = app
+            .read(&mut buf[filled..])
+            .await
+            .map_err(|e| SessionError::BadGateway {
+                message: format!("reading the response of app {pid} failed: {e}"),
+                dead: true,
+            })?;
+        if n == 0 {
+            return Err(SessionError::BadGateway {
+                message: format!(
+                    "app {pid} closed the connection {}",
+                    if filled == 0 {
+                        "without sending a response".to_string()
+                    } else {
+                        format!("after {filled} bytes, before its response head was complete")
+                    }
+                ),
+                dead: filled == 0,
+            });
+        }
+        filled += n;
+        match response::parse_head(&buf[..filled]) {
+            Ok(Some(done)) => break done,
+            Ok(None) if filled >= MAX_HEAD => {
+                return Err(SessionError::BadGateway {
+                    message: format!("app {pid} sent a response head larger than {MAX_HEAD} bytes"),
+                    dead: false,
+                });
+            }
+            Ok(None) => continue,
+            Err(e) => {
+                return Err(SessionError::BadGateway {
+                    message: format!("app {pid} sent an invalid response: {e}"),
+                    dead: false,
+                });
+            }
+        }
+    };
+    let gone = |e: std::io::Error| {
+        SessionError::ClientGone(format!("writing the response to nginx failed: {e}"))
+    };
+    let mut out = response::render_head(&head, powered_by);
+    out.extend_from_slice(&buf[used..filled]);
+    client.write_all(&out).await.map_err(gone)?;
+    buf.truncate(COPY_BUFFER);
+    loop {
+        let n = match app.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                // The head is out already; all that can be done is cut the response short.
+                tracing::warn!(
+                    "Reading the response body of app {pid} failed: {e}; the response is cut short"
+                );
+                break;
+            }
+        };
+        client.write_all(&buf[..n]).await.map_err(gone)?;
+    }
+    client.flush().await.map_err(gone)?;
+    Ok(())
+}
