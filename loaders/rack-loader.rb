@@ -236,7 +236,9 @@ module PassengerRackLoader
       status = status.to_i
       conn.write(head(status, response_headers))
       written = true
-      if body.respond_to?(:each)
+      if env['REQUEST_METHOD'] == 'HEAD' || status < 200 || status == 204 || status == 304
+        nil # no body for these, whatever the app returned
+      elsif body.respond_to?(:each)
         body.each { |chunk| conn.write(chunk) unless chunk.empty? }
       elsif body.respond_to?(:call)
         body.call(conn) # Rack 3 streaming body

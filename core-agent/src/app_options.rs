@@ -51,6 +51,17 @@ fn text<'a>(h: &'a ScgiHeader, key: &'static str) -> Result<Option<&'a str>, Opt
     }
 }
 
+/// `passenger_show_version_in_header`: on unless the request says off. Also read on its own,
+/// because even the error page for a request with bad options carries `X-Powered-By`.
+pub fn show_version_in_header(h: &ScgiHeader) -> bool {
+    !matches!(
+        h.get_str(options::SHOW_VERSION_IN_HEADER)
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Some("off" | "false" | "0" | "no")
+    )
+}
+
 impl AppOptions {
     /// Extracts the options from a request header, applying the defaults.
     pub fn from_header(h: &ScgiHeader) -> Result<AppOptions, OptionsError> {
@@ -99,12 +110,7 @@ impl AppOptions {
                 .unwrap_or("")
                 .to_string(),
         };
-        let show_version_in_header = !matches!(
-            text(h, options::SHOW_VERSION_IN_HEADER)?
-                .map(str::to_ascii_lowercase)
-                .as_deref(),
-            Some("off" | "false" | "0" | "no")
-        );
+        let show_version_in_header = show_version_in_header(h);
         Ok(AppOptions {
             app_root,
             app_type,

@@ -175,7 +175,14 @@ async fn run(args: Args, password: String, listener: std::os::unix::net::UnixLis
     let socket_dir = args
         .instance_dir
         .join(passenger_protocol::instance::APPS_DIR);
-    if let Err(e) = std::fs::create_dir_all(&socket_dir) {
+    let created = {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&socket_dir)
+    };
+    if let Err(e) = created {
         tracing::error!(
             "Cannot create the app socket directory {}: {e}; check the instance directory's permissions",
             socket_dir.display()

@@ -222,11 +222,25 @@ impl<S: Spawner> Pool<S> {
                 }
             }
         };
-        let outcome = rx.wait_for(Option::is_some).await;
+        let outcome = rx.wait_for(Option::is_some).await.map(|v| v.clone());
         match outcome {
-            Ok(v) => v.clone().expect("waited for Some"),
-            // The spawn task went away without an answer: only at runtime shutdown.
-            Err(_) => Err(CheckoutError::ShuttingDown),
+            Ok(v) => v.expect("waited for Some"),
+            Err(_) => {
+                // The spawn task went away without an answer (it panicked, or the runtime is
+                // going down): let the next request try again.
+                let mut state = group.state.lock().unwrap();
+                if matches!(&*state, GroupState::Spawning(r) if r.same_channel(&rx)) {
+                    *state = GroupState::Empty;
+                }
+                if self.shutting_down.load(Ordering::SeqCst) {
+                    Err(CheckoutError::ShuttingDown)
+                } else {
+                    Err(CheckoutError::Spawn(SpawnError {
+                        summary: "the spawn was aborted by an internal error in the core; see the core's log".into(),
+                        output: String::new(),
+                    }))
+                }
+            }
         }
     }
 

@@ -2,7 +2,7 @@
 //! SCGI header, and hands each request to the pool and a session. Each connection is its own
 //! task; a bad one affects nobody else.
 
-use crate::app_options::AppOptions;
+use crate::app_options::{self, AppOptions};
 use crate::pool::{CheckoutError, Pool, Spawner};
 use crate::response::{self, error_page};
 use crate::session::{self, SessionError};
@@ -97,11 +97,7 @@ impl<S: Spawner> RequestServer<S> {
             return;
         }
 
-        let show_version = !matches!(
-            header.get_str(passenger_protocol::options::SHOW_VERSION_IN_HEADER),
-            Some("off" | "false" | "0")
-        );
-        let powered_by = response::powered_by(show_version);
+        let powered_by = response::powered_by(app_options::show_version_in_header(&header));
         let describe = describe_request(&header);
         let options = match AppOptions::from_header(&header) {
             Ok(o) => o,

@@ -175,7 +175,7 @@ impl DirectSpawner {
                 _ => "check that the app root is accessible and Ruby is executable".into(),
             };
             fail(
-                format!("could not run {command_text}: {e}; {hint}"),
+                format!("could not execute {}: {e}; {hint}", options.ruby),
                 String::new(),
             )
         })?;
