@@ -33,10 +33,16 @@ fn main() {
     // SAFETY: build scripts are single-threaded; nginx_src::build reads this variable.
     unsafe { std::env::set_var("NGX_CONFIGURE_ARGS", args.trim()) };
     nginx_src::print_cargo_metadata();
-    if let Err(e) = nginx_src::build(out_dir.join("webhelper/objs")) {
-        panic!(
+    match nginx_src::build(out_dir.join("webhelper/objs")) {
+        // The module's bindings need the source tree as well as the configured objs.
+        Ok((source_dir, _)) => std::fs::write(
+            out_dir.join("webhelper/source-dir"),
+            source_dir.to_string_lossy().as_bytes(),
+        )
+        .expect("OUT_DIR is writable"),
+        Err(e) => panic!(
             "building the bundled nginx failed: {e}; it needs libpcre2-dev libssl-dev zlib1g-dev \
              (see the README's set-up command)"
-        );
+        ),
     }
 }

@@ -42,7 +42,7 @@ impl Watchdog {
         }
         mask.thread_block()
             .map_err(|e| format!("cannot block signals: {e}"))?;
-        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
             .map_err(|e| format!("cannot create a signalfd: {e}"))?;
         let master = match (args.lifeline_fd, args.master_pid) {
             // SAFETY: the lifeline fd was handed to us by the module for exactly this use.
