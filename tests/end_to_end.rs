@@ -100,6 +100,24 @@ fn stop_removes_every_process_and_the_instance_dir(flavour: Flavour) {
     });
 }
 
+/// nginx's default `daemon on`: the process that loads the module is not the master that
+/// stays, and the agents must live exactly as long as that master.
+fn daemonized_nginx_serves_and_stops_cleanly(flavour: Flavour) {
+    let mut nginx = Nginx::start_daemonized(flavour, &[Site::app("echo")]);
+    let r = nginx.get("/");
+    assert_eq!(r.status, 200, "{r:?}\n{}", nginx.error_log());
+    let pids = nginx.agent_pids();
+    let inst = nginx.instance_dir();
+    // The agents outlive nginx's short-lived first process.
+    assert!(
+        pids.iter().all(|&p| alive(p)),
+        "agents died with nginx's first process: {pids:?}"
+    );
+    nginx.stop();
+    wait_all_gone(&pids, "after nginx -s stop (daemonized)");
+    wait_until("instance directory removed (daemonized)", || !inst.exists());
+}
+
 fn killing_the_master_removes_every_process(flavour: Flavour) {
     let mut nginx = Nginx::start(flavour, &[Site::app("echo")]);
     assert_eq!(nginx.get("/").status, 200);
@@ -209,6 +227,7 @@ for_both_nginx! {
     two_apps_side_by_side,
     stop_removes_every_process_and_the_instance_dir,
     killing_the_master_removes_every_process,
+    daemonized_nginx_serves_and_stops_cleanly,
     app_that_fails_to_load_gives_500_and_logs_why,
     app_output_goes_to_the_log,
     core_rejects_malformed_scgi_and_wrong_password,

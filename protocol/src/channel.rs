@@ -37,7 +37,7 @@ pub fn encode_array<T: AsRef<[u8]>>(items: &[T]) -> Result<Vec<u8>, ChannelError
 
 /// Decodes an array message from the start of `buf`: `Ok(None)` when incomplete, else the
 /// items and the number of bytes consumed.
-pub fn decode_array(buf: &[u8]) -> Result<Option<(Vec<Vec<u8>>, usize)>, ChannelError> {
+pub fn decode_array(buf: &[u8]) -> Result<crate::Decoded<Vec<Vec<u8>>>, ChannelError> {
     let Some(len) = buf.get(..2) else {
         return Ok(None);
     };
@@ -67,7 +67,7 @@ pub fn encode_scalar(data: &[u8]) -> Vec<u8> {
 
 /// Decodes a scalar from the start of `buf`, refusing one longer than `max` before it is
 /// buffered: `Ok(None)` when incomplete, else the payload and the bytes consumed.
-pub fn decode_scalar(buf: &[u8], max: usize) -> Result<Option<(&[u8], usize)>, ChannelError> {
+pub fn decode_scalar(buf: &[u8], max: usize) -> Result<crate::Decoded<&[u8]>, ChannelError> {
     let Some(len) = buf.get(..4) else {
         return Ok(None);
     };

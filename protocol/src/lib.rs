@@ -14,6 +14,16 @@ pub mod session;
 /// The version reported in `X-Powered-By`, `properties.json` and the loader handshake.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Owned `KEY\0VALUE\0` pairs, in wire order.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// What an incremental decoder returns: `None` while the input is incomplete, else the decoded
+/// message and how many bytes of the input it used.
+pub type Decoded<T> = Option<(T, usize)>;
+
+/// Borrowed pairs, as split from a buffer.
+type PairSlices<'a> = Vec<(&'a [u8], &'a [u8])>;
+
 /// Compares two secrets in time that depends only on their lengths, so that a client probing
 /// the password byte by byte learns nothing from response times.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -25,7 +35,7 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Splits `KEY\0VALUE\0...` into pairs; used by the SCGI and session formats alike.
 /// Returns the byte offset of the first malformed pair on error.
-pub(crate) fn split_pairs(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>, usize> {
+pub(crate) fn split_pairs(data: &[u8]) -> Result<PairSlices<'_>, usize> {
     let mut pairs = Vec::new();
     let mut rest = data;
     let mut offset = 0;

@@ -32,7 +32,7 @@ pub enum ScgiError {
 /// A decoded SCGI request header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScgiHeader {
-    pub pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub pairs: crate::Pairs,
     pub content_length: u64,
 }
 
@@ -68,7 +68,7 @@ pub fn encode<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Vec<
 /// Returns `Ok(None)` when more bytes are needed, `Ok(Some((header, consumed)))` when complete
 /// (the body starts at `buf[consumed..]`), or an error as soon as the input cannot be a valid
 /// header, without waiting for the rest.
-pub fn decode(buf: &[u8], max_header: usize) -> Result<Option<(ScgiHeader, usize)>, ScgiError> {
+pub fn decode(buf: &[u8], max_header: usize) -> Result<crate::Decoded<ScgiHeader>, ScgiError> {
     let digits = buf.iter().take_while(|b| b.is_ascii_digit()).count();
     // usize::MAX has 20 digits; anything longer is garbage or hostile.
     if digits > 20 || (digits == 0 && !buf.is_empty()) {
@@ -102,7 +102,7 @@ pub fn decode(buf: &[u8], max_header: usize) -> Result<Option<(ScgiHeader, usize
         });
     }
     let raw = crate::split_pairs(&buf[start..end]).map_err(|o| ScgiError::BadPairs(start + o))?;
-    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(raw.len());
+    let mut pairs: crate::Pairs = Vec::with_capacity(raw.len());
     for (i, (k, v)) in raw.iter().enumerate() {
         let key = String::from_utf8_lossy(k).into_owned();
         if k.is_empty()

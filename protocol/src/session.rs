@@ -33,10 +33,7 @@ pub fn cgi_header_name(name: &[u8]) -> Option<Vec<u8>> {
 
 /// Decodes a session header from the start of `buf`: `Ok(None)` if incomplete, else the pairs
 /// and the number of bytes consumed. Used by tests and tools that play the app's side.
-pub fn decode_header(
-    buf: &[u8],
-    max: usize,
-) -> Result<Option<(Vec<(Vec<u8>, Vec<u8>)>, usize)>, String> {
+pub fn decode_header(buf: &[u8], max: usize) -> Result<crate::Decoded<crate::Pairs>, String> {
     let Some(len) = buf.get(..4) else {
         return Ok(None);
     };

@@ -120,6 +120,8 @@ pub struct Nginx {
     pub dir: Scratch,
     pub ports: Vec<u16>,
     child: Option<Child>,
+    /// The master's pid when nginx daemonized (then `child` is None).
+    daemon_pid: Option<i32>,
 }
 
 impl Nginx {
@@ -154,6 +156,15 @@ impl Nginx {
     }
 
     pub fn start(flavour: Flavour, sites: &[Site]) -> Nginx {
+        Nginx::launch(flavour, sites, false)
+    }
+
+    /// As nginx runs by default: the process we start forks the master and exits.
+    pub fn start_daemonized(flavour: Flavour, sites: &[Site]) -> Nginx {
+        Nginx::launch(flavour, sites, true)
+    }
+
+    fn launch(flavour: Flavour, sites: &[Site], daemon: bool) -> Nginx {
         let dir = Scratch::new("nginx");
         std::fs::create_dir_all(dir.0.join("registry")).unwrap();
         let ports: Vec<u16> = sites.iter().map(|_| free_port()).collect();
@@ -168,7 +179,7 @@ impl Nginx {
             .arg(&dir.0)
             .args(["-c"])
             .arg(dir.0.join("nginx.conf"))
-            .args(["-g", "daemon off;"])
+            .args(["-g", if daemon { "daemon on;" } else { "daemon off;" }])
             .stdin(Stdio::null())
             .spawn()
             .expect("nginx runs");
@@ -177,7 +188,26 @@ impl Nginx {
             dir,
             ports,
             child: Some(child),
+            daemon_pid: None,
         };
+        if daemon {
+            let status = nginx.child.take().unwrap().wait().unwrap();
+            assert!(
+                status.success(),
+                "nginx failed to start: {}",
+                nginx.error_log()
+            );
+            let pid_file = nginx.dir.0.join("nginx.pid");
+            wait_until("nginx.pid written", || {
+                std::fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n'))
+            });
+            let pid = std::fs::read_to_string(&pid_file)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            nginx.daemon_pid = Some(pid);
+        }
         for port in nginx.ports.clone() {
             nginx.wait_listening(port);
         }
@@ -187,7 +217,7 @@ impl Nginx {
     fn wait_listening(&mut self, port: u16) {
         let deadline = Instant::now() + PATIENCE;
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
                 panic!(
                     "nginx ({:?}) exited with {status} at start; error log:\n{}",
                     self.flavour,
@@ -208,7 +238,9 @@ impl Nginx {
     }
 
     pub fn master_pid(&self) -> i32 {
-        self.child.as_ref().map_or(0, |c| c.id() as i32)
+        self.daemon_pid
+            .or(self.child.as_ref().map(|c| c.id() as i32))
+            .unwrap_or(0)
     }
 
     pub fn get(&self, path: &str) -> Response {
@@ -280,6 +312,9 @@ impl Nginx {
     }
 
     fn wait_master_exit(&mut self) {
+        if let Some(pid) = self.daemon_pid.take() {
+            wait_all_gone(&[pid], "the daemonized nginx master");
+        }
         if let Some(mut child) = self.child.take() {
             let deadline = Instant::now() + PATIENCE;
             while child.try_wait().unwrap().is_none() {
@@ -295,6 +330,9 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        if let Some(pid) = self.daemon_pid {
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
         if let Some(child) = self.child.as_mut() {
             let pid = child.id() as i32;
             unsafe { libc::kill(pid, libc::SIGTERM) };

@@ -56,7 +56,7 @@ impl Args {
         if args.passenger_root.as_os_str().is_empty() {
             return Err("--passenger-root is required".into());
         }
-        if args.lifeline_fd.is_none() && !args.master_pid.is_some_and(|p| p > 0) {
+        if args.lifeline_fd.is_none() && args.master_pid.is_none_or(|p| p <= 0) {
             return Err("--lifeline-fd or --master-pid is required".into());
         }
         Ok(args)

@@ -41,19 +41,6 @@ fn iso8601(since_epoch: std::time::Duration) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn iso8601_formats_utc() {
-        let t = std::time::Duration::from_millis(1_795_319_716_497);
-        assert_eq!(super::iso8601(t), "2026-11-22T03:55:16.497Z");
-        assert_eq!(
-            super::iso8601(std::time::Duration::ZERO),
-            "1970-01-01T00:00:00.000Z"
-        );
-    }
-}
-
 pub fn error(msg: &str) {
     line("ERROR", msg);
 }
@@ -72,4 +59,17 @@ pub fn redirect_stdio_to(path: &Path) -> std::io::Result<()> {
         nix::unistd::dup2(file.as_raw_fd(), fd)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn iso8601_formats_utc() {
+        let t = std::time::Duration::from_millis(1_795_319_716_497);
+        assert_eq!(super::iso8601(t), "2026-11-22T03:55:16.497Z");
+        assert_eq!(
+            super::iso8601(std::time::Duration::ZERO),
+            "1970-01-01T00:00:00.000Z"
+        );
+    }
 }

@@ -30,13 +30,13 @@ fn main() {
     // The first process returns at once so the module's wait() does not block; the daemon
     // goes on in a new session, no longer nginx's child.
     process::daemonize();
-    if let Some(file) = &args.log_file {
-        if let Err(e) = log::redirect_stdio_to(file) {
-            log::error(&format!(
-                "cannot open the log file {}: {e}; logging to nginx's error log instead",
-                file.display()
-            ));
-        }
+    if let Some(file) = &args.log_file
+        && let Err(e) = log::redirect_stdio_to(file)
+    {
+        log::error(&format!(
+            "cannot open the log file {}: {e}; logging to nginx's error log instead",
+            file.display()
+        ));
     }
     let watchdog = match supervise::Watchdog::start(&args) {
         Ok(w) => w,

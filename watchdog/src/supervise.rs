@@ -209,10 +209,8 @@ impl Watchdog {
         }
         if let Some(core) = self.core.as_mut() {
             let exited = core.exit_fd.as_ref().is_none_or(readable);
-            if exited {
-                if let Some(status) = core.try_reap() {
-                    return Event::CoreExited(status);
-                }
+            if exited && let Some(status) = core.try_reap() {
+                return Event::CoreExited(status);
             }
         }
         Event::Nothing
