@@ -115,6 +115,9 @@ fn serve(
         .arg(run_dir)
         .arg("-c")
         .arg(&config_path)
+        // Where nginx logs before it has read the config (else its compiled-in logs/error.log).
+        .arg("-e")
+        .arg(&log_file)
         .spawn()
         .map_err(|e| format!("cannot run the bundled nginx {}: {e}", nginx.display()))?;
     println!(
