@@ -298,6 +298,13 @@ fn merge_uint(conf: &mut ngx_uint_t, prev: ngx_uint_t, default: ngx_uint_t) {
     }
 }
 
+/// Merges a size the user may set (kept in `*conf` as set, `UNSET_SIZE` if not) and returns
+/// the effective value: the setting, else `default`, which depends on other merged sizes.
+fn merge_size_or(conf: &mut usize, prev: usize, default: usize) -> usize {
+    merge_uint(conf, prev, UNSET_SIZE);
+    if *conf == UNSET_SIZE { default } else { *conf }
+}
+
 fn merge_str(conf: &mut ngx_str_t, prev: ngx_str_t, default: &'static [u8]) {
     if conf.data.is_null() {
         *conf = if prev.data.is_null() {
@@ -417,16 +424,11 @@ unsafe fn merge_upstream(
 
     let size = conf.buffer_size.max(conf.bufs.size);
 
-    merge_uint(
+    conf.busy_buffers_size = merge_size_or(
         &mut conf.busy_buffers_size_conf,
         prev.busy_buffers_size_conf,
-        UNSET_SIZE,
+        2 * size,
     );
-    conf.busy_buffers_size = if conf.busy_buffers_size_conf == UNSET_SIZE {
-        2 * size
-    } else {
-        conf.busy_buffers_size_conf
-    };
     let all_but_one = (conf.bufs.num.max(1) as usize - 1) * conf.bufs.size;
     if conf.busy_buffers_size < size || conf.busy_buffers_size > all_but_one {
         unsafe {
@@ -440,27 +442,17 @@ unsafe fn merge_upstream(
         return CONF_ERROR;
     }
 
-    merge_uint(
+    conf.temp_file_write_size = merge_size_or(
         &mut conf.temp_file_write_size_conf,
         prev.temp_file_write_size_conf,
-        UNSET_SIZE,
+        2 * size,
     );
-    conf.temp_file_write_size = if conf.temp_file_write_size_conf == UNSET_SIZE {
-        2 * size
-    } else {
-        conf.temp_file_write_size_conf
-    };
 
-    merge_uint(
+    conf.max_temp_file_size = merge_size_or(
         &mut conf.max_temp_file_size_conf,
         prev.max_temp_file_size_conf,
-        UNSET_SIZE,
+        1024 * 1024 * 1024,
     );
-    conf.max_temp_file_size = if conf.max_temp_file_size_conf == UNSET_SIZE {
-        1024 * 1024 * 1024
-    } else {
-        conf.max_temp_file_size_conf
-    };
 
     if conf.ignore_headers == 0 {
         conf.ignore_headers = if prev.ignore_headers == 0 {
