@@ -232,7 +232,7 @@ fn start_watchdog(args: &WatchdogArgs) -> Result<Core, String> {
         &mut child,
         deadline.min(Instant::now() + Duration::from_secs(5)),
     );
-    let report = StartupReport::from_items(&result?)?;
+    let report = StartupReport::from_items(&result?).map_err(|e| e.to_string())?;
     // Held (close-on-exec) until the master exits.
     LIFELINE.store(
         std::os::fd::IntoRawFd::into_raw_fd(lifeline_write),

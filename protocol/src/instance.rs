@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use thiserror::Error;
 
 pub const DIR_PREFIX: &str = "passenger.";
 pub const PROPERTIES: &str = "properties.json";
@@ -50,6 +51,17 @@ pub struct Properties {
     pub created_at: u64,
 }
 
+/// Why a start-up report could not be read.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ReportError {
+    #[error("start-up report has no item {index}")]
+    MissingItem { index: usize },
+    #[error("start-up report has unknown status {status:?} (expected \"ok\" or \"error\")")]
+    UnknownStatus { status: String },
+    #[error("start-up report has {count} items, more than its status {status:?} takes")]
+    ExtraItems { status: String, count: usize },
+}
+
 /// The start-up report the watchdog sends the nginx module (a MessageChannel array):
 /// `["ok", instance_dir, core_socket, core_password]` or `["error", message]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,22 +88,33 @@ impl StartupReport {
         }
     }
 
-    pub fn from_items(items: &[Vec<u8>]) -> Result<StartupReport, String> {
-        let text = |i: usize| {
+    pub fn from_items(items: &[Vec<u8>]) -> Result<StartupReport, ReportError> {
+        let text = |index: usize| {
             items
-                .get(i)
+                .get(index)
                 .map(|b| String::from_utf8_lossy(b).into_owned())
-                .ok_or_else(|| format!("start-up report has no item {i}"))
+                .ok_or(ReportError::MissingItem { index })
         };
-        match text(0)?.as_str() {
-            "ok" => Ok(StartupReport::Ok {
-                instance_dir: text(1)?,
-                core_socket: text(2)?,
-                core_password: text(3)?,
-            }),
-            "error" => Ok(StartupReport::Error(text(1)?)),
-            other => Err(format!("start-up report has unknown status {other:?}")),
+        let status = text(0)?;
+        let (report, count) = match status.as_str() {
+            "ok" => (
+                StartupReport::Ok {
+                    instance_dir: text(1)?,
+                    core_socket: text(2)?,
+                    core_password: text(3)?,
+                },
+                4,
+            ),
+            "error" => (StartupReport::Error(text(1)?), 2),
+            _ => return Err(ReportError::UnknownStatus { status }),
+        };
+        if items.len() > count {
+            return Err(ReportError::ExtraItems {
+                status,
+                count: items.len(),
+            });
         }
+        Ok(report)
     }
 }
 
@@ -109,6 +132,19 @@ mod tests {
         let msg = crate::channel::encode_array(&r.to_items()).unwrap();
         let (items, _) = crate::channel::decode_array(&msg).unwrap().unwrap();
         assert_eq!(StartupReport::from_items(&items).unwrap(), r);
-        assert!(StartupReport::from_items(&[b"bogus".to_vec()]).is_err());
+        assert_eq!(
+            StartupReport::from_items(&[b"bogus".to_vec()]),
+            Err(ReportError::UnknownStatus {
+                status: "bogus".into()
+            })
+        );
+        assert_eq!(
+            StartupReport::from_items(&[b"ok".to_vec(), b"/d".to_vec()]),
+            Err(ReportError::MissingItem { index: 2 })
+        );
+        assert_eq!(
+            StartupReport::from_items(&[]),
+            Err(ReportError::MissingItem { index: 0 })
+        );
     }
 }

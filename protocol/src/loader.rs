@@ -13,6 +13,8 @@
 //! A failing loader prints `!> Error`, optionally `!> html: true`, then message lines, then
 //! exits. Stdout lines without the `!> ` prefix are the app's own output.
 
+use thiserror::Error;
+
 /// What the loader prints first.
 pub const LOADER_GREETING: &str = "I have control 1.0";
 /// What the spawner answers.
@@ -101,6 +103,72 @@ fn parse_socket(spec: &str) -> Option<SocketInfo> {
     })
 }
 
+/// Prints a line the way a loader does (without the newline); [`parse_line`] reads it back
+/// as long as no text in it ends in `\r` (which reads as part of a CRLF line ending).
+pub fn encode_line(line: &LoaderLine) -> String {
+    match line {
+        LoaderLine::Greeting => format!("{PREFIX}{LOADER_GREETING}"),
+        LoaderLine::Ready => format!("{PREFIX}Ready"),
+        LoaderLine::Socket(s) => format!(
+            "{PREFIX}socket: {};unix:{};{};{}",
+            s.name,
+            s.path,
+            match s.protocol {
+                SocketProtocol::Session => "session",
+                SocketProtocol::HttpSession => "http_session",
+            },
+            s.concurrency
+        ),
+        LoaderLine::Error => format!("{PREFIX}Error"),
+        LoaderLine::Html(html) => format!("{PREFIX}html: {html}"),
+        LoaderLine::Terminator => PREFIX.to_string(),
+        LoaderLine::Protocol(text) => format!("{PREFIX}{text}"),
+        LoaderLine::AppOutput(text) => text.clone(),
+    }
+}
+
+/// Why the options block a loader received is not one.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum OptionsError {
+    #[error("loader handshake starts with {found:?} instead of {SPAWNER_GREETING:?}")]
+    BadGreeting { found: String },
+    #[error("loader option line {line} ({text:?}) is not `key: value`")]
+    BadOption { line: usize, text: String },
+}
+
+/// The loader's side of [`encode_options`] (for tests and tools that play a loader):
+/// `Ok(None)` until the terminating empty line has arrived, else the options and the bytes used.
+pub fn decode_options(text: &str) -> Result<crate::Decoded<Vec<(String, String)>>, OptionsError> {
+    let mut options = Vec::new();
+    let mut used = 0;
+    for (number, raw) in text.split_inclusive('\n').enumerate() {
+        let Some(line) = raw.strip_suffix('\n') else {
+            // An unfinished line: it may still turn out right, unless it already cannot.
+            return match number == 0 && !SPAWNER_GREETING.starts_with(raw) {
+                true => Err(OptionsError::BadGreeting { found: raw.into() }),
+                false => Ok(None),
+            };
+        };
+        used += raw.len();
+        if number == 0 {
+            if line != SPAWNER_GREETING {
+                return Err(OptionsError::BadGreeting { found: line.into() });
+            }
+        } else if line.is_empty() {
+            return Ok(Some((options, used)));
+        } else {
+            let (k, v) = line
+                .split_once(": ")
+                .ok_or_else(|| OptionsError::BadOption {
+                    line: number + 1,
+                    text: line.into(),
+                })?;
+            options.push((k.to_string(), v.to_string()));
+        }
+    }
+    Ok(None)
+}
+
 /// The spawner's side: the greeting answer and the options block, ready to write to stdin.
 /// Keys and values must not contain newlines; such pairs are dropped rather than let one
 /// option forge another.
@@ -152,5 +220,21 @@ mod tests {
     fn options_block() {
         let s = encode_options([("app_root", "/srv/a"), ("evil", "x\nconnect_password: y")]);
         assert_eq!(s, "You have control 1.0\napp_root: /srv/a\n\n");
+        assert_eq!(
+            decode_options(&s),
+            Ok(Some((vec![("app_root".into(), "/srv/a".into())], s.len())))
+        );
+        assert_eq!(decode_options(&s[..s.len() - 1]), Ok(None));
+        assert!(matches!(
+            decode_options("Hello\n"),
+            Err(OptionsError::BadGreeting { .. })
+        ));
+        assert_eq!(
+            decode_options("You have control 1.0\nnocolon\n"),
+            Err(OptionsError::BadOption {
+                line: 2,
+                text: "nocolon".into()
+            })
+        );
     }
 }

@@ -4,29 +4,39 @@
 //! first (as SCGI requires), the passenger options travel as `PASSENGER_*` keys and the core's
 //! password as [`crate::options::CONNECT_PASSWORD`].
 
+use std::collections::HashSet;
 use thiserror::Error;
 
 /// Default bound on the netstring header; a larger one is refused before it is buffered.
 pub const DEFAULT_MAX_HEADER: usize = 128 * 1024;
 
+/// Why a header was refused. Offsets count from the first byte of the netstring.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ScgiError {
-    #[error("SCGI header length prefix is not a decimal number followed by ':' (at byte {0})")]
-    BadLength(usize),
+    #[error(
+        "SCGI header length prefix is not a decimal number without leading zeros followed by ':' \
+         (byte {offset})"
+    )]
+    BadLength { offset: usize },
     #[error("SCGI header of {len} bytes exceeds the limit of {limit} bytes")]
     TooLarge { len: usize, limit: usize },
     #[error("SCGI header is not terminated by ',' (found byte {found:#04x} at offset {offset})")]
     MissingComma { offset: usize, found: u8 },
-    #[error("SCGI header pairs are malformed at byte {0}: every key and value must end in NUL")]
-    BadPairs(usize),
-    #[error("SCGI header must start with CONTENT_LENGTH")]
-    ContentLengthNotFirst,
-    #[error("SCGI CONTENT_LENGTH {0:?} is not a decimal number")]
-    BadContentLength(String),
-    #[error("SCGI header has key {0:?} twice")]
-    DuplicateKey(String),
-    #[error("SCGI header key {0:?} has bytes outside the CGI range")]
-    BadKey(String),
+    #[error(
+        "SCGI header pairs are malformed at byte {offset}: every key and value must end in NUL"
+    )]
+    BadPairs { offset: usize },
+    #[error("SCGI header must start with CONTENT_LENGTH, but starts with {found:?}")]
+    ContentLengthNotFirst { found: String },
+    #[error("SCGI CONTENT_LENGTH {value:?} is not a decimal number below 2^64")]
+    BadContentLength { value: String },
+    #[error("SCGI header has key {key:?} twice (second at byte {offset})")]
+    DuplicateKey { key: String, offset: usize },
+    #[error(
+        "SCGI header key {key:?} at byte {offset} is empty or has bytes other than ASCII \
+         letters, digits, '_' and '-'"
+    )]
+    BadKey { key: String, offset: usize },
 }
 
 /// A decoded SCGI request header.
@@ -51,7 +61,17 @@ impl ScgiHeader {
     }
 }
 
-/// Encodes a header. The caller puts `CONTENT_LENGTH` first.
+/// Whether `key` may appear in a header: the bytes of CGI variable names, plus `-` which some
+/// `PASSENGER_*` env-var options carry.
+pub fn valid_key(key: &[u8]) -> bool {
+    !key.is_empty()
+        && key
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Encodes a header. The caller puts `CONTENT_LENGTH` first and uses keys that pass
+/// [`valid_key`]; values must not contain NUL.
 pub fn encode<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Vec<u8> {
     let mut body = Vec::new();
     crate::join_pairs(&mut body, pairs);
@@ -67,30 +87,11 @@ pub fn encode<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Vec<
 ///
 /// Returns `Ok(None)` when more bytes are needed, `Ok(Some((header, consumed)))` when complete
 /// (the body starts at `buf[consumed..]`), or an error as soon as the input cannot be a valid
-/// header, without waiting for the rest.
+/// header of at most `max_header` bytes, without waiting for the rest.
 pub fn decode(buf: &[u8], max_header: usize) -> Result<crate::Decoded<ScgiHeader>, ScgiError> {
-    let digits = buf.iter().take_while(|b| b.is_ascii_digit()).count();
-    // usize::MAX has 20 digits; anything longer is garbage or hostile.
-    if digits > 20 || (digits == 0 && !buf.is_empty()) {
-        return Err(ScgiError::BadLength(digits));
-    }
-    let Some(&sep) = buf.get(digits) else {
+    let Some((len, start)) = decode_length(buf, max_header)? else {
         return Ok(None);
     };
-    if sep != b':' {
-        return Err(ScgiError::BadLength(digits));
-    }
-    let len: usize = std::str::from_utf8(&buf[..digits])
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or(ScgiError::BadLength(0))?;
-    if len > max_header {
-        return Err(ScgiError::TooLarge {
-            len,
-            limit: max_header,
-        });
-    }
-    let start = digits + 1;
     let end = start + len;
     let Some(&comma) = buf.get(end) else {
         return Ok(None);
@@ -101,35 +102,25 @@ pub fn decode(buf: &[u8], max_header: usize) -> Result<crate::Decoded<ScgiHeader
             found: comma,
         });
     }
-    let raw = crate::split_pairs(&buf[start..end]).map_err(|o| ScgiError::BadPairs(start + o))?;
-    let mut pairs: crate::Pairs = Vec::with_capacity(raw.len());
-    for (i, (k, v)) in raw.iter().enumerate() {
-        let key = String::from_utf8_lossy(k).into_owned();
-        if k.is_empty()
-            || !k
-                .iter()
-                .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
-            return Err(ScgiError::BadKey(key));
+    let raw = crate::split_pairs(&buf[start..end])
+        .map_err(|o| ScgiError::BadPairs { offset: start + o })?;
+    let content_length = content_length(raw.first().copied())?;
+    let mut seen = HashSet::with_capacity(raw.len());
+    let mut offset = start;
+    for &(k, v) in &raw {
+        let key = || String::from_utf8_lossy(k).into_owned();
+        if !valid_key(k) {
+            return Err(ScgiError::BadKey { key: key(), offset });
         }
-        if i == 0 && *k != b"CONTENT_LENGTH" {
-            return Err(ScgiError::ContentLengthNotFirst);
+        if !seen.insert(k) {
+            return Err(ScgiError::DuplicateKey { key: key(), offset });
         }
-        if pairs.iter().any(|(seen, _)| seen == k) {
-            return Err(ScgiError::DuplicateKey(key));
-        }
-        pairs.push((k.to_vec(), v.to_vec()));
+        offset += k.len() + v.len() + 2;
     }
-    let Some((_, cl)) = pairs.first() else {
-        return Err(ScgiError::ContentLengthNotFirst);
-    };
-    let cl_text = String::from_utf8_lossy(cl).into_owned();
-    if cl.is_empty() || cl.len() > 19 || !cl.iter().all(u8::is_ascii_digit) {
-        return Err(ScgiError::BadContentLength(cl_text));
-    }
-    let content_length = cl_text
-        .parse()
-        .map_err(|_| ScgiError::BadContentLength(cl_text))?;
+    let pairs = raw
+        .into_iter()
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect();
     Ok(Some((
         ScgiHeader {
             pairs,
@@ -137,6 +128,54 @@ pub fn decode(buf: &[u8], max_header: usize) -> Result<crate::Decoded<ScgiHeader
         },
         end + 1,
     )))
+}
+
+/// Reads the `<len>:` prefix: `Ok(None)` while incomplete, else the length and where the
+/// pairs start. The length is checked against the limit digit by digit, so a huge one is
+/// refused before its `:` arrives and long before anything is buffered for it.
+fn decode_length(buf: &[u8], max_header: usize) -> Result<Option<(usize, usize)>, ScgiError> {
+    let mut len: usize = 0;
+    for (i, &b) in buf.iter().enumerate() {
+        match b {
+            b':' if i > 0 => return Ok(Some((len, i + 1))),
+            // Netstrings forbid leading zeros: "0:" is the only length starting with 0.
+            b'0'..=b'9' if !(i == 1 && buf[0] == b'0') => {
+                len = len
+                    .checked_mul(10)
+                    .and_then(|l| l.checked_add(usize::from(b - b'0')))
+                    .filter(|&l| l <= max_header)
+                    .ok_or(ScgiError::TooLarge {
+                        len: len.saturating_mul(10).saturating_add(usize::from(b - b'0')),
+                        limit: max_header,
+                    })?;
+            }
+            _ => return Err(ScgiError::BadLength { offset: i }),
+        }
+    }
+    Ok(None)
+}
+
+/// Checks that the first pair is a numeric `CONTENT_LENGTH` and returns its value.
+fn content_length(first: Option<(&[u8], &[u8])>) -> Result<u64, ScgiError> {
+    let v = match first {
+        Some((k, v)) if k == b"CONTENT_LENGTH" => v,
+        other => {
+            return Err(ScgiError::ContentLengthNotFirst {
+                found: String::from_utf8_lossy(other.map_or(&b""[..], |(k, _)| k)).into_owned(),
+            });
+        }
+    };
+    let bad = || ScgiError::BadContentLength {
+        value: String::from_utf8_lossy(v).into_owned(),
+    };
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return Err(bad());
+    }
+    // All ASCII digits, so valid UTF-8; parse refuses what overflows u64.
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(bad)
 }
 
 #[cfg(test)]
@@ -177,30 +216,64 @@ mod tests {
     fn rejects_bad_input() {
         assert!(matches!(
             decode(b"GET / HTTP/1.1\r\n", 100),
-            Err(ScgiError::BadLength(_))
+            Err(ScgiError::BadLength { offset: 0 })
         ));
+        assert_eq!(
+            decode(b"012:", 100),
+            Err(ScgiError::BadLength { offset: 1 })
+        );
+        assert_eq!(decode(b":", 100), Err(ScgiError::BadLength { offset: 0 }));
         assert!(matches!(
             decode(b"4:A\x00b\x00;", 100),
             Err(ScgiError::MissingComma { .. })
         ));
+        // Refused as soon as the digits exceed the limit, before the ':' arrives.
+        assert_eq!(
+            decode(b"1000", 100),
+            Err(ScgiError::TooLarge {
+                len: 1000,
+                limit: 100
+            })
+        );
         assert!(matches!(
-            decode(b"999999:", 100),
+            decode(b"99999999999999999999999999:", usize::MAX),
             Err(ScgiError::TooLarge { .. })
         ));
         let no_cl = encode([(&b"SCGI"[..], &b"1"[..])]);
-        assert_eq!(decode(&no_cl, 100), Err(ScgiError::ContentLengthNotFirst));
+        assert_eq!(
+            decode(&no_cl, 100),
+            Err(ScgiError::ContentLengthNotFirst {
+                found: "SCGI".into()
+            })
+        );
+        assert!(matches!(
+            decode(b"0:,", 100),
+            Err(ScgiError::ContentLengthNotFirst { .. })
+        ));
         let bad_cl = encode([(&b"CONTENT_LENGTH"[..], &b"-1"[..])]);
         assert!(matches!(
             decode(&bad_cl, 100),
-            Err(ScgiError::BadContentLength(_))
+            Err(ScgiError::BadContentLength { .. })
         ));
         let dup = encode([
             (&b"CONTENT_LENGTH"[..], &b"0"[..]),
             (b"A", b"1"),
             (b"A", b"2"),
         ]);
-        assert!(matches!(decode(&dup, 100), Err(ScgiError::DuplicateKey(_))));
+        assert_eq!(
+            decode(&dup, 100),
+            Err(ScgiError::DuplicateKey {
+                key: "A".into(),
+                offset: 24
+            })
+        );
         let bad_key = encode([(&b"CONTENT_LENGTH"[..], &b"0"[..]), (b"A\nB", b"1")]);
-        assert!(matches!(decode(&bad_key, 100), Err(ScgiError::BadKey(_))));
+        assert_eq!(
+            decode(&bad_key, 100),
+            Err(ScgiError::BadKey {
+                key: "A\nB".into(),
+                offset: 20
+            })
+        );
     }
 }

@@ -3,6 +3,18 @@
 //! A 4-byte big-endian length, then `KEY\0VALUE\0` pairs (the CGI/Rack environment, including
 //! the app's connect password), then the request body. The app answers with an HTTP response.
 
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum SessionHeaderError {
+    #[error("session header of {len} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { len: usize, limit: usize },
+    #[error(
+        "session header pairs are malformed at byte {offset}: every key and value must end in NUL"
+    )]
+    BadPairs { offset: usize },
+}
+
 /// Encodes the session header (length prefix and pairs); the body follows it on the socket.
 pub fn encode_header<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Vec<u8> {
     let mut out = vec![0u8; 4];
@@ -33,21 +45,23 @@ pub fn cgi_header_name(name: &[u8]) -> Option<Vec<u8>> {
 
 /// Decodes a session header from the start of `buf`: `Ok(None)` if incomplete, else the pairs
 /// and the number of bytes consumed. Used by tests and tools that play the app's side.
-pub fn decode_header(buf: &[u8], max: usize) -> Result<crate::Decoded<crate::Pairs>, String> {
-    let Some(len) = buf.get(..4) else {
+pub fn decode_header(
+    buf: &[u8],
+    max: usize,
+) -> Result<crate::Decoded<crate::Pairs>, SessionHeaderError> {
+    let Some(&[a, b, c, d]) = buf.get(..4) else {
         return Ok(None);
     };
-    let len = u32::from_be_bytes(len.try_into().unwrap()) as usize;
+    // Checked before anything is buffered for it.
+    let len = u32::from_be_bytes([a, b, c, d]) as usize;
     if len > max {
-        return Err(format!(
-            "session header of {len} bytes exceeds the limit of {max}"
-        ));
+        return Err(SessionHeaderError::TooLarge { len, limit: max });
     }
     let Some(data) = buf.get(4..4 + len) else {
         return Ok(None);
     };
-    let pairs = crate::split_pairs(data)
-        .map_err(|o| format!("session header pairs malformed at byte {}", 4 + o))?;
+    let pairs =
+        crate::split_pairs(data).map_err(|o| SessionHeaderError::BadPairs { offset: 4 + o })?;
     Ok(Some((
         pairs
             .into_iter()
@@ -69,6 +83,14 @@ mod tests {
         assert_eq!(used, h.len());
         assert_eq!(pairs, vec![(b"REQUEST_METHOD".to_vec(), b"GET".to_vec())]);
         assert_eq!(decode_header(&h[..10], 1000), Ok(None));
+        assert_eq!(
+            decode_header(&h, 10),
+            Err(SessionHeaderError::TooLarge { len: 19, limit: 10 })
+        );
+        assert_eq!(
+            decode_header(b"\0\0\0\x05A\0B\0C", 10),
+            Err(SessionHeaderError::BadPairs { offset: 8 })
+        );
     }
 
     #[test]

@@ -53,11 +53,18 @@ fn main() {
 }
 
 fn send_report(report: Option<OwnedFd>, msg: &StartupReport) {
-    use std::io::Write;
+    use passenger_protocol::channel::write_array;
     let Some(fd) = report else { return };
-    let bytes = passenger_protocol::channel::encode_array(&msg.to_items())
-        .unwrap_or_else(|_| b"\x00\x1derror\x00start-up report too long\x00".to_vec());
-    if let Err(e) = std::fs::File::from(fd).write_all(&bytes) {
+    let mut pipe = std::fs::File::from(fd);
+    // Encoding fails before anything is written, so a shorter report can still follow.
+    let result = write_array(&mut pipe, &msg.to_items()).or_else(|e| {
+        if e.kind() != std::io::ErrorKind::InvalidData {
+            return Err(e);
+        }
+        let short = StartupReport::Error(format!("the start-up report did not fit: {e}"));
+        write_array(&mut pipe, &short.to_items())
+    });
+    if let Err(e) = result {
         log::error(&format!("could not send the start-up report to nginx: {e}"));
     }
 }
