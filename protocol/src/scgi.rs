@@ -61,8 +61,8 @@ impl ScgiHeader {
     }
 }
 
-/// Whether `key` may appear in a header: the bytes of CGI variable names, plus `-` which some
-/// `PASSENGER_*` env-var options carry.
+/// Whether `key` may appear in a header: ASCII letters, digits, `_` and `-`. Anything else
+/// (spaces, `=`, control bytes) could smuggle odd names into the environment an app is given.
 pub fn valid_key(key: &[u8]) -> bool {
     !key.is_empty()
         && key

@@ -93,6 +93,12 @@ proptest! {
     }
 }
 
+/// How reading a scalar (limit 1 MiB) from `input` fails.
+fn read_scalar_error(input: &[u8]) -> std::io::ErrorKind {
+    let mut r = input;
+    channel::read_scalar(&mut r, 1 << 20).unwrap_err().kind()
+}
+
 #[test]
 fn huge_declared_lengths_with_tiny_input_are_refused() {
     assert!(matches!(
@@ -111,9 +117,7 @@ fn huge_declared_lengths_with_tiny_input_are_refused() {
         })
     );
     assert_eq!(
-        channel::read_scalar(&mut &b"\xff\xff\xff\xffab"[..], 1 << 20)
-            .unwrap_err()
-            .kind(),
+        read_scalar_error(b"\xff\xff\xff\xffab"),
         std::io::ErrorKind::InvalidData
     );
     assert_eq!(
@@ -129,9 +133,7 @@ fn huge_declared_lengths_with_tiny_input_are_refused() {
         Ok(None)
     );
     assert_eq!(
-        channel::read_scalar(&mut &b"\x00\x01\x00\x00ab"[..], 1 << 20)
-            .unwrap_err()
-            .kind(),
+        read_scalar_error(b"\x00\x01\x00\x00ab"),
         std::io::ErrorKind::UnexpectedEof
     );
 }
