@@ -207,6 +207,8 @@ fn config_test_starts_nothing(flavour: Flavour) {
         .arg(&dir.0)
         .args(["-c"])
         .arg(dir.0.join("nginx.conf"))
+        .arg("-e")
+        .arg(dir.0.join("error.log"))
         .arg("-t")
         .output()
         .unwrap();

@@ -179,6 +179,8 @@ impl Nginx {
             .arg(&dir.0)
             .args(["-c"])
             .arg(dir.0.join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.0.join("error.log"))
             .args(["-g", if daemon { "daemon on;" } else { "daemon off;" }])
             .stdin(Stdio::null())
             .spawn()
@@ -293,6 +295,8 @@ impl Nginx {
             .arg(&self.dir.0)
             .args(["-c"])
             .arg(self.dir.0.join("nginx.conf"))
+            .arg("-e")
+            .arg(self.dir.0.join("error.log"))
             .args(["-s", "stop"])
             .status()
             .unwrap();
