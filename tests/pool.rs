@@ -198,6 +198,76 @@ fn a_full_queue_answers_the_overflow_status(flavour: Flavour) {
     assert_eq!(statuses, expected, "{}", nginx.passenger_log());
 }
 
+/// Sends `GET /`: its status if answered within 2 s, else `None`: it waits in the queue (and
+/// leaves it as this closes the connection).
+fn probe(port: u16) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    match s.read_to_end(&mut raw) {
+        Ok(_) => Some(parse_response(&raw).status),
+        Err(_) if raw.is_empty() => None,
+        Err(e) => panic!("reading a probe's response: {e}"),
+    }
+}
+
+fn a_waiting_request_whose_client_left_leaves_the_queue(flavour: Flavour) {
+    use std::io::Write;
+    let scratch = Scratch::new("leave");
+    let release = scratch.0.join("release");
+    let started = scratch.0.join("started");
+    let left_started = scratch.0.join("left-started");
+    let nginx = Nginx::start_with(
+        flavour,
+        &[site(
+            "passenger_max_request_queue_size 1; passenger_request_queue_overflow_status_code 429;",
+        )],
+        "passenger_max_pool_size 1;",
+    );
+    let port = nginx.port();
+    let busy = {
+        let p = format!(
+            "/wait?file={}&started={}",
+            release.display(),
+            started.display()
+        );
+        std::thread::spawn(move || http(port, "GET", &p, &[], b""))
+    };
+    wait_until("the first slow request in the app", || started.exists());
+    let mut leaving = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    leaving
+        .write_all(
+            format!(
+                "GET /wait?file={}&started={} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                release.display(),
+                left_started.display()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    wait_until(
+        "the request waits in the queue (a probe is refused with 429)",
+        || probe(port) == Some(429),
+    );
+    drop(leaving);
+    wait_until(
+        "the request left the queue (a probe waits instead of being refused)",
+        || probe(port).is_none(),
+    );
+    touch(&release, 1);
+    assert_eq!(busy.join().unwrap().status, 200);
+    // Requests are served in arrival order: had it stayed queued, the app would have seen it
+    // before this one.
+    assert_eq!(nginx.get("/").status, 200);
+    assert!(
+        !left_started.exists(),
+        "the request whose client left was served anyway"
+    );
+}
+
 fn killed_app_process_is_replaced(flavour: Flavour) {
     let nginx = Nginx::start(flavour, &[site("")]);
     let pid = pid_of(&nginx.get("/"));
@@ -208,6 +278,29 @@ fn killed_app_process_is_replaced(flavour: Flavour) {
         assert_eq!(r.status, 200, "{r:?}\n{}", nginx.passenger_log());
         assert_ne!(pid_of(&r), pid);
     }
+}
+
+fn a_request_in_flight_on_a_killed_process_gets_502(flavour: Flavour) {
+    let scratch = Scratch::new("inflight");
+    let started = scratch.0.join("started");
+    let nginx = Nginx::start(flavour, &[site("")]);
+    let port = nginx.port();
+    let path = format!(
+        "/wait?file={}&started={}",
+        scratch.0.join("never").display(),
+        started.display()
+    );
+    let in_flight = std::thread::spawn(move || http(port, "GET", &path, &[], b""));
+    wait_until("the slow request in the app", || {
+        std::fs::read_to_string(&started).is_ok_and(|s| !s.is_empty())
+    });
+    let pid: i32 = std::fs::read_to_string(&started).unwrap().parse().unwrap();
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let r = in_flight.join().unwrap();
+    assert_eq!(r.status, 502, "{r:?}");
+    let next = nginx.get("/");
+    assert_eq!(next.status, 200, "{next:?}\n{}", nginx.passenger_log());
+    assert_ne!(pid_of(&next), pid);
 }
 
 fn max_requests_recycles_the_process(flavour: Flavour) {
@@ -263,6 +356,8 @@ for_both_nginx! {
     two_apps_share_a_full_pool,
     a_full_queue_answers_the_overflow_status,
     killed_app_process_is_replaced,
+    a_waiting_request_whose_client_left_leaves_the_queue,
+    a_request_in_flight_on_a_killed_process_gets_502,
     max_requests_recycles_the_process,
     invalid_pool_directives_are_refused,
 }

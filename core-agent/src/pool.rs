@@ -254,7 +254,9 @@ impl Group {
         }
     }
 
-    /// Stat()s restart.txt and always_restart.txt if due; true when the group must restart.
+    /// Stat()s restart.txt and always_restart.txt if due; true when the group must restart:
+    /// restart.txt's mtime changed, or always_restart.txt exists and no restart is under way
+    /// (so that a stream of requests does not restart the restart over and over).
     fn restart_due(&mut self, now: Instant) -> bool {
         if now < self.next_stat {
             return false;
@@ -266,7 +268,7 @@ impl Group {
             .ok();
         let changed = mtime.is_some() && mtime != self.restart_mtime;
         self.restart_mtime = mtime;
-        changed || dir.join("always_restart.txt").exists()
+        changed || (self.old_active() == 0 && dir.join("always_restart.txt").exists())
     }
 }
 

@@ -773,6 +773,26 @@ async fn always_restart_txt_restarts_on_requests() {
 }
 
 #[tokio::test]
+async fn always_restart_txt_does_not_restart_a_restart_under_way() {
+    let dir = TempDir::new();
+    let pool = Pool::new(Dummy::gated(1));
+    let o = restartable(&dir);
+    pool.spawner.open(1);
+    drop(pool.checkout(&o).await.unwrap());
+    dir.touch("always_restart.txt", 1);
+    for _ in 0..5 {
+        // Served by the old process while the new one spawns; no new restart each time.
+        assert_eq!(pool.checkout(&o).await.unwrap().process.pid, 1000);
+    }
+    settle().await;
+    assert_eq!(pool.spawner.spawns(), 2);
+    assert_eq!(group(&pool.snapshot(), &o).restarts, 1);
+    pool.spawner.open(1);
+    settle().await;
+    assert_eq!(pids(&pool, &o), vec![1001]);
+}
+
+#[tokio::test]
 async fn a_crash_during_a_restart_is_replaced_and_the_restart_completes() {
     let dir = TempDir::new();
     let pool = Pool::new(Dummy::gated(1));
