@@ -533,26 +533,31 @@ impl<S: Spawner> Pool<S> {
                 if want == Want::No {
                     break;
                 }
+                // A restart that finds no room replaces in place: an old process drains (one
+                // at a time), and the new one spawns in the slot it frees.
+                let restarting = group.old_active() > 0;
                 if per_app > 0 && group.size() >= per_app {
-                    // A rolling restart at the cap replaces in place: drain an old one first.
-                    if want == Want::Restart && !draining_old(group) {
+                    if restarting && !draining_old(group) {
                         drain_oldest_old(group, actions);
                     }
                     break;
                 }
                 if total >= max_pool {
-                    let group = inner.groups.get_mut(name).expect("listed");
-                    if want == Want::Restart && group.old_active() > 1 {
+                    if restarting && group.old_active() > 1 {
                         if !draining_old(group) {
                             drain_oldest_old(group, actions);
                         }
                         break;
                     }
                     // Only requests that wait (or a restart) take another app's process.
-                    if group.waiters.is_empty() && want != Want::Restart {
+                    if group.waiters.is_empty() && !restarting {
                         break;
                     }
                     if !evict_for(inner, name, actions) {
+                        let group = inner.groups.get_mut(name).expect("listed");
+                        if restarting && !draining_old(group) {
+                            drain_oldest_old(group, actions);
+                        }
                         break;
                     }
                     continue;

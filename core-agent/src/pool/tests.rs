@@ -727,6 +727,31 @@ async fn restart_txt_rolls_processes_without_dropping_requests() {
 }
 
 #[tokio::test]
+async fn a_restart_in_a_full_pool_replaces_the_process_in_place() {
+    let dir = TempDir::new();
+    let pool = Pool::new(Dummy::gated(1));
+    let mut o = restartable(&dir);
+    o.pool.max_pool_size = 1;
+    pool.spawner.open(1);
+    let in_flight = pool.checkout(&o).await.unwrap();
+    dir.touch("restart.txt", 7000);
+    let waiting = start(&pool, &o); // notices the restart; 1000 is busy
+    settle().await;
+    assert_eq!(pool.spawner.spawns(), 1, "no room for a second process");
+    assert!(!waiting.is_finished());
+    drop(in_flight); // the old process drains: it must not take the waiting request
+    settle().await;
+    assert_eq!(pool.spawner.stopped(), vec![1000]);
+    assert_eq!(
+        pool.spawner.spawns(),
+        2,
+        "the new process spawns in the freed slot"
+    );
+    pool.spawner.open(1);
+    assert_eq!(pid_of(waiting).await, 1001);
+}
+
+#[tokio::test]
 async fn restart_txt_present_at_start_is_not_a_restart() {
     let dir = TempDir::new();
     dir.touch("restart.txt", 1000);
