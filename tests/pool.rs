@@ -237,9 +237,9 @@ fn a_waiting_request_whose_client_left_leaves_the_queue(flavour: Flavour) {
         std::thread::spawn(move || http(port, "GET", &p, &[], b""))
     };
     wait_until("the first slow request in the app", || started.exists());
-    let mut leaving = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    leaving
-        .write_all(
+    let send_leaving = || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(
             format!(
                 "GET /wait?file={}&started={} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
                 release.display(),
@@ -248,9 +248,25 @@ fn a_waiting_request_whose_client_left_leaves_the_queue(flavour: Flavour) {
             .as_bytes(),
         )
         .unwrap();
+        s.set_nonblocking(true).unwrap();
+        s
+    };
+    let mut leaving = send_leaving();
     wait_until(
         "the request waits in the queue (a probe is refused with 429)",
-        || probe(port) == Some(429),
+        || {
+            if probe(port) == Some(429) {
+                return true;
+            }
+            // The probe came first and took the queue's place: the request was refused (or is
+            // still on its way). Once it has its answer, send it again.
+            let mut buf = [0u8; 1];
+            if !matches!(leaving.peek(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            {
+                leaving = send_leaving();
+            }
+            false
+        },
     );
     drop(leaving);
     wait_until(
