@@ -18,6 +18,83 @@ pub struct AppOptions {
     pub ruby: String,
     pub base_uri: String,
     pub show_version_in_header: bool,
+    pub pool: PoolOptions,
+}
+
+/// The pool's settings for an app (and the global ones, which the core applies as the latest
+/// request carries them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolOptions {
+    /// Global: processes across all apps (at least 1).
+    pub max_pool_size: u32,
+    /// Global: processes of one app, 0 = no cap.
+    pub max_instances_per_app: u32,
+    /// Global: seconds after which idle processes beyond min_instances stop, 0 = never.
+    pub pool_idle_time: u64,
+    /// Global: seconds between two stat() checks of restart.txt.
+    pub stat_throttle_rate: u64,
+    pub min_instances: u32,
+    /// Requests after which a process is recycled, 0 = never.
+    pub max_requests: u64,
+    /// Wait list length, 0 = unbounded.
+    pub max_request_queue_size: u32,
+    pub queue_overflow_status: u16,
+    /// Seconds a request may wait, 0 = no limit.
+    pub max_request_queue_time: u64,
+    /// Absolute directory of restart.txt / always_restart.txt.
+    pub restart_dir: String,
+}
+
+impl PoolOptions {
+    /// The defaults for an app in `app_root`.
+    pub fn defaults(app_root: &str) -> PoolOptions {
+        PoolOptions {
+            max_pool_size: options::DEFAULT_MAX_POOL_SIZE as u32,
+            max_instances_per_app: 0,
+            pool_idle_time: options::DEFAULT_POOL_IDLE_TIME,
+            stat_throttle_rate: options::DEFAULT_STAT_THROTTLE_RATE,
+            min_instances: options::DEFAULT_MIN_INSTANCES as u32,
+            max_requests: 0,
+            max_request_queue_size: options::DEFAULT_MAX_REQUEST_QUEUE_SIZE as u32,
+            queue_overflow_status: options::DEFAULT_REQUEST_QUEUE_OVERFLOW_STATUS_CODE as u16,
+            max_request_queue_time: 0,
+            restart_dir: format!(
+                "{}/{}",
+                app_root.trim_end_matches('/'),
+                options::DEFAULT_RESTART_DIR
+            ),
+        }
+    }
+
+    fn from_header(h: &ScgiHeader, app_root: &str) -> Result<PoolOptions, OptionsError> {
+        let d = PoolOptions::defaults(app_root);
+        let restart_dir = match text(h, options::RESTART_DIR)? {
+            Some(dir) if dir.starts_with('/') => dir.trim_end_matches('/').to_string(),
+            Some(dir) => format!("{}/{}", app_root.trim_end_matches('/'), dir),
+            None => d.restart_dir,
+        };
+        let status = number(h, options::REQUEST_QUEUE_OVERFLOW_STATUS_CODE, 100, 599)?
+            .map_or(d.queue_overflow_status, |v| v as u16);
+        Ok(PoolOptions {
+            max_pool_size: number(h, options::MAX_POOL_SIZE, 1, u32::MAX as u64)?
+                .map_or(d.max_pool_size, |v| v as u32),
+            max_instances_per_app: number(h, options::MAX_INSTANCES_PER_APP, 0, u32::MAX as u64)?
+                .map_or(d.max_instances_per_app, |v| v as u32),
+            pool_idle_time: number(h, options::POOL_IDLE_TIME, 0, u64::MAX)?
+                .unwrap_or(d.pool_idle_time),
+            stat_throttle_rate: number(h, options::STAT_THROTTLE_RATE, 0, u64::MAX)?
+                .unwrap_or(d.stat_throttle_rate),
+            min_instances: number(h, options::MIN_INSTANCES, 0, u32::MAX as u64)?
+                .map_or(d.min_instances, |v| v as u32),
+            max_requests: number(h, options::MAX_REQUESTS, 0, u64::MAX)?.unwrap_or(d.max_requests),
+            max_request_queue_size: number(h, options::MAX_REQUEST_QUEUE_SIZE, 0, u32::MAX as u64)?
+                .map_or(d.max_request_queue_size, |v| v as u32),
+            queue_overflow_status: status,
+            max_request_queue_time: number(h, options::MAX_REQUEST_QUEUE_TIME, 0, u64::MAX)?
+                .unwrap_or(d.max_request_queue_time),
+            restart_dir,
+        })
+    }
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -31,6 +108,13 @@ pub enum OptionsError {
     NotUtf8 { key: &'static str },
     #[error("{key} {value:?} is not an absolute path")]
     NotAbsolute { key: &'static str, value: String },
+    #[error("{key} {value:?} is not a whole number from {min} to {max}")]
+    BadNumber {
+        key: &'static str,
+        value: String,
+        min: u64,
+        max: u64,
+    },
     #[error("app type {0} is not supported yet (only rack is)")]
     UnsupportedType(String),
     #[error(
@@ -48,6 +132,27 @@ fn text<'a>(h: &'a ScgiHeader, key: &'static str) -> Result<Option<&'a str>, Opt
         Some(v) => std::str::from_utf8(v)
             .map(Some)
             .map_err(|_| OptionsError::NotUtf8 { key }),
+    }
+}
+
+/// Reads `key` as a number within `min..=max`: `Ok(None)` when absent or empty.
+fn number(
+    h: &ScgiHeader,
+    key: &'static str,
+    min: u64,
+    max: u64,
+) -> Result<Option<u64>, OptionsError> {
+    match text(h, key)? {
+        None => Ok(None),
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+            _ => Err(OptionsError::BadNumber {
+                key,
+                value: v.to_string(),
+                min,
+                max,
+            }),
+        },
     }
 }
 
@@ -111,6 +216,7 @@ impl AppOptions {
                 .to_string(),
         };
         let show_version_in_header = show_version_in_header(h);
+        let pool = PoolOptions::from_header(h, &app_root)?;
         Ok(AppOptions {
             app_root,
             app_type,
@@ -120,6 +226,7 @@ impl AppOptions {
             ruby,
             base_uri,
             show_version_in_header,
+            pool,
         })
     }
 }
@@ -154,6 +261,73 @@ mod tests {
         assert_eq!(o.ruby, "ruby");
         assert_eq!(o.base_uri, "");
         assert!(o.show_version_in_header);
+        assert_eq!(o.pool, PoolOptions::defaults("/srv/app"));
+        assert_eq!(o.pool.max_pool_size, 6);
+        assert_eq!(o.pool.min_instances, 1);
+        assert_eq!(o.pool.max_request_queue_size, 100);
+        assert_eq!(o.pool.queue_overflow_status, 503);
+        assert_eq!(o.pool.pool_idle_time, 300);
+        assert_eq!(o.pool.stat_throttle_rate, 10);
+        assert_eq!(o.pool.restart_dir, "/srv/app/tmp");
+    }
+
+    #[test]
+    fn pool_options() {
+        let o = AppOptions::from_header(&header(&[
+            ("PASSENGER_APP_ROOT", "/srv/app"),
+            ("PASSENGER_APP_TYPE", "rack"),
+            ("PASSENGER_MAX_POOL_SIZE", "2"),
+            ("PASSENGER_MAX_INSTANCES_PER_APP", "3"),
+            ("PASSENGER_POOL_IDLE_TIME", "0"),
+            ("PASSENGER_STAT_THROTTLE_RATE", "1"),
+            ("PASSENGER_MIN_INSTANCES", "2"),
+            ("PASSENGER_MAX_REQUESTS", "3"),
+            ("PASSENGER_MAX_REQUEST_QUEUE_SIZE", "0"),
+            ("PASSENGER_REQUEST_QUEUE_OVERFLOW_STATUS_CODE", "429"),
+            ("PASSENGER_MAX_REQUEST_QUEUE_TIME", "7"),
+            ("PASSENGER_RESTART_DIR", "restart"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            o.pool,
+            PoolOptions {
+                max_pool_size: 2,
+                max_instances_per_app: 3,
+                pool_idle_time: 0,
+                stat_throttle_rate: 1,
+                min_instances: 2,
+                max_requests: 3,
+                max_request_queue_size: 0,
+                queue_overflow_status: 429,
+                max_request_queue_time: 7,
+                restart_dir: "/srv/app/restart".into(),
+            }
+        );
+        let abs = AppOptions::from_header(&header(&[
+            ("PASSENGER_APP_ROOT", "/srv/app"),
+            ("PASSENGER_APP_TYPE", "rack"),
+            ("PASSENGER_RESTART_DIR", "/var/restart/"),
+        ]))
+        .unwrap();
+        assert_eq!(abs.pool.restart_dir, "/var/restart");
+        for (key, value) in [
+            ("PASSENGER_MAX_POOL_SIZE", "0"),
+            ("PASSENGER_MIN_INSTANCES", "-1"),
+            ("PASSENGER_REQUEST_QUEUE_OVERFLOW_STATUS_CODE", "99"),
+            ("PASSENGER_MAX_REQUESTS", "many"),
+        ] {
+            let e = AppOptions::from_header(&header(&[
+                ("PASSENGER_APP_ROOT", "/srv/app"),
+                ("PASSENGER_APP_TYPE", "rack"),
+                (key, value),
+            ]))
+            .unwrap_err();
+            assert!(
+                matches!(e, OptionsError::BadNumber { .. }),
+                "{key}={value}: {e}"
+            );
+            assert!(e.to_string().contains(key), "{e}");
+        }
     }
 
     #[test]

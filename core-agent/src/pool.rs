@@ -1,23 +1,49 @@
-//! The pool: `Pool` → `Group` (one app) → `Process` (one OS process) → session slots.
+//! The pool: `Pool` → `Group` (one app) → `Process` (one OS process) → sessions.
 //!
-//! Minimal for now: a group holds at most one process, spawned lazily by the first request;
-//! requests arriving while it spawns wait for that same spawn. A process takes as many
-//! concurrent sessions as its loader advertised (0 = unlimited); further requests wait for a
-//! slot. A process that exits is removed from its group at once, and the next request spawns
-//! a new one. Spawn failures are handed to every request waiting for that spawn and are not
-//! remembered.
+//! All decisions are made under one lock (`Inner`), by small synchronous functions; what they
+//! decide to do outside the lock (start a spawn, stop a process) is collected in [`Actions`]
+//! and carried out after the lock is released.
+//!
+//! Routing: a request goes to the process with the fewest sessions among those with spare
+//! concurrency (0 = unlimited); among equally busy ones, to the one least recently used (ties
+//! on that: the oldest process), so that traffic spreads over all processes instead of piling
+//! on the first one. A request that finds no free process waits in its group's queue
+//! (first come, first served), bounded by `max_request_queue_size`.
+//!
+//! Scaling: a group spawns (one spawn at a time) when requests wait (that is, a request found
+//! all its processes busy), within `max_pool_size` (all apps) and `max_instances_per_app`; below
+//! `min_instances` it spawns up to that many at once. When the pool is full and a group with
+//! waiting requests needs a process, the longest-idle process of another group is stopped.
+//!
+//! Failures: a process that exits is removed at once (its requests in flight fail with 502 in
+//! the session); a failed spawn is answered to the waiting requests when the group has no
+//! process to serve them, and repeated failures back off (0, 1, 2, 4 … 60 s between tries;
+//! requests arriving during a back-off get the last error at once).
+//!
+//! Recycling, idling and restarts: a process that served `max_requests` is drained (it
+//! finishes what it has, then stops) and replaced on demand; idle processes beyond
+//! `min_instances` stop after `pool_idle_time`; a restart (restart.txt's mtime changed, or
+//! always_restart.txt exists) is rolling: one new process is spawned, and once it is ready one
+//! old process is drained, until no old process is left.
 
 use crate::app_options::AppOptions;
 use passenger_protocol::loader::SocketProtocol;
-use std::collections::HashMap;
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime};
 use thiserror::Error;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Longest pause between two spawn attempts of a failing app.
+pub const MAX_SPAWN_BACKOFF: Duration = Duration::from_secs(60);
+/// How often idle processes are looked for.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why an app process could not be started.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
@@ -52,7 +78,7 @@ pub trait Spawner: Send + Sync + 'static {
     ) -> impl Future<Output = Result<SpawnedProcess, SpawnError>> + Send;
 }
 
-/// One app process in a group.
+/// One app process (the parts that never change; its counters live in the pool's state).
 pub struct Process {
     /// Unique within the pool (pids can be reused).
     pub id: u64,
@@ -62,33 +88,36 @@ pub struct Process {
     pub protocol: SocketProtocol,
     pub password: String,
     pub concurrency: u32,
-    pub spawned_at: Instant,
-    pub sessions_served: AtomicU64,
-    slots: Option<Arc<Semaphore>>,
+    /// The group's restart generation the process was spawned for.
+    pub generation: u64,
+    pub spawned_at: SystemTime,
     stop: Mutex<Option<oneshot::Sender<()>>>,
 }
 
 impl Process {
-    /// Asks the process to stop gracefully (its loader sees EOF on stdin).
+    /// Asks the process to stop gracefully (its loader sees EOF on stdin; the spawner's
+    /// supervision follows with SIGTERM, then SIGKILL).
     pub fn stop(&self) {
         if let Some(tx) = self.stop.lock().unwrap().take() {
             let _ = tx.send(());
         }
-        self.retire();
-    }
-
-    /// No new sessions: requests waiting for a slot go back to the pool.
-    fn retire(&self) {
-        if let Some(s) = &self.slots {
-            s.close();
-        }
     }
 }
 
-/// A checked-out session slot on a process; dropping it frees the slot.
+/// A session on a process; dropping it frees the slot (and may hand it to a waiting request).
 pub struct Checkout {
     pub process: Arc<Process>,
-    _permit: Option<OwnedSemaphorePermit>,
+    release: Arc<dyn Release>,
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        self.release.release(&self.process);
+    }
+}
+
+trait Release: Send + Sync {
+    fn release(&self, process: &Process);
 }
 
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
@@ -97,60 +126,269 @@ pub enum CheckoutError {
     Spawn(#[from] SpawnError),
     #[error("the server is shutting down")]
     ShuttingDown,
-    #[error("the app's processes kept exiting before they could take the request")]
-    ProcessesGone,
+    #[error("the app's request queue is full ({size} requests wait)")]
+    QueueFull { size: u32, status: u16 },
+    #[error("the request waited longer than {0} s in the app's queue")]
+    QueueTimeout(u64),
 }
 
-type SpawnOutcome = Option<Result<Arc<Process>, CheckoutError>>;
-
-enum GroupState {
-    Empty,
-    Spawning(watch::Receiver<SpawnOutcome>),
-    Ready(Arc<Process>),
+impl CheckoutError {
+    /// The HTTP status a request that failed this way gets.
+    pub fn status(&self) -> u16 {
+        match self {
+            CheckoutError::Spawn(_) => 500,
+            CheckoutError::ShuttingDown => 503,
+            CheckoutError::QueueFull { status, .. } => *status,
+            CheckoutError::QueueTimeout(_) => 504,
+        }
+    }
 }
 
-/// One app: its processes (at most one for now).
-pub struct Group {
-    pub name: String,
-    state: Mutex<GroupState>,
+type Grant = Result<Arc<Process>, CheckoutError>;
+
+struct Waiter {
+    id: u64,
+    tx: oneshot::Sender<Grant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessState {
+    /// Takes new requests.
+    Active,
+    /// Takes no new requests; stops once the ones it has are done.
+    Draining,
+}
+
+struct ProcEntry {
+    process: Arc<Process>,
+    sessions: u32,
+    processed: u64,
+    last_used: Instant,
+    state: ProcessState,
+}
+
+impl ProcEntry {
+    fn has_room(&self) -> bool {
+        self.state == ProcessState::Active
+            && (self.process.concurrency == 0 || self.sessions < self.process.concurrency)
+    }
+}
+
+struct Group {
+    name: String,
+    /// The app options the group's processes are spawned with (taken at creation and at each
+    /// restart).
+    options: AppOptions,
+    procs: Vec<ProcEntry>,
+    spawning: u32,
+    waiters: VecDeque<Waiter>,
+    generation: u64,
+    /// A request has come: min_instances applies.
+    demanded: bool,
+    failures: u32,
+    retry_at: Option<Instant>,
+    last_error: Option<SpawnError>,
+    restart_mtime: Option<SystemTime>,
+    next_stat: Instant,
+    restarts: u64,
+    last_restart: Option<SystemTime>,
+    created_at: SystemTime,
 }
 
 impl Group {
-    /// Removes the process with `id` if it is still this group's process.
-    fn remove(&self, id: u64) -> Option<Arc<Process>> {
-        let mut state = self.state.lock().unwrap();
-        match &*state {
-            GroupState::Ready(p) if p.id == id => {
-                let p = p.clone();
-                *state = GroupState::Empty;
-                p.retire();
-                Some(p)
-            }
-            _ => None,
+    /// Least busy process with room; ties: least recently used, then oldest.
+    fn pick(&self) -> Option<usize> {
+        self.procs
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.has_room())
+            .min_by_key(|(_, p)| (p.sessions, p.last_used, p.process.id))
+            .map(|(i, _)| i)
+    }
+
+    fn find(&self, id: u64) -> Option<usize> {
+        self.procs.iter().position(|p| p.process.id == id)
+    }
+
+    fn active(&self) -> usize {
+        self.procs
+            .iter()
+            .filter(|p| p.state == ProcessState::Active)
+            .count()
+    }
+
+    fn old_active(&self) -> usize {
+        self.procs
+            .iter()
+            .filter(|p| p.state == ProcessState::Active && p.process.generation < self.generation)
+            .count()
+    }
+
+    /// Processes that count toward capacity: all of them, and the spawns under way.
+    fn size(&self) -> usize {
+        self.procs.len() + self.spawning as usize
+    }
+
+    /// Hands a session on process `i` out.
+    fn grant(&mut self, i: usize, now: Instant) -> Arc<Process> {
+        let max_requests = self.options.pool.max_requests;
+        let p = &mut self.procs[i];
+        p.sessions += 1;
+        p.processed += 1;
+        p.last_used = now;
+        if max_requests > 0 && p.processed >= max_requests {
+            p.state = ProcessState::Draining;
         }
+        p.process.clone()
+    }
+
+    /// Takes back a grant that could not be delivered.
+    fn ungrant(&mut self, i: usize) {
+        let max_requests = self.options.pool.max_requests;
+        let p = &mut self.procs[i];
+        p.sessions -= 1;
+        p.processed -= 1;
+        if max_requests == 0 || p.processed < max_requests {
+            p.state = ProcessState::Active;
+        }
+    }
+
+    /// Stat()s restart.txt and always_restart.txt if due; true when the group must restart:
+    /// restart.txt's mtime changed, or always_restart.txt exists and no restart is under way
+    /// (so that a stream of requests does not restart the restart over and over).
+    fn restart_due(&mut self, now: Instant) -> bool {
+        if now < self.next_stat {
+            return false;
+        }
+        self.next_stat = now + Duration::from_secs(self.options.pool.stat_throttle_rate);
+        let dir = Path::new(&self.options.pool.restart_dir);
+        let mtime = std::fs::metadata(dir.join("restart.txt"))
+            .and_then(|m| m.modified())
+            .ok();
+        let changed = mtime.is_some() && mtime != self.restart_mtime;
+        self.restart_mtime = mtime;
+        changed || (self.old_active() == 0 && dir.join("always_restart.txt").exists())
+    }
+}
+
+/// What to do once the lock is released.
+#[derive(Default)]
+struct Actions {
+    spawns: Vec<(String, AppOptions, u64)>,
+    stops: Vec<Arc<Process>>,
+}
+
+struct Inner {
+    groups: HashMap<String, Group>,
+    max_pool_size: usize,
+    max_instances_per_app: usize,
+    pool_idle_time: u64,
+    shutting_down: bool,
+    housekeeper: bool,
+}
+
+impl Inner {
+    fn total(&self) -> usize {
+        self.groups.values().map(Group::size).sum()
     }
 }
 
 pub struct Pool<S: Spawner> {
     spawner: Arc<S>,
-    groups: Mutex<HashMap<String, Arc<Group>>>,
+    inner: Mutex<Inner>,
     next_id: AtomicU64,
-    shutting_down: AtomicBool,
     shutdown_tx: watch::Sender<bool>,
-    /// Spawn tasks and per-process exit watchers; shutdown waits for all of them.
+    /// Spawn tasks, exit watchers and the housekeeper; shutdown waits for all of them.
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    me: Weak<Pool<S>>,
+}
+
+impl<S: Spawner> Release for Pool<S> {
+    fn release(&self, process: &Process) {
+        let mut actions = Actions::default();
+        {
+            let mut inner = self.lock();
+            release_locked(&mut inner, process, &mut actions);
+            self.reconcile(&mut inner, &mut actions);
+        }
+        self.run(actions);
+    }
+}
+
+fn release_locked(inner: &mut Inner, process: &Process, actions: &mut Actions) {
+    let Some(group) = inner.groups.get_mut(&process.group) else {
+        return;
+    };
+    let Some(i) = group.find(process.id) else {
+        return; // removed already (it exited, or was detached)
+    };
+    let p = &mut group.procs[i];
+    p.sessions = p.sessions.saturating_sub(1);
+    p.last_used = Instant::now();
+    if p.state == ProcessState::Draining && p.sessions == 0 {
+        let p = group.procs.remove(i);
+        tracing::info!(
+            "App {} of group {:?} drained after {} requests; stopping it",
+            p.process.pid,
+            group.name,
+            p.processed
+        );
+        actions.stops.push(p.process);
+    }
+}
+
+/// Removes a waiting request whose client gave up (or whose wait timed out); a grant it may
+/// have received meanwhile is given back.
+struct WaitGuard<'a, S: Spawner> {
+    pool: &'a Pool<S>,
+    group: String,
+    id: u64,
+    rx: Option<oneshot::Receiver<Grant>>,
+}
+
+impl<S: Spawner> Drop for WaitGuard<'_, S> {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else {
+            return;
+        };
+        let mut actions = Actions::default();
+        {
+            let mut inner = self.pool.lock();
+            if let Some(g) = inner.groups.get_mut(&self.group) {
+                g.waiters.retain(|w| w.id != self.id);
+            }
+            // Grants are sent under the lock: either it is in the channel now or never comes.
+            if let Ok(Ok(process)) = rx.try_recv() {
+                release_locked(&mut inner, &process, &mut actions);
+            }
+            self.pool.reconcile(&mut inner, &mut actions);
+        }
+        self.pool.run(actions);
+    }
 }
 
 impl<S: Spawner> Pool<S> {
     pub fn new(spawner: S) -> Arc<Self> {
-        Arc::new(Pool {
+        Arc::new_cyclic(|me| Pool {
             spawner: Arc::new(spawner),
-            groups: Mutex::new(HashMap::new()),
+            inner: Mutex::new(Inner {
+                groups: HashMap::new(),
+                max_pool_size: passenger_protocol::options::DEFAULT_MAX_POOL_SIZE as usize,
+                max_instances_per_app: 0,
+                pool_idle_time: passenger_protocol::options::DEFAULT_POOL_IDLE_TIME,
+                shutting_down: false,
+                housekeeper: false,
+            }),
             next_id: AtomicU64::new(1),
-            shutting_down: AtomicBool::new(false),
             shutdown_tx: watch::channel(false).0,
             tasks: Mutex::new(Vec::new()),
+            me: me.clone(),
         })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn track(&self, handle: JoinHandle<()>) {
@@ -159,179 +397,366 @@ impl<S: Spawner> Pool<S> {
         tasks.push(handle);
     }
 
-    fn group(&self, name: &str) -> Arc<Group> {
-        let mut groups = self.groups.lock().unwrap();
-        groups
-            .entry(name.to_string())
-            .or_insert_with(|| {
-                Arc::new(Group {
-                    name: name.to_string(),
-                    state: Mutex::new(GroupState::Empty),
-                })
-            })
-            .clone()
-    }
-
-    /// Hands out a session slot on the app's process, spawning it if needed and waiting for a
-    /// free slot.
+    /// Hands out a session on one of the app's processes: at once when one has room, else
+    /// after waiting in the app's queue (for a session to end or a spawn to finish).
     pub async fn checkout(
         self: &Arc<Self>,
         options: &AppOptions,
     ) -> Result<Checkout, CheckoutError> {
-        // A process can exit while we wait for its slot; then try again with a fresh one.
-        for _ in 0..3 {
-            if self.shutting_down.load(Ordering::SeqCst) {
+        let mut actions = Actions::default();
+        let (id, rx) = {
+            let mut inner = self.lock();
+            if inner.shutting_down {
                 return Err(CheckoutError::ShuttingDown);
             }
-            let group = self.group(&options.group_name);
-            let process = self.process_of(&group, options).await?;
-            let permit = match &process.slots {
-                None => None,
-                Some(slots) => match slots.clone().acquire_owned().await {
-                    Ok(p) => Some(p),
-                    Err(_) => continue,
-                },
-            };
-            process.sessions_served.fetch_add(1, Ordering::Relaxed);
-            return Ok(Checkout {
-                process,
-                _permit: permit,
-            });
-        }
-        Err(CheckoutError::ProcessesGone)
-    }
-
-    /// The group's process: the current one, the one being spawned, or a new spawn.
-    async fn process_of(
-        self: &Arc<Self>,
-        group: &Arc<Group>,
-        options: &AppOptions,
-    ) -> Result<Arc<Process>, CheckoutError> {
-        let mut rx = {
-            let mut state = group.state.lock().unwrap();
-            match &*state {
-                GroupState::Ready(p) => return Ok(p.clone()),
-                GroupState::Spawning(rx) => rx.clone(),
-                GroupState::Empty => {
-                    let (tx, rx) = watch::channel(None);
-                    *state = GroupState::Spawning(rx.clone());
-                    let handle =
-                        tokio::spawn(self.clone().spawn_into(group.clone(), options.clone(), tx));
-                    self.track(handle);
-                    rx
-                }
+            inner.max_pool_size = options.pool.max_pool_size.max(1) as usize;
+            inner.max_instances_per_app = options.pool.max_instances_per_app as usize;
+            inner.pool_idle_time = options.pool.pool_idle_time;
+            if !inner.housekeeper {
+                inner.housekeeper = true;
+                self.track(tokio::spawn(housekeeper(self.me.clone())));
             }
+            let now = Instant::now();
+            let group = inner
+                .groups
+                .entry(options.group_name.clone())
+                .or_insert_with(|| new_group(options, now));
+            group.demanded = true;
+            if group.restart_due(now) {
+                restart_group(group, options);
+            }
+            if group.procs.is_empty()
+                && group.spawning == 0
+                && group.failures > 0
+                && group.retry_at.is_some_and(|t| now < t)
+                && let Some(e) = &group.last_error
+            {
+                return Err(CheckoutError::Spawn(e.clone()));
+            }
+            if group.waiters.is_empty()
+                && let Some(i) = group.pick()
+            {
+                let process = group.grant(i, now);
+                self.reconcile(&mut inner, &mut actions);
+                drop(inner);
+                self.run(actions);
+                return Ok(self.checkout_of(process));
+            }
+            let limit = group.options.pool.max_request_queue_size;
+            if limit > 0 && group.waiters.len() >= limit as usize {
+                return Err(CheckoutError::QueueFull {
+                    size: limit,
+                    status: group.options.pool.queue_overflow_status,
+                });
+            }
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            group.waiters.push_back(Waiter { id, tx });
+            self.reconcile(&mut inner, &mut actions);
+            (id, rx)
         };
-        let outcome = rx.wait_for(Option::is_some).await.map(|v| v.clone());
+        self.run(actions);
+
+        let mut guard = WaitGuard {
+            pool: self,
+            group: options.group_name.clone(),
+            id,
+            rx: Some(rx),
+        };
+        let rx = guard.rx.as_mut().expect("set above");
+        let queue_time = options.pool.max_request_queue_time;
+        let outcome = if queue_time > 0 {
+            match tokio::time::timeout(Duration::from_secs(queue_time), rx).await {
+                Ok(r) => r,
+                // The guard takes the request out of the queue.
+                Err(_) => return Err(CheckoutError::QueueTimeout(queue_time)),
+            }
+        } else {
+            rx.await
+        };
+        guard.rx = None;
         match outcome {
-            Ok(v) => v.expect("waited for Some"),
-            Err(_) => {
-                // The spawn task went away without an answer (it panicked, or the runtime is
-                // going down): let the next request try again.
-                let mut state = group.state.lock().unwrap();
-                if matches!(&*state, GroupState::Spawning(r) if r.same_channel(&rx)) {
-                    *state = GroupState::Empty;
+            Ok(Ok(process)) => Ok(self.checkout_of(process)),
+            Ok(Err(e)) => Err(e),
+            // The pool dropped the waiter without an answer: only at shutdown.
+            Err(_) => Err(CheckoutError::ShuttingDown),
+        }
+    }
+
+    fn checkout_of(self: &Arc<Self>, process: Arc<Process>) -> Checkout {
+        Checkout {
+            process,
+            release: self.clone(),
+        }
+    }
+
+    /// Brings every group in line with the rules: hands free slots to waiting requests,
+    /// starts the spawns that are needed, evicts for them when the pool is full.
+    fn reconcile(&self, inner: &mut Inner, actions: &mut Actions) {
+        if inner.shutting_down {
+            return;
+        }
+        let now = Instant::now();
+        let names: Vec<String> = inner.groups.keys().cloned().collect();
+        for name in &names {
+            // Waiting requests take free slots, first come first served.
+            let group = inner.groups.get_mut(name).expect("listed");
+            while !group.waiters.is_empty() {
+                let Some(i) = group.pick() else { break };
+                let waiter = group.waiters.pop_front().expect("not empty");
+                if waiter.tx.is_closed() {
+                    continue;
                 }
-                if self.shutting_down.load(Ordering::SeqCst) {
-                    Err(CheckoutError::ShuttingDown)
+                let process = group.grant(i, now);
+                if waiter.tx.send(Ok(process)).is_err() {
+                    group.ungrant(i);
+                }
+            }
+            // Drained processes with nothing left to do stop.
+            let mut i = 0;
+            while i < group.procs.len() {
+                let p = &group.procs[i];
+                if p.state == ProcessState::Draining && p.sessions == 0 {
+                    actions.stops.push(group.procs.remove(i).process);
                 } else {
-                    Err(CheckoutError::Spawn(SpawnError {
-                        summary: "the spawn was aborted by an internal error in the core; see the core's log".into(),
-                        output: String::new(),
-                    }))
+                    i += 1;
+                }
+            }
+        }
+        for name in &names {
+            loop {
+                let max_pool = inner.max_pool_size;
+                let per_app = inner.max_instances_per_app;
+                let total = inner.total();
+                let group = inner.groups.get_mut(name).expect("listed");
+                let want = spawn_wanted(group, now);
+                if want == Want::No {
+                    break;
+                }
+                // A restart that finds no room replaces in place: an old process drains (one
+                // at a time), and the new one spawns in the slot it frees.
+                let restarting = group.old_active() > 0;
+                if per_app > 0 && group.size() >= per_app {
+                    if restarting && !draining_old(group) {
+                        drain_oldest_old(group, actions);
+                    }
+                    break;
+                }
+                if total >= max_pool {
+                    if restarting && group.old_active() > 1 {
+                        if !draining_old(group) {
+                            drain_oldest_old(group, actions);
+                        }
+                        break;
+                    }
+                    // Only requests that wait (or a restart) take another app's process.
+                    if group.waiters.is_empty() && !restarting {
+                        break;
+                    }
+                    if !evict_for(inner, name, actions) {
+                        let group = inner.groups.get_mut(name).expect("listed");
+                        if restarting && !draining_old(group) {
+                            drain_oldest_old(group, actions);
+                        }
+                        break;
+                    }
+                    continue;
+                }
+                let group = inner.groups.get_mut(name).expect("listed");
+                group.spawning += 1;
+                actions
+                    .spawns
+                    .push((name.clone(), group.options.clone(), group.generation));
+                if want != Want::MinInstances {
+                    break;
                 }
             }
         }
     }
 
-    /// Runs one spawn for `group` and publishes the outcome to every waiting request.
-    async fn spawn_into(
-        self: Arc<Self>,
-        group: Arc<Group>,
-        options: AppOptions,
-        tx: watch::Sender<SpawnOutcome>,
-    ) {
+    /// Carries out what `reconcile` decided (outside the lock).
+    fn run(&self, actions: Actions) {
+        for p in actions.stops {
+            p.stop();
+        }
+        for (group, options, generation) in actions.spawns {
+            let Some(me) = self.me.upgrade() else { return };
+            self.track(tokio::spawn(me.spawn_into(group, options, generation)));
+        }
+    }
+
+    /// Runs one spawn for `group` and adds the process to the pool.
+    async fn spawn_into(self: Arc<Self>, name: String, options: AppOptions, generation: u64) {
         let mut shutdown = self.shutdown_tx.subscribe();
         let result = tokio::select! {
-            r = self.spawner.spawn(&options) => r.map_err(CheckoutError::Spawn),
-            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => Err(CheckoutError::ShuttingDown),
+            r = self.spawner.spawn(&options) => Some(r),
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => None,
         };
-        let outcome = match result {
-            Ok(spawned) => {
-                let process = Arc::new(Process {
-                    id: self.next_id.fetch_add(1, Ordering::Relaxed),
-                    pid: spawned.pid,
-                    group: group.name.clone(),
-                    socket_path: spawned.socket_path,
-                    protocol: spawned.protocol,
-                    password: spawned.password,
-                    concurrency: spawned.concurrency,
-                    spawned_at: Instant::now(),
-                    sessions_served: AtomicU64::new(0),
-                    slots: (spawned.concurrency > 0)
-                        .then(|| Arc::new(Semaphore::new(spawned.concurrency as usize))),
-                    stop: Mutex::new(Some(spawned.stop)),
-                });
-                let exited = spawned.exited;
-                let watcher_group = group.clone();
-                let (id, pid) = (process.id, process.pid);
-                self.track(tokio::spawn(async move {
-                    let _ = exited.await;
-                    if watcher_group.remove(id).is_some() {
-                        tracing::debug!(
-                            "App {pid} of group {:?} exited; removed it from the pool, the next request spawns a new one",
-                            watcher_group.name
-                        );
+        let mut actions = Actions::default();
+        {
+            let mut inner = self.lock();
+            let shutting_down = inner.shutting_down;
+            let Some(group) = inner.groups.get_mut(&name) else {
+                return;
+            };
+            group.spawning = group.spawning.saturating_sub(1);
+            match result {
+                None => {}
+                Some(Ok(spawned)) => {
+                    let process = Arc::new(Process {
+                        id: self.next_id.fetch_add(1, Ordering::Relaxed),
+                        pid: spawned.pid,
+                        group: name.clone(),
+                        socket_path: spawned.socket_path,
+                        protocol: spawned.protocol,
+                        password: spawned.password,
+                        concurrency: spawned.concurrency,
+                        generation,
+                        spawned_at: SystemTime::now(),
+                        stop: Mutex::new(Some(spawned.stop)),
+                    });
+                    let exited = spawned.exited;
+                    let weak = self.me.clone();
+                    let watched = process.clone();
+                    self.track(tokio::spawn(async move {
+                        let _ = exited.await;
+                        if let Some(pool) = weak.upgrade() {
+                            pool.exited(&watched);
+                        }
+                    }));
+                    if shutting_down {
+                        actions.stops.push(process);
+                    } else {
+                        group.failures = 0;
+                        group.retry_at = None;
+                        group.last_error = None;
+                        // Rolling restart: a new process is serving, so one old one goes.
+                        if generation == group.generation {
+                            drain_oldest_old(group, &mut actions);
+                        }
+                        group.procs.push(ProcEntry {
+                            process,
+                            sessions: 0,
+                            processed: 0,
+                            last_used: Instant::now(),
+                            state: ProcessState::Active,
+                        });
                     }
-                }));
-                let mut state = group.state.lock().unwrap();
-                if self.shutting_down.load(Ordering::SeqCst) {
-                    *state = GroupState::Empty;
-                    process.stop();
-                    Err(CheckoutError::ShuttingDown)
-                } else {
-                    *state = GroupState::Ready(process.clone());
-                    Ok(process)
+                }
+                Some(Err(e)) => {
+                    group.failures += 1;
+                    let delay = if group.failures <= 1 {
+                        Duration::ZERO
+                    } else {
+                        Duration::from_secs(1u64 << (group.failures - 2).min(6))
+                            .min(MAX_SPAWN_BACKOFF)
+                    };
+                    group.retry_at = Some(Instant::now() + delay);
+                    group.last_error = Some(e.clone());
+                    if group.active() == 0 {
+                        // Nobody could serve them: they get the error instead of waiting.
+                        for w in group.waiters.drain(..) {
+                            let _ = w.tx.send(Err(CheckoutError::Spawn(e.clone())));
+                        }
+                    }
                 }
             }
-            Err(e) => {
-                *group.state.lock().unwrap() = GroupState::Empty;
-                Err(e)
+            self.reconcile(&mut inner, &mut actions);
+        }
+        self.run(actions);
+    }
+
+    /// A process exited (crashed, or stopped): it leaves the pool at once.
+    fn exited(&self, process: &Process) {
+        let mut actions = Actions::default();
+        {
+            let mut inner = self.lock();
+            if let Some(g) = inner.groups.get_mut(&process.group)
+                && let Some(i) = g.find(process.id)
+            {
+                g.procs.remove(i);
+                tracing::info!(
+                    "App {} of group {:?} exited; removed it from the pool",
+                    process.pid,
+                    process.group
+                );
             }
-        };
-        let _ = tx.send(Some(outcome));
+            self.reconcile(&mut inner, &mut actions);
+        }
+        self.run(actions);
     }
 
     /// Removes a process that turned out unusable (e.g. its socket refuses connections) and
-    /// asks it to stop; the next request spawns a new one.
+    /// asks it to stop; waiting requests go elsewhere or to a new process.
     pub fn detach(&self, process: &Process) {
-        let group = self.groups.lock().unwrap().get(&process.group).cloned();
-        if let Some(group) = group {
-            group.remove(process.id);
-        }
+        self.exited(process);
         process.stop();
+    }
+
+    /// Stops idle processes beyond min_instances that have been idle for pool_idle_time.
+    fn housekeep(&self) {
+        let mut actions = Actions::default();
+        {
+            let mut inner = self.lock();
+            let idle_time = inner.pool_idle_time;
+            if idle_time > 0 {
+                let now = Instant::now();
+                let limit = Duration::from_secs(idle_time);
+                for group in inner.groups.values_mut() {
+                    let min = group.options.pool.min_instances as usize;
+                    loop {
+                        if group.active() <= min {
+                            break;
+                        }
+                        let victim = group
+                            .procs
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, p)| {
+                                p.state == ProcessState::Active
+                                    && p.sessions == 0
+                                    && now.duration_since(p.last_used) >= limit
+                            })
+                            .min_by_key(|(_, p)| p.last_used)
+                            .map(|(i, _)| i);
+                        let Some(i) = victim else { break };
+                        let p = group.procs.remove(i);
+                        tracing::info!(
+                            "App {} of group {:?} was idle for {idle_time} s; stopping it",
+                            p.process.pid,
+                            group.name
+                        );
+                        actions.stops.push(p.process);
+                    }
+                }
+            }
+            self.reconcile(&mut inner, &mut actions);
+        }
+        self.run(actions);
     }
 
     /// Stops every process and waits until all have exited (each gets its graceful stop:
     /// stdin closed, then SIGTERM, then SIGKILL, done by the spawner's supervision).
     pub async fn shutdown(&self) {
-        self.shutting_down.store(true, Ordering::SeqCst);
         self.shutdown_tx.send_replace(true);
-        let groups: Vec<Arc<Group>> = self.groups.lock().unwrap().values().cloned().collect();
-        for group in groups {
-            let mut state = group.state.lock().unwrap();
-            if let GroupState::Ready(p) = &*state {
-                tracing::info!(
-                    "Stopping app {} of group {:?} (up {} s, {} requests served, concurrency {}, {:?} protocol)",
-                    p.pid,
-                    group.name,
-                    p.spawned_at.elapsed().as_secs(),
-                    p.sessions_served.load(Ordering::Relaxed),
-                    p.concurrency,
-                    p.protocol
-                );
-                p.stop();
-                *state = GroupState::Empty;
+        {
+            let mut inner = self.lock();
+            inner.shutting_down = true;
+            for group in inner.groups.values_mut() {
+                for w in group.waiters.drain(..) {
+                    let _ = w.tx.send(Err(CheckoutError::ShuttingDown));
+                }
+                for p in group.procs.drain(..) {
+                    tracing::info!(
+                        "Stopping app {} of group {:?} ({} requests served, concurrency {}, {:?} protocol)",
+                        p.process.pid,
+                        group.name,
+                        p.processed,
+                        p.process.concurrency,
+                        p.process.protocol
+                    );
+                    p.process.stop();
+                }
             }
         }
         loop {
@@ -348,149 +773,272 @@ impl<S: Spawner> Pool<S> {
     /// Number of live processes (for logs and tests).
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn process_count(&self) -> usize {
-        let groups = self.groups.lock().unwrap();
-        groups
-            .values()
-            .filter(|g| matches!(&*g.state.lock().unwrap(), GroupState::Ready(_)))
-            .count()
+        self.lock().groups.values().map(|g| g.procs.len()).sum()
     }
+
+    /// The pool's state for status reports.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn snapshot(&self) -> PoolSnapshot {
+        let inner = self.lock();
+        let now = Instant::now();
+        let mut groups: Vec<GroupSnapshot> = inner
+            .groups
+            .values()
+            .map(|g| GroupSnapshot {
+                name: g.name.clone(),
+                app_root: g.options.app_root.clone(),
+                queue_length: g.waiters.len(),
+                spawning: g.spawning,
+                restarting: g.old_active() > 0,
+                generation: g.generation,
+                restarts: g.restarts,
+                last_restart_unix: g.last_restart.map(unix),
+                created_at_unix: unix(g.created_at),
+                spawn_failures: g.failures,
+                last_spawn_error: g.last_error.as_ref().map(|e| e.summary.clone()),
+                sessions: g.procs.iter().map(|p| p.sessions as u64).sum(),
+                processed: g.procs.iter().map(|p| p.processed).sum(),
+                processes: g
+                    .procs
+                    .iter()
+                    .map(|p| ProcessSnapshot {
+                        pid: p.process.pid,
+                        id: p.process.id,
+                        generation: p.process.generation,
+                        state: p.state,
+                        sessions: p.sessions,
+                        concurrency: p.process.concurrency,
+                        processed: p.processed,
+                        spawned_at_unix: unix(p.process.spawned_at),
+                        idle_ms: if p.sessions == 0 {
+                            now.duration_since(p.last_used).as_millis() as u64
+                        } else {
+                            0
+                        },
+                    })
+                    .collect(),
+            })
+            .collect();
+        groups.sort_by(|a, b| a.name.cmp(&b.name));
+        PoolSnapshot {
+            max_pool_size: inner.max_pool_size,
+            process_count: inner.groups.values().map(|g| g.procs.len()).sum(),
+            groups,
+        }
+    }
+}
+
+fn unix(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn new_group(options: &AppOptions, now: Instant) -> Group {
+    let mut g = Group {
+        name: options.group_name.clone(),
+        options: options.clone(),
+        procs: Vec::new(),
+        spawning: 0,
+        waiters: VecDeque::new(),
+        generation: 0,
+        demanded: false,
+        failures: 0,
+        retry_at: None,
+        last_error: None,
+        restart_mtime: None,
+        next_stat: now,
+        restarts: 0,
+        last_restart: None,
+        created_at: SystemTime::now(),
+    };
+    // The restart.txt present at creation is the baseline, not a restart request.
+    g.restart_mtime = std::fs::metadata(Path::new(&g.options.pool.restart_dir).join("restart.txt"))
+        .and_then(|m| m.modified())
+        .ok();
+    g.next_stat = now + Duration::from_secs(g.options.pool.stat_throttle_rate);
+    g
+}
+
+/// Begins a rolling restart: the current processes become "old"; new ones replace them one by
+/// one. The new options apply from now on.
+fn restart_group(group: &mut Group, options: &AppOptions) {
+    tracing::info!(
+        "Restarting group {:?} ({} processes to replace)",
+        group.name,
+        group.active()
+    );
+    group.options = options.clone();
+    group.generation += 1;
+    group.restarts += 1;
+    group.last_restart = Some(SystemTime::now());
+    group.failures = 0;
+    group.retry_at = None;
+    group.last_error = None;
+}
+
+/// A process of an earlier generation is draining already.
+fn draining_old(group: &Group) -> bool {
+    group
+        .procs
+        .iter()
+        .any(|p| p.state == ProcessState::Draining && p.process.generation < group.generation)
+}
+
+/// Drains the oldest active process of an earlier generation, if there is one.
+fn drain_oldest_old(group: &mut Group, actions: &mut Actions) {
+    let generation = group.generation;
+    let victim = group
+        .procs
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.state == ProcessState::Active && p.process.generation < generation)
+        .min_by_key(|(_, p)| p.process.id)
+        .map(|(i, _)| i);
+    if let Some(i) = victim {
+        if group.procs[i].sessions == 0 {
+            actions.stops.push(group.procs.remove(i).process);
+        } else {
+            group.procs[i].state = ProcessState::Draining;
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+enum Want {
+    No,
+    /// Below min_instances: spawns may run side by side.
+    MinInstances,
+    /// Requests wait.
+    Demand,
+    /// Old processes remain to be replaced.
+    Restart,
+}
+
+fn spawn_wanted(group: &Group, now: Instant) -> Want {
+    if group.failures > 0 {
+        // A failing app is retried only for requests that wait, after the back-off.
+        if group.retry_at.is_some_and(|t| now < t) || group.spawning > 0 {
+            return Want::No;
+        }
+        return if group.waiters.is_empty() {
+            Want::No
+        } else {
+            Want::Demand
+        };
+    }
+    let live = group
+        .procs
+        .iter()
+        .filter(|p| p.state == ProcessState::Active && p.process.generation == group.generation)
+        .count()
+        + group.spawning as usize;
+    if group.demanded && live < group.options.pool.min_instances as usize {
+        return Want::MinInstances;
+    }
+    if group.spawning > 0 {
+        return Want::No;
+    }
+    if !group.waiters.is_empty() {
+        return Want::Demand;
+    }
+    if group.old_active() > 0 {
+        return Want::Restart;
+    }
+    Want::No
+}
+
+/// Stops the longest-idle process of another group to make room for `name`; false if no
+/// process is idle.
+fn evict_for(inner: &mut Inner, name: &str, actions: &mut Actions) -> bool {
+    let victim = inner
+        .groups
+        .iter()
+        .filter(|(n, _)| n.as_str() != name)
+        .flat_map(|(n, g)| {
+            g.procs
+                .iter()
+                .filter(|p| p.sessions == 0)
+                .map(move |p| (n.clone(), p.process.id, p.last_used))
+        })
+        .min_by_key(|(_, id, last_used)| (*last_used, *id));
+    let Some((group_name, id, _)) = victim else {
+        return false;
+    };
+    let g = inner.groups.get_mut(&group_name).expect("found above");
+    let i = g.find(id).expect("found above");
+    let p = g.procs.remove(i);
+    tracing::info!(
+        "The pool is full: stopping app {} of group {:?}, the longest idle, to make room for {name:?}",
+        p.process.pid,
+        group_name
+    );
+    actions.stops.push(p.process);
+    true
+}
+
+async fn housekeeper<S: Spawner>(pool: Weak<Pool<S>>) {
+    let mut shutdown = match pool.upgrade() {
+        Some(p) => p.shutdown_tx.subscribe(),
+        None => return,
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(HOUSEKEEPING_INTERVAL) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        match pool.upgrade() {
+            Some(p) => p.housekeep(),
+            None => return,
+        }
+    }
+}
+
+/// The pool at one moment, for the admin server and logs.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolSnapshot {
+    pub max_pool_size: usize,
+    pub process_count: usize,
+    pub groups: Vec<GroupSnapshot>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupSnapshot {
+    pub name: String,
+    pub app_root: String,
+    /// Requests waiting for a process.
+    pub queue_length: usize,
+    /// Spawns under way.
+    pub spawning: u32,
+    /// Old processes remain to be replaced by a rolling restart.
+    pub restarting: bool,
+    pub generation: u64,
+    pub restarts: u64,
+    pub last_restart_unix: Option<f64>,
+    pub created_at_unix: f64,
+    /// Consecutive failed spawns.
+    pub spawn_failures: u32,
+    pub last_spawn_error: Option<String>,
+    /// Requests in progress, summed over the processes.
+    pub sessions: u64,
+    /// Requests handed to the current processes.
+    pub processed: u64,
+    pub processes: Vec<ProcessSnapshot>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessSnapshot {
+    pub pid: u32,
+    pub id: u64,
+    pub generation: u64,
+    pub state: ProcessState,
+    pub sessions: u32,
+    pub concurrency: u32,
+    pub processed: u64,
+    pub spawned_at_unix: f64,
+    /// Milliseconds since its last session ended (0 while busy).
+    pub idle_ms: u64,
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use passenger_protocol::options::AppType;
-    use std::sync::atomic::AtomicUsize;
-    use std::time::Duration;
-
-    /// Spawns nothing: counts spawns, takes a while, and can be told to fail. Keeps each
-    /// "process" alive until the test drops its exit sender.
-    struct DummySpawner {
-        spawns: AtomicUsize,
-        fail: AtomicBool,
-        concurrency: u32,
-        exits: Mutex<Vec<oneshot::Sender<()>>>,
-    }
-
-    impl DummySpawner {
-        fn new(concurrency: u32) -> Self {
-            DummySpawner {
-                spawns: AtomicUsize::new(0),
-                fail: AtomicBool::new(false),
-                concurrency,
-                exits: Mutex::new(Vec::new()),
-            }
-        }
-    }
-
-    impl Spawner for DummySpawner {
-        async fn spawn(&self, _options: &AppOptions) -> Result<SpawnedProcess, SpawnError> {
-            let n = self.spawns.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            if self.fail.load(Ordering::SeqCst) {
-                return Err(SpawnError {
-                    summary: "boom".into(),
-                    output: "trace".into(),
-                });
-            }
-            let (stop, _stop_rx) = oneshot::channel();
-            let (exit_tx, exited) = oneshot::channel();
-            self.exits.lock().unwrap().push(exit_tx);
-            Ok(SpawnedProcess {
-                pid: 1000 + n as u32,
-                socket_path: PathBuf::from("/nonexistent"),
-                protocol: SocketProtocol::Session,
-                concurrency: self.concurrency,
-                password: "pw".into(),
-                stop,
-                exited,
-            })
-        }
-    }
-
-    fn options() -> AppOptions {
-        AppOptions {
-            app_root: "/srv/app".into(),
-            app_type: AppType::Rack,
-            startup_file: "/srv/app/config.ru".into(),
-            app_env: "production".into(),
-            group_name: "/srv/app (production)".into(),
-            ruby: "ruby".into(),
-            base_uri: String::new(),
-            show_version_in_header: true,
-        }
-    }
-
-    #[tokio::test]
-    async fn one_spawn_serves_concurrent_first_requests() {
-        let pool = Pool::new(DummySpawner::new(0));
-        let mut tasks = Vec::new();
-        for _ in 0..10 {
-            let pool = pool.clone();
-            tasks.push(tokio::spawn(async move {
-                pool.checkout(&options()).await.map(|c| c.process.pid)
-            }));
-        }
-        for t in tasks {
-            assert_eq!(t.await.unwrap(), Ok(1000));
-        }
-        assert_eq!(pool.spawner.spawns.load(Ordering::SeqCst), 1);
-        assert_eq!(pool.process_count(), 1);
-    }
-
-    #[tokio::test]
-    async fn concurrency_limit_makes_requests_wait() {
-        let pool = Pool::new(DummySpawner::new(1));
-        let first = pool.checkout(&options()).await.unwrap();
-        let pool2 = pool.clone();
-        let waiting = tokio::spawn(async move { pool2.checkout(&options()).await.is_ok() });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!waiting.is_finished());
-        drop(first);
-        assert!(waiting.await.unwrap());
-        assert_eq!(pool.spawner.spawns.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test]
-    async fn failures_reach_all_waiters_and_are_not_cached() {
-        let pool = Pool::new(DummySpawner::new(1));
-        pool.spawner.fail.store(true, Ordering::SeqCst);
-        let o = options();
-        let (a, b) = tokio::join!(pool.checkout(&o), pool.checkout(&o));
-        assert!(matches!(a, Err(CheckoutError::Spawn(_))));
-        assert!(matches!(b, Err(CheckoutError::Spawn(_))));
-        assert_eq!(pool.spawner.spawns.load(Ordering::SeqCst), 1);
-        pool.spawner.fail.store(false, Ordering::SeqCst);
-        assert!(pool.checkout(&options()).await.is_ok());
-        assert_eq!(pool.spawner.spawns.load(Ordering::SeqCst), 2);
-    }
-
-    #[tokio::test]
-    async fn exited_process_is_replaced() {
-        let pool = Pool::new(DummySpawner::new(1));
-        let pid = pool.checkout(&options()).await.unwrap().process.pid;
-        pool.spawner.exits.lock().unwrap().clear(); // the process "exits"
-        for _ in 0..100 {
-            if pool.process_count() == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert_eq!(pool.process_count(), 0);
-        let next = pool.checkout(&options()).await.unwrap().process.pid;
-        assert_ne!(pid, next);
-        assert_eq!(pool.spawner.spawns.load(Ordering::SeqCst), 2);
-    }
-
-    #[tokio::test]
-    async fn shutdown_refuses_new_checkouts() {
-        let pool = Pool::new(DummySpawner::new(1));
-        drop(pool.checkout(&options()).await.unwrap());
-        pool.spawner.exits.lock().unwrap().clear();
-        pool.shutdown().await;
-        assert!(matches!(
-            pool.checkout(&options()).await,
-            Err(CheckoutError::ShuttingDown)
-        ));
-    }
-}
+mod tests;

@@ -49,7 +49,7 @@ impl<S: Spawner> RequestServer<S> {
     }
 
     async fn handle(&self, mut conn: UnixStream) {
-        let (header, early_body) = match read_header(&mut conn).await {
+        let (header, mut early_body) = match read_header(&mut conn).await {
             Ok(Some(h)) => h,
             Ok(None) => return,
             Err(HeaderProblem::Malformed(e)) => {
@@ -114,66 +114,139 @@ impl<S: Spawner> RequestServer<S> {
             }
         };
 
-        let checkout = match self.pool.checkout(&options).await {
-            Ok(c) => c,
-            Err(CheckoutError::Spawn(e)) => {
-                // The spawner has logged the details.
-                let page = error_page(
-                    500,
-                    &format!(
-                        "The web application in {} could not be started: {}.",
-                        options.app_root, e.summary
-                    ),
-                    Some(&e.output),
-                    &powered_by,
-                );
-                let _ = conn.write_all(&page).await;
-                return;
-            }
-            Err(e) => {
-                tracing::warn!("Cannot serve {describe} for {}: {e}", options.app_root);
-                let page = error_page(
-                    503,
-                    &format!("The application is not available: {e}."),
-                    None,
-                    &powered_by,
-                );
-                let _ = conn.write_all(&page).await;
-                return;
-            }
-        };
-
-        let process = checkout.process.clone();
-        match session::forward(&mut conn, &header, &early_body, &process, &powered_by).await {
-            Ok(()) => {
-                tracing::debug!("Served {describe} with app {}", process.pid);
-            }
-            Err(SessionError::BadGateway { message, dead }) => {
-                drop(checkout);
-                if dead {
-                    self.pool.detach(&process);
-                    tracing::error!(
-                        "{describe} failed with 502: {message}; the process is taken out of the \
-                         pool and the next request starts a new one"
-                    );
-                } else {
-                    tracing::error!(
-                        "{describe} failed with 502: {message}; fix the app's response"
-                    );
+        // A process can die between checkout and connect (it crashed, and the pool has not
+        // seen its exit yet): then nothing was sent, and the request goes to another one.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            // While the request waits for a process, nginx may give up on it (the client went
+            // away): then it leaves the queue. The body is read meanwhile, so that the end of
+            // the connection can be told from body bytes arriving.
+            let checkout = tokio::select! {
+                c = self.pool.checkout(&options) => c,
+                _ = client_gone(&mut conn, &mut early_body, header.content_length) => {
+                    tracing::debug!("{describe} abandoned by nginx while it waited for a process");
+                    return;
                 }
-                let page = error_page(
-                    502,
-                    "The web application did not send a valid response.",
-                    None,
-                    &powered_by,
-                );
-                let _ = conn.write_all(&page).await;
+            };
+            let checkout = match checkout {
+                Ok(c) => c,
+                Err(CheckoutError::Spawn(e)) => {
+                    // The spawner has logged the details.
+                    let page = error_page(
+                        500,
+                        &format!(
+                            "The web application in {} could not be started: {}.",
+                            options.app_root, e.summary
+                        ),
+                        Some(&e.output),
+                        &powered_by,
+                    );
+                    let _ = conn.write_all(&page).await;
+                    return;
+                }
+                Err(e) => {
+                    let status = e.status();
+                    tracing::warn!(
+                        "Cannot serve {describe} for {}: {e}; answered {status}",
+                        options.app_root
+                    );
+                    let page = error_page(
+                        status,
+                        &format!("The application is not available: {e}."),
+                        None,
+                        &powered_by,
+                    );
+                    let _ = conn.write_all(&page).await;
+                    return;
+                }
+            };
+
+            let process = checkout.process.clone();
+            match session::forward(&mut conn, &header, &early_body, &process, &powered_by).await {
+                Ok(()) => {
+                    tracing::debug!("Served {describe} with app {}", process.pid);
+                }
+                Err(SessionError::ConnectFailed(message)) if attempts < MAX_ATTEMPTS => {
+                    drop(checkout);
+                    self.pool.detach(&process);
+                    tracing::warn!(
+                        "{describe}: {message}; the process is taken out of the pool and the \
+                         request goes to another one"
+                    );
+                    continue;
+                }
+                Err(SessionError::ConnectFailed(message)) => {
+                    drop(checkout);
+                    self.pool.detach(&process);
+                    tracing::error!("{describe} failed with 502: {message}, {attempts} times");
+                    let page = error_page(
+                        502,
+                        "The web application could not be reached.",
+                        None,
+                        &powered_by,
+                    );
+                    let _ = conn.write_all(&page).await;
+                }
+                Err(SessionError::BadGateway { message, dead }) => {
+                    drop(checkout);
+                    if dead {
+                        self.pool.detach(&process);
+                        tracing::error!(
+                            "{describe} failed with 502: {message}; the process is taken out of \
+                             the pool and the next request goes to another one"
+                        );
+                    } else {
+                        tracing::error!(
+                            "{describe} failed with 502: {message}; fix the app's response"
+                        );
+                    }
+                    let page = error_page(
+                        502,
+                        "The web application did not send a valid response.",
+                        None,
+                        &powered_by,
+                    );
+                    let _ = conn.write_all(&page).await;
+                }
+                Err(SessionError::ClientGone(message)) => {
+                    tracing::debug!("{describe} abandoned: {message}");
+                }
             }
-            Err(SessionError::ClientGone(message)) => {
-                tracing::debug!("{describe} abandoned: {message}");
-            }
+            let _ = conn.shutdown().await;
+            return;
         }
-        let _ = conn.shutdown().await;
+    }
+}
+
+/// Processes a request tries when their sockets refuse connections.
+const MAX_ATTEMPTS: u32 = 3;
+
+/// Most of a request body kept in memory while the request waits for a process; beyond it the
+/// rest stays in the socket (and a client leaving is not noticed until the request is served).
+const MAX_WAITING_BODY: usize = 8 * 1024 * 1024;
+
+/// Completes when nginx closes the connection (the client went away). Reads the rest of the
+/// request body into `body` meanwhile; never completes while the body is larger than
+/// [`MAX_WAITING_BODY`].
+async fn client_gone(conn: &mut UnixStream, body: &mut Vec<u8>, content_length: u64) {
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        let missing = content_length.saturating_sub(body.len() as u64) as usize;
+        if missing > 0 && body.len() >= MAX_WAITING_BODY {
+            return std::future::pending().await;
+        }
+        let want = if missing > 0 {
+            missing.min(chunk.len())
+        } else {
+            chunk.len()
+        };
+        match conn.read(&mut chunk[..want]).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) if missing > 0 => body.extend_from_slice(&chunk[..n]),
+            // Bytes beyond the body: nothing nginx should send; ignored.
+            Ok(_) => {}
+        }
     }
 }
 

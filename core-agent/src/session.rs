@@ -18,6 +18,10 @@ pub enum SessionError {
     /// Nothing has been sent to nginx; answer 502. `dead` says the process looks gone.
     #[error("{message}")]
     BadGateway { message: String, dead: bool },
+    /// The app's socket refused the connection: nothing was sent, the request can go to
+    /// another process.
+    #[error("{0}")]
+    ConnectFailed(String),
     /// nginx went away or sent a short body; nothing more can be said to it.
     #[error("{0}")]
     ClientGone(String),
@@ -41,13 +45,12 @@ pub async fn forward(
 ) -> Result<(), SessionError> {
     let mut app = UnixStream::connect(&process.socket_path)
         .await
-        .map_err(|e| SessionError::BadGateway {
-            message: format!(
+        .map_err(|e| {
+            SessionError::ConnectFailed(format!(
                 "could not connect to app {} on {}: {e}",
                 process.pid,
                 process.socket_path.display()
-            ),
-            dead: true,
+            ))
         })?;
     let pairs = header
         .pairs

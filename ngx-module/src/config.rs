@@ -16,7 +16,7 @@ use nginx_sys::{
     ngx_http_upstream_hide_headers_hash, ngx_int_t, ngx_msec_t, ngx_path_init_t, ngx_str_t,
     ngx_uint_t,
 };
-use passenger_protocol::options::{AppType, DEFAULT_APP_ENV};
+use passenger_protocol::options::{self, AppType, DEFAULT_APP_ENV};
 
 use crate::util::{
     CONF_ERROR, CONF_OK, bytes, conf_loc_conf, conf_log, guard, static_cstr, static_str,
@@ -36,6 +36,11 @@ pub struct MainConf {
     pub log_level: ngx_int_t,
     pub log_file: ngx_str_t,
     pub registry_dir: ngx_str_t,
+    // Global pool settings, sent with every request (the core applies the latest).
+    pub max_pool_size: ngx_int_t,
+    pub max_instances_per_app: ngx_int_t,
+    pub pool_idle_time: ngx_int_t,
+    pub stat_throttle_rate: ngx_int_t,
 }
 
 impl MainConf {
@@ -63,6 +68,13 @@ pub struct LocConf {
     pub app_type: ngx_int_t,
     pub startup_file: ngx_str_t,
     pub app_env: ngx_str_t,
+    // Per-app pool settings.
+    pub min_instances: ngx_int_t,
+    pub max_requests: ngx_int_t,
+    pub max_request_queue_size: ngx_int_t,
+    pub request_queue_overflow_status_code: ngx_int_t,
+    pub max_request_queue_time: ngx_int_t,
+    pub restart_dir: ngx_str_t,
 }
 
 /// The app types in `passenger_app_type`'s index order.
@@ -93,6 +105,39 @@ impl LocConf {
     pub fn startup_file(&self) -> &[u8] {
         unsafe { bytes(&self.startup_file) }
     }
+    pub fn restart_dir(&self) -> &[u8] {
+        unsafe { bytes(&self.restart_dir) }
+    }
+}
+
+/// The pool options of a request's location, as the `PASSENGER_*` SCGI keys and values the
+/// core reads (see `passenger_protocol::options`).
+pub fn pool_options(mcf: &MainConf, lcf: &LocConf) -> Vec<(&'static str, Vec<u8>)> {
+    let num = |v: ngx_int_t| v.to_string().into_bytes();
+    vec![
+        (options::MAX_POOL_SIZE, num(mcf.max_pool_size)),
+        (
+            options::MAX_INSTANCES_PER_APP,
+            num(mcf.max_instances_per_app),
+        ),
+        (options::POOL_IDLE_TIME, num(mcf.pool_idle_time)),
+        (options::STAT_THROTTLE_RATE, num(mcf.stat_throttle_rate)),
+        (options::MIN_INSTANCES, num(lcf.min_instances)),
+        (options::MAX_REQUESTS, num(lcf.max_requests)),
+        (
+            options::MAX_REQUEST_QUEUE_SIZE,
+            num(lcf.max_request_queue_size),
+        ),
+        (
+            options::REQUEST_QUEUE_OVERFLOW_STATUS_CODE,
+            num(lcf.request_queue_overflow_status_code),
+        ),
+        (
+            options::MAX_REQUEST_QUEUE_TIME,
+            num(lcf.max_request_queue_time),
+        ),
+        (options::RESTART_DIR, lcf.restart_dir().to_vec()),
+    ]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -106,6 +151,104 @@ static mut LOG_LEVEL_BOUNDS: ngx_conf_num_bounds_t = ngx_conf_num_bounds_t {
     low: 0,
     high: 7,
 };
+
+/// The values a numeric directive accepts (its `post`).
+#[repr(C)]
+pub struct NumRange {
+    low: ngx_int_t,
+    high: ngx_int_t,
+}
+
+static mut AT_LEAST_ONE: NumRange = NumRange {
+    low: 1,
+    high: u32::MAX as ngx_int_t,
+};
+static mut COUNT: NumRange = NumRange {
+    low: 0,
+    high: u32::MAX as ngx_int_t,
+};
+static mut SECONDS: NumRange = NumRange {
+    low: 0,
+    high: 100 * 365 * 24 * 3600,
+};
+static mut REQUESTS: NumRange = NumRange {
+    low: 0,
+    high: ngx_int_t::MAX,
+};
+static mut HTTP_STATUS: NumRange = NumRange {
+    low: 100,
+    high: 599,
+};
+
+/// A numeric directive in the main (`http`) or location conf, validated against `range`.
+const fn number(
+    name: &'static CStr,
+    main: bool,
+    offset: usize,
+    range: *mut NumRange,
+) -> ngx_command_t {
+    ngx_command_t {
+        name: static_cstr(name),
+        type_: if main {
+            (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t
+        } else {
+            (ANY_CONF | NGX_CONF_TAKE1) as ngx_uint_t
+        },
+        set: Some(set_number),
+        conf: if main {
+            NGX_HTTP_MAIN_CONF_OFFSET
+        } else {
+            NGX_HTTP_LOC_CONF_OFFSET
+        },
+        offset,
+        post: range as *mut c_void,
+    }
+}
+
+/// Parses a directive's value as a whole number within the range in `cmd.post`.
+fn parse_number(text: &[u8], low: ngx_int_t, high: ngx_int_t) -> Option<ngx_int_t> {
+    std::str::from_utf8(text)
+        .ok()
+        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|t| t.parse::<ngx_int_t>().ok())
+        .filter(|n| (low..=high).contains(n))
+}
+
+unsafe extern "C" fn set_number(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    guard(CONF_ERROR, || unsafe {
+        let field = (conf as *mut u8).add((*cmd).offset) as *mut ngx_int_t;
+        if *field != UNSET {
+            return c"is duplicate".as_ptr() as *mut c_char;
+        }
+        let range = &*((*cmd).post as *const NumRange);
+        let value = first_arg(cf);
+        let text = bytes(&value);
+        match parse_number(text, range.low, range.high) {
+            Some(n) => {
+                *field = n;
+                CONF_OK
+            }
+            None => {
+                conf_log(
+                    NGX_LOG_EMERG,
+                    cf,
+                    &format!(
+                        "{}: invalid value \"{}\"; use a whole number from {} to {}",
+                        String::from_utf8_lossy(bytes(&(*cmd).name)),
+                        String::from_utf8_lossy(text),
+                        range.low,
+                        range.high
+                    ),
+                );
+                CONF_ERROR
+            }
+        }
+    })
+}
 
 const fn main_str(name: &'static CStr, offset: usize) -> ngx_command_t {
     ngx_command_t {
@@ -129,7 +272,7 @@ const fn loc_str(name: &'static CStr, offset: usize) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 13] = [
+pub static mut COMMANDS: [ngx_command_t; 23] = [
     main_str(c"passenger_root", offset_of!(MainConf, root)),
     ngx_command_t {
         name: static_cstr(c"passenger_log_level"),
@@ -166,6 +309,61 @@ pub static mut COMMANDS: [ngx_command_t; 13] = [
     loc_str(c"passenger_app_env", offset_of!(LocConf, app_env)),
     loc_str(c"rails_env", offset_of!(LocConf, app_env)),
     loc_str(c"rack_env", offset_of!(LocConf, app_env)),
+    number(
+        c"passenger_max_pool_size",
+        true,
+        offset_of!(MainConf, max_pool_size),
+        &raw mut AT_LEAST_ONE,
+    ),
+    number(
+        c"passenger_max_instances_per_app",
+        true,
+        offset_of!(MainConf, max_instances_per_app),
+        &raw mut COUNT,
+    ),
+    number(
+        c"passenger_pool_idle_time",
+        true,
+        offset_of!(MainConf, pool_idle_time),
+        &raw mut SECONDS,
+    ),
+    number(
+        c"passenger_stat_throttle_rate",
+        true,
+        offset_of!(MainConf, stat_throttle_rate),
+        &raw mut SECONDS,
+    ),
+    number(
+        c"passenger_min_instances",
+        false,
+        offset_of!(LocConf, min_instances),
+        &raw mut COUNT,
+    ),
+    number(
+        c"passenger_max_requests",
+        false,
+        offset_of!(LocConf, max_requests),
+        &raw mut REQUESTS,
+    ),
+    number(
+        c"passenger_max_request_queue_size",
+        false,
+        offset_of!(LocConf, max_request_queue_size),
+        &raw mut COUNT,
+    ),
+    number(
+        c"passenger_request_queue_overflow_status_code",
+        false,
+        offset_of!(LocConf, request_queue_overflow_status_code),
+        &raw mut HTTP_STATUS,
+    ),
+    number(
+        c"passenger_max_request_queue_time",
+        false,
+        offset_of!(LocConf, max_request_queue_time),
+        &raw mut SECONDS,
+    ),
+    loc_str(c"passenger_restart_dir", offset_of!(LocConf, restart_dir)),
     ngx_command_t::empty(),
 ];
 
@@ -216,6 +414,10 @@ pub unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
         let mcf: *mut MainConf = crate::util::pool_zeroed((*cf).pool);
         if !mcf.is_null() {
             (*mcf).log_level = UNSET;
+            (*mcf).max_pool_size = UNSET;
+            (*mcf).max_instances_per_app = UNSET;
+            (*mcf).pool_idle_time = UNSET;
+            (*mcf).stat_throttle_rate = UNSET;
         }
         mcf as *mut c_void
     })
@@ -227,6 +429,22 @@ pub unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) 
         if mcf.log_level == UNSET {
             mcf.log_level = 3;
         }
+        merge_int(
+            &mut mcf.max_pool_size,
+            UNSET,
+            options::DEFAULT_MAX_POOL_SIZE as ngx_int_t,
+        );
+        merge_int(&mut mcf.max_instances_per_app, UNSET, 0);
+        merge_int(
+            &mut mcf.pool_idle_time,
+            UNSET,
+            options::DEFAULT_POOL_IDLE_TIME as ngx_int_t,
+        );
+        merge_int(
+            &mut mcf.stat_throttle_rate,
+            UNSET,
+            options::DEFAULT_STAT_THROTTLE_RATE as ngx_int_t,
+        );
         for path in [&mut mcf.root, &mut mcf.log_file, &mut mcf.registry_dir] {
             if path.len > 0 && ngx_conf_full_name((*cf).cycle, path, 0) != NGX_OK as ngx_int_t {
                 return CONF_ERROR;
@@ -252,6 +470,11 @@ pub unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
         let c = &mut *conf;
         c.enabled = UNSET;
         c.app_type = UNSET;
+        c.min_instances = UNSET;
+        c.max_requests = UNSET;
+        c.max_request_queue_size = UNSET;
+        c.request_queue_overflow_status_code = UNSET;
+        c.max_request_queue_time = UNSET;
 
         // Zeroed by pcalloc: bufs, ignore_headers, next_upstream, temp_path, hide_headers_hash,
         // store (off), cache (off), limit_rate (none).
@@ -365,6 +588,32 @@ unsafe fn merge(cf: *mut ngx_conf_t, prev: &mut LocConf, conf: &mut LocConf) -> 
     merge_int(&mut conf.app_type, prev.app_type, UNSET);
     merge_str(&mut conf.startup_file, prev.startup_file, b"");
     merge_str(&mut conf.app_env, prev.app_env, DEFAULT_APP_ENV.as_bytes());
+    merge_int(
+        &mut conf.min_instances,
+        prev.min_instances,
+        options::DEFAULT_MIN_INSTANCES as ngx_int_t,
+    );
+    merge_int(&mut conf.max_requests, prev.max_requests, 0);
+    merge_int(
+        &mut conf.max_request_queue_size,
+        prev.max_request_queue_size,
+        options::DEFAULT_MAX_REQUEST_QUEUE_SIZE as ngx_int_t,
+    );
+    merge_int(
+        &mut conf.request_queue_overflow_status_code,
+        prev.request_queue_overflow_status_code,
+        options::DEFAULT_REQUEST_QUEUE_OVERFLOW_STATUS_CODE as ngx_int_t,
+    );
+    merge_int(
+        &mut conf.max_request_queue_time,
+        prev.max_request_queue_time,
+        0,
+    );
+    merge_str(
+        &mut conf.restart_dir,
+        prev.restart_dir,
+        options::DEFAULT_RESTART_DIR.as_bytes(),
+    );
     if conf.app_root.len > 0
         && unsafe { ngx_conf_full_name((*cf).cycle, &mut conf.app_root, 0) } != NGX_OK as ngx_int_t
     {
@@ -503,4 +752,21 @@ unsafe fn merge_upstream(
         return CONF_ERROR;
     }
     CONF_OK
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_number;
+
+    #[test]
+    fn numbers_are_validated() {
+        assert_eq!(parse_number(b"6", 1, 10), Some(6));
+        assert_eq!(parse_number(b"0", 0, 10), Some(0));
+        assert_eq!(parse_number(b"0", 1, 10), None);
+        assert_eq!(parse_number(b"11", 1, 10), None);
+        assert_eq!(parse_number(b"-1", -5, 10), None);
+        assert_eq!(parse_number(b"", 0, 10), None);
+        assert_eq!(parse_number(b"5s", 0, 10), None);
+        assert_eq!(parse_number(b"99999999999999999999999", 0, 10), None);
+    }
 }

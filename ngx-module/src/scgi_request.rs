@@ -13,8 +13,12 @@ use passenger_protocol::options;
 use passenger_protocol::scgi;
 use passenger_protocol::session::cgi_header_name;
 
+use crate::config::{LocConf, MainConf, pool_options};
 use crate::handler::{AppInfo, RequestCtx, module};
-use crate::util::{bytes, guard, log_debug, request_ctx, request_log, request_srv_conf};
+use crate::util::{
+    bytes, guard, log_debug, request_ctx, request_loc_conf, request_log, request_main_conf,
+    request_srv_conf,
+};
 
 /// `u->create_request`.
 pub unsafe extern "C" fn create_request(r: *mut ngx_http_request_t) -> ngx_int_t {
@@ -54,9 +58,13 @@ unsafe fn create(r: *mut ngx_http_request_t) -> ngx_int_t {
         }
 
         let req = RequestInfo::from_request(r);
+        let lcf: &LocConf = &*request_loc_conf(r, module());
+        let mcf: &MainConf = &*request_main_conf(r, module());
+        let pool_opts = pool_options(mcf, lcf);
         let header = build_header(
             &req,
             &(*ctx).app(),
+            &pool_opts,
             core.password.as_bytes(),
             content_length,
         );
@@ -224,6 +232,7 @@ fn http_variables(headers: &[(&[u8], &[u8])]) -> Vec<(Vec<u8>, Vec<u8>)> {
 fn build_header(
     req: &RequestInfo<'_>,
     app: &AppInfo<'_>,
+    pool: &[(&'static str, Vec<u8>)],
     password: &[u8],
     content_length: u64,
 ) -> Vec<u8> {
@@ -268,8 +277,9 @@ fn build_header(
         (options::APP_ENV.as_bytes(), app.app_env),
         (options::APP_GROUP_NAME.as_bytes(), group.as_bytes()),
         (options::RUBY.as_bytes(), app.ruby),
-        (options::CONNECT_PASSWORD.as_bytes(), password),
     ]);
+    pairs.extend(pool.iter().map(|(k, v)| (k.as_bytes(), v.as_slice())));
+    pairs.push((options::CONNECT_PASSWORD.as_bytes(), password));
     // A NUL would end a key or value early and corrupt the header: values stop at one.
     scgi::encode(pairs.into_iter().map(|(k, v)| (k, until_nul(v))))
 }

@@ -14,6 +14,34 @@ pub const NODEJS: &str = "PASSENGER_NODEJS";
 pub const BASE_URI: &str = "PASSENGER_BASE_URI";
 pub const SHOW_VERSION_IN_HEADER: &str = "PASSENGER_SHOW_VERSION_IN_HEADER";
 
+// Pool options (`passenger_<name>` directives). Numbers are decimal; times in seconds.
+/// Global: processes across all apps (the core applies the latest value it receives).
+pub const MAX_POOL_SIZE: &str = "PASSENGER_MAX_POOL_SIZE";
+/// Global: processes of one app, 0 = no cap.
+pub const MAX_INSTANCES_PER_APP: &str = "PASSENGER_MAX_INSTANCES_PER_APP";
+/// Global: idle processes beyond min_instances stop after this many seconds (0 = never).
+pub const POOL_IDLE_TIME: &str = "PASSENGER_POOL_IDLE_TIME";
+/// Global: restart.txt is stat()ed at most this often (seconds).
+pub const STAT_THROTTLE_RATE: &str = "PASSENGER_STAT_THROTTLE_RATE";
+pub const MIN_INSTANCES: &str = "PASSENGER_MIN_INSTANCES";
+/// Recycle a process after this many requests (0 = never).
+pub const MAX_REQUESTS: &str = "PASSENGER_MAX_REQUESTS";
+/// Per-app wait list length (0 = unbounded).
+pub const MAX_REQUEST_QUEUE_SIZE: &str = "PASSENGER_MAX_REQUEST_QUEUE_SIZE";
+pub const REQUEST_QUEUE_OVERFLOW_STATUS_CODE: &str = "PASSENGER_REQUEST_QUEUE_OVERFLOW_STATUS_CODE";
+/// Seconds a request may wait in the queue (0 = no limit); beyond it, 504.
+pub const MAX_REQUEST_QUEUE_TIME: &str = "PASSENGER_MAX_REQUEST_QUEUE_TIME";
+/// Where restart.txt and always_restart.txt live (relative to the app root, or absolute).
+pub const RESTART_DIR: &str = "PASSENGER_RESTART_DIR";
+
+pub const DEFAULT_MAX_POOL_SIZE: u64 = 6;
+pub const DEFAULT_MIN_INSTANCES: u64 = 1;
+pub const DEFAULT_MAX_REQUEST_QUEUE_SIZE: u64 = 100;
+pub const DEFAULT_REQUEST_QUEUE_OVERFLOW_STATUS_CODE: u64 = 503;
+pub const DEFAULT_POOL_IDLE_TIME: u64 = 300;
+pub const DEFAULT_STAT_THROTTLE_RATE: u64 = 10;
+pub const DEFAULT_RESTART_DIR: &str = "tmp";
+
 /// Default environment when `passenger_app_env` is not set.
 pub const DEFAULT_APP_ENV: &str = "production";
 

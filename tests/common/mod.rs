@@ -126,6 +126,16 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn config(flavour: Flavour, dir: &Path, sites: &[(u16, &Site)]) -> String {
+        Nginx::config_with(flavour, dir, sites, "")
+    }
+
+    /// The configuration, with `http_extra` directives in the http block.
+    pub fn config_with(
+        flavour: Flavour,
+        dir: &Path,
+        sites: &[(u16, &Site)],
+        http_extra: &str,
+    ) -> String {
         let mut servers = String::new();
         for (port, site) in sites {
             servers.push_str(&format!(
@@ -148,6 +158,7 @@ impl Nginx {
              \x20   access_log off;\n\
              \x20   client_max_body_size 64m;\n\
              \x20   client_body_temp_path {dir}/client_body_temp;\n\
+             {http_extra}\n\
              {servers}}}\n",
             module = flavour.module().display(),
             dir = dir.display(),
@@ -156,22 +167,27 @@ impl Nginx {
     }
 
     pub fn start(flavour: Flavour, sites: &[Site]) -> Nginx {
-        Nginx::launch(flavour, sites, false)
+        Nginx::launch(flavour, sites, false, "")
+    }
+
+    /// With extra directives in the http block.
+    pub fn start_with(flavour: Flavour, sites: &[Site], http_extra: &str) -> Nginx {
+        Nginx::launch(flavour, sites, false, http_extra)
     }
 
     /// As nginx runs by default: the process we start forks the master and exits.
     pub fn start_daemonized(flavour: Flavour, sites: &[Site]) -> Nginx {
-        Nginx::launch(flavour, sites, true)
+        Nginx::launch(flavour, sites, true, "")
     }
 
-    fn launch(flavour: Flavour, sites: &[Site], daemon: bool) -> Nginx {
+    fn launch(flavour: Flavour, sites: &[Site], daemon: bool, http_extra: &str) -> Nginx {
         let dir = Scratch::new("nginx");
         std::fs::create_dir_all(dir.0.join("registry")).unwrap();
         let ports: Vec<u16> = sites.iter().map(|_| free_port()).collect();
         let pairs: Vec<(u16, &Site)> = ports.iter().copied().zip(sites.iter()).collect();
         std::fs::write(
             dir.0.join("nginx.conf"),
-            Nginx::config(flavour, &dir.0, &pairs),
+            Nginx::config_with(flavour, &dir.0, &pairs, http_extra),
         )
         .unwrap();
         let child = Command::new(flavour.nginx())

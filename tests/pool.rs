@@ -1,0 +1,379 @@
+//! The application pool end to end: scaling, queueing, crash recovery, recycling and rolling
+//! restarts, with real nginx and real Ruby processes. Needs `scripts/build` to have run.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+macro_rules! for_both_nginx {
+    ($($name:ident,)*) => {
+        mod system { $( #[test] fn $name() { super::$name(super::Flavour::System) } )* }
+        mod bundled { $( #[test] fn $name() { super::$name(super::Flavour::Bundled) } )* }
+    };
+}
+
+fn site(extra: &str) -> Site {
+    let mut s = Site::app("pool");
+    s.extra = extra.to_string();
+    s
+}
+
+fn pid_of(r: &Response) -> i32 {
+    r.header("x-pid")
+        .unwrap_or_else(|| panic!("no x-pid in {r:?}"))
+        .parse()
+        .unwrap()
+}
+
+/// The app processes: the core's children.
+fn app_pids(nginx: &Nginx) -> Vec<i32> {
+    let core: i32 = std::fs::read_to_string(nginx.instance_dir().join("core.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    children(core).into_iter().filter(|&p| alive(p)).collect()
+}
+
+/// Sets `path`'s mtime to `secs` after the epoch (creating the file), so each touch is a change
+/// whatever the file system's timestamp granularity.
+fn touch(path: &Path, secs: u64) {
+    let f = std::fs::File::create(path).unwrap();
+    f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+        .unwrap();
+}
+
+fn restart_txt_under_load_drops_no_request(flavour: Flavour) {
+    let restart = Scratch::new("restart");
+    let nginx = Nginx::start_with(
+        flavour,
+        &[site(&format!(
+            "passenger_restart_dir {};",
+            restart.0.display()
+        ))],
+        "passenger_stat_throttle_rate 0;",
+    );
+    let first = nginx.get("/");
+    assert_eq!(first.status, 200, "{first:?}\n{}", nginx.passenger_log());
+    let old = pid_of(&first);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let port = nginx.port();
+    let looper = {
+        let (stop, served) = (stop.clone(), served.clone());
+        std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            let mut pids = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let r = http(port, "GET", "/", &[], b"");
+                if r.status == 200 {
+                    pids.push(pid_of(&r));
+                } else {
+                    failures.push(r);
+                }
+                served.fetch_add(1, Ordering::SeqCst);
+            }
+            (failures, pids)
+        })
+    };
+    wait_until("a few requests served before the restart", || {
+        served.load(Ordering::SeqCst) >= 5
+    });
+    touch(&restart.0.join("restart.txt"), 1_000_000);
+    wait_until(
+        "a request served by a new process after restart.txt",
+        || {
+            let r = nginx.get("/");
+            r.status == 200 && pid_of(&r) != old
+        },
+    );
+    // Keep the loop going until the old process is gone too.
+    wait_until("the old process stopped after the restart", || !alive(old));
+    let n = served.load(Ordering::SeqCst);
+    wait_until("more requests after the restart", || {
+        served.load(Ordering::SeqCst) >= n + 5
+    });
+    stop.store(true, Ordering::SeqCst);
+    let (failures, pids) = looper.join().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed during the restart: {:?}\n{}",
+        failures.len(),
+        failures.len() + pids.len(),
+        failures.first(),
+        nginx.passenger_log()
+    );
+    assert_ne!(
+        pids.last(),
+        Some(&old),
+        "the last requests went to the new process"
+    );
+}
+
+fn min_instances_exist_after_the_first_request(flavour: Flavour) {
+    let nginx = Nginx::start(flavour, &[site("passenger_min_instances 3;")]);
+    assert_eq!(nginx.get("/").status, 200);
+    wait_until("3 app processes (passenger_min_instances 3)", || {
+        app_pids(&nginx).len() == 3
+    });
+    // Sequential requests spread over them (least recently used first).
+    let mut seen = std::collections::BTreeSet::new();
+    wait_until("sequential requests reach all 3 processes", || {
+        seen.insert(pid_of(&nginx.get("/")));
+        seen.len() == 3
+    });
+}
+
+fn two_apps_share_a_full_pool(flavour: Flavour) {
+    let mut one = site("passenger_min_instances 2;");
+    one.extra.push_str("passenger_max_request_queue_time 30;");
+    let nginx = Nginx::start_with(
+        flavour,
+        &[one, Site::app("second")],
+        "passenger_max_pool_size 2;",
+    );
+    let a = http(nginx.ports[0], "GET", "/", &[], b"");
+    assert_eq!(a.status, 200);
+    wait_until("the first app fills the pool (2 processes)", || {
+        app_pids(&nginx).len() == 2
+    });
+    let b = http(nginx.ports[1], "GET", "/", &[], b"");
+    assert_eq!(b.status, 200, "{b:?}\n{}", nginx.passenger_log());
+    assert_eq!(b.text(), "hello from the second app\n");
+    let a = http(nginx.ports[0], "GET", "/", &[], b"");
+    assert_eq!(a.status, 200);
+    // The evicted process may take a moment to exit; then two are left.
+    wait_until("at most passenger_max_pool_size (2) processes", || {
+        app_pids(&nginx).len() <= 2
+    });
+}
+
+fn a_full_queue_answers_the_overflow_status(flavour: Flavour) {
+    const QUEUE: usize = 3;
+    let scratch = Scratch::new("queue");
+    let release = scratch.0.join("release");
+    let started = scratch.0.join("started");
+    let nginx = Nginx::start_with(
+        flavour,
+        &[site(&format!(
+            "passenger_max_request_queue_size {QUEUE}; passenger_request_queue_overflow_status_code 429;"
+        ))],
+        "passenger_max_pool_size 1;",
+    );
+    let port = nginx.port();
+    let wait_path = format!(
+        "/wait?file={}&started={}",
+        release.display(),
+        started.display()
+    );
+    let busy = {
+        let p = wait_path.clone();
+        std::thread::spawn(move || http(port, "GET", &p, &[], b""))
+    };
+    wait_until("the first slow request in the app", || started.exists());
+    // The only process is busy: N+1 more requests, N fit in the queue.
+    let others: Vec<_> = (0..=QUEUE)
+        .map(|_| {
+            let p = format!("/wait?file={}", release.display());
+            std::thread::spawn(move || http(port, "GET", &p, &[], b""))
+        })
+        .collect();
+    wait_until("one request answered at once", || {
+        others.iter().any(|t| t.is_finished())
+    });
+    touch(&release, 1);
+    assert_eq!(busy.join().unwrap().status, 200);
+    let mut statuses: Vec<u16> = others
+        .into_iter()
+        .map(|t| t.join().unwrap().status)
+        .collect();
+    statuses.sort();
+    let mut expected = vec![200; QUEUE];
+    expected.push(429);
+    assert_eq!(statuses, expected, "{}", nginx.passenger_log());
+}
+
+/// Sends `GET /`: its status if answered within 2 s, else `None`: it waits in the queue (and
+/// leaves it as this closes the connection).
+fn probe(port: u16) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    match s.read_to_end(&mut raw) {
+        Ok(_) => Some(parse_response(&raw).status),
+        Err(_) if raw.is_empty() => None,
+        Err(e) => panic!("reading a probe's response: {e}"),
+    }
+}
+
+fn a_waiting_request_whose_client_left_leaves_the_queue(flavour: Flavour) {
+    use std::io::Write;
+    let scratch = Scratch::new("leave");
+    let release = scratch.0.join("release");
+    let started = scratch.0.join("started");
+    let left_started = scratch.0.join("left-started");
+    let nginx = Nginx::start_with(
+        flavour,
+        &[site(
+            "passenger_max_request_queue_size 1; passenger_request_queue_overflow_status_code 429;",
+        )],
+        "passenger_max_pool_size 1;",
+    );
+    let port = nginx.port();
+    let busy = {
+        let p = format!(
+            "/wait?file={}&started={}",
+            release.display(),
+            started.display()
+        );
+        std::thread::spawn(move || http(port, "GET", &p, &[], b""))
+    };
+    wait_until("the first slow request in the app", || started.exists());
+    let send_leaving = || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(
+            format!(
+                "GET /wait?file={}&started={} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                release.display(),
+                left_started.display()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        s.set_nonblocking(true).unwrap();
+        s
+    };
+    let mut leaving = send_leaving();
+    wait_until(
+        "the request waits in the queue (a probe is refused with 429)",
+        || {
+            if probe(port) == Some(429) {
+                return true;
+            }
+            // The probe came first and took the queue's place: the request was refused (or is
+            // still on its way). Once it has its answer, send it again.
+            let mut buf = [0u8; 1];
+            if !matches!(leaving.peek(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            {
+                leaving = send_leaving();
+            }
+            false
+        },
+    );
+    drop(leaving);
+    wait_until(
+        "the request left the queue (a probe waits instead of being refused)",
+        || probe(port).is_none(),
+    );
+    touch(&release, 1);
+    assert_eq!(busy.join().unwrap().status, 200);
+    // Requests are served in arrival order: had it stayed queued, the app would have seen it
+    // before this one.
+    assert_eq!(nginx.get("/").status, 200);
+    assert!(
+        !left_started.exists(),
+        "the request whose client left was served anyway"
+    );
+}
+
+fn killed_app_process_is_replaced(flavour: Flavour) {
+    let nginx = Nginx::start(flavour, &[site("")]);
+    let pid = pid_of(&nginx.get("/"));
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_all_gone(&[pid], "the killed app process");
+    for _ in 0..3 {
+        let r = nginx.get("/");
+        assert_eq!(r.status, 200, "{r:?}\n{}", nginx.passenger_log());
+        assert_ne!(pid_of(&r), pid);
+    }
+}
+
+fn a_request_in_flight_on_a_killed_process_gets_502(flavour: Flavour) {
+    let scratch = Scratch::new("inflight");
+    let started = scratch.0.join("started");
+    let nginx = Nginx::start(flavour, &[site("")]);
+    let port = nginx.port();
+    let path = format!(
+        "/wait?file={}&started={}",
+        scratch.0.join("never").display(),
+        started.display()
+    );
+    let in_flight = std::thread::spawn(move || http(port, "GET", &path, &[], b""));
+    wait_until("the slow request in the app", || {
+        std::fs::read_to_string(&started).is_ok_and(|s| !s.is_empty())
+    });
+    let pid: i32 = std::fs::read_to_string(&started).unwrap().parse().unwrap();
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let r = in_flight.join().unwrap();
+    assert_eq!(r.status, 502, "{r:?}");
+    let next = nginx.get("/");
+    assert_eq!(next.status, 200, "{next:?}\n{}", nginx.passenger_log());
+    assert_ne!(pid_of(&next), pid);
+}
+
+fn max_requests_recycles_the_process(flavour: Flavour) {
+    let nginx = Nginx::start(flavour, &[site("passenger_max_requests 3;")]);
+    let pids: Vec<i32> = (0..3).map(|_| pid_of(&nginx.get("/"))).collect();
+    assert!(pids.iter().all(|&p| p == pids[0]), "{pids:?}");
+    let fourth = pid_of(&nginx.get("/"));
+    assert_ne!(fourth, pids[0], "the fourth request goes to a new process");
+    wait_all_gone(&[pids[0]], "the recycled process");
+}
+
+fn invalid_pool_directives_are_refused(flavour: Flavour) {
+    for (http_extra, server_extra, named) in [
+        ("passenger_max_pool_size 0;", "", "\"0\""),
+        ("", "passenger_min_instances many;", "\"many\""),
+        (
+            "",
+            "passenger_request_queue_overflow_status_code 99;",
+            "\"99\"",
+        ),
+    ] {
+        let dir = Scratch::new("badconf");
+        std::fs::create_dir_all(dir.0.join("registry")).unwrap();
+        let s = site(server_extra);
+        std::fs::write(
+            dir.0.join("nginx.conf"),
+            Nginx::config_with(flavour, &dir.0, &[(free_port(), &s)], http_extra),
+        )
+        .unwrap();
+        let out = std::process::Command::new(flavour.nginx())
+            .args(["-p"])
+            .arg(&dir.0)
+            .args(["-c"])
+            .arg(dir.0.join("nginx.conf"))
+            .arg("-t")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "nginx -t accepted {http_extra}{server_extra}"
+        );
+        assert!(
+            err.contains(named) && err.contains("whole number"),
+            "the error should name the value {named}: {err}"
+        );
+    }
+}
+
+for_both_nginx! {
+    restart_txt_under_load_drops_no_request,
+    min_instances_exist_after_the_first_request,
+    two_apps_share_a_full_pool,
+    a_full_queue_answers_the_overflow_status,
+    killed_app_process_is_replaced,
+    a_waiting_request_whose_client_left_leaves_the_queue,
+    a_request_in_flight_on_a_killed_process_gets_502,
+    max_requests_recycles_the_process,
+    invalid_pool_directives_are_refused,
+}
