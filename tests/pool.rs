@@ -328,6 +328,65 @@ fn max_requests_recycles_the_process(flavour: Flavour) {
     wait_all_gone(&[pids[0]], "the recycled process");
 }
 
+/// Serves a copy of the pool app, breaks its config.ru and touches restart.txt. Returns nginx,
+/// the old pid and the scratch dir (which must outlive nginx).
+fn break_a_deploy(flavour: Flavour, resist: &str) -> (Nginx, i32, Scratch) {
+    let scratch = Scratch::new("deploy");
+    let app = scratch.0.join("app");
+    std::fs::create_dir_all(app.join("public")).unwrap();
+    std::fs::create_dir_all(app.join("tmp")).unwrap();
+    std::fs::copy(test_app("pool").join("config.ru"), app.join("config.ru")).unwrap();
+    let site = Site {
+        app: app.clone(),
+        extra: format!(
+            "passenger_resist_deployment_errors {resist}; passenger_max_requests 1000; \
+             passenger_max_requests_jitter 10;"
+        ),
+    };
+    let nginx = Nginx::start_with(flavour, &[site], "passenger_stat_throttle_rate 0;");
+    let first = nginx.get("/");
+    assert_eq!(first.status, 200, "{first:?}\n{}", nginx.passenger_log());
+    std::fs::write(
+        app.join("config.ru"),
+        "raise 'this deploy is broken on purpose'\n",
+    )
+    .unwrap();
+    touch(&app.join("tmp/restart.txt"), 1_000_000);
+    (nginx, pid_of(&first), scratch)
+}
+
+fn a_failed_deploy_stops_the_old_version_and_shows_the_error(flavour: Flavour) {
+    let (nginx, old, _scratch) = break_a_deploy(flavour, "off");
+    wait_until("requests answered with the deploy's error", || {
+        nginx.get("/").status == 500
+    });
+    wait_all_gone(&[old], "the old version after a failed deploy");
+    assert!(
+        nginx
+            .passenger_log()
+            .contains("this deploy is broken on purpose"),
+        "{}",
+        nginx.passenger_log()
+    );
+}
+
+fn resist_deployment_errors_keeps_the_old_version_serving(flavour: Flavour) {
+    let (nginx, old, _scratch) = break_a_deploy(flavour, "on");
+    // The first request after the touch starts the restart; the new version's failure is
+    // logged; the old process goes on serving.
+    assert_eq!(pid_of(&nginx.get("/")), old);
+    wait_until("the new version's failure logged", || {
+        nginx
+            .passenger_log()
+            .contains("this deploy is broken on purpose")
+    });
+    for _ in 0..3 {
+        let r = nginx.get("/");
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(pid_of(&r), old, "the old version serves on");
+    }
+}
+
 fn invalid_pool_directives_are_refused(flavour: Flavour) {
     for (http_extra, server_extra, named) in [
         ("passenger_max_pool_size 0;", "", "\"0\""),
@@ -375,5 +434,7 @@ for_both_nginx! {
     a_waiting_request_whose_client_left_leaves_the_queue,
     a_request_in_flight_on_a_killed_process_gets_502,
     max_requests_recycles_the_process,
+    a_failed_deploy_stops_the_old_version_and_shows_the_error,
+    resist_deployment_errors_keeps_the_old_version_serving,
     invalid_pool_directives_are_refused,
 }

@@ -36,6 +36,10 @@ pub struct PoolOptions {
     pub min_instances: u32,
     /// Requests after which a process is recycled, 0 = never.
     pub max_requests: u64,
+    /// Each process recycles after `max_requests` plus up to this many more (uniformly).
+    pub max_requests_jitter: u64,
+    /// When a restart's new version fails to spawn, keep the old processes serving.
+    pub resist_deployment_errors: bool,
     /// Wait list length, 0 = unbounded.
     pub max_request_queue_size: u32,
     pub queue_overflow_status: u16,
@@ -55,6 +59,8 @@ impl PoolOptions {
             stat_throttle_rate: options::DEFAULT_STAT_THROTTLE_RATE,
             min_instances: options::DEFAULT_MIN_INSTANCES as u32,
             max_requests: 0,
+            max_requests_jitter: 0,
+            resist_deployment_errors: false,
             max_request_queue_size: options::DEFAULT_MAX_REQUEST_QUEUE_SIZE as u32,
             queue_overflow_status: options::DEFAULT_REQUEST_QUEUE_OVERFLOW_STATUS_CODE as u16,
             max_request_queue_time: 0,
@@ -87,6 +93,10 @@ impl PoolOptions {
             min_instances: number(h, options::MIN_INSTANCES, 0, u32::MAX as u64)?
                 .map_or(d.min_instances, |v| v as u32),
             max_requests: number(h, options::MAX_REQUESTS, 0, u64::MAX)?.unwrap_or(d.max_requests),
+            max_requests_jitter: number(h, options::MAX_REQUESTS_JITTER, 0, u64::MAX)?
+                .unwrap_or(d.max_requests_jitter),
+            resist_deployment_errors: number(h, options::RESIST_DEPLOYMENT_ERRORS, 0, 1)?
+                .map_or(d.resist_deployment_errors, |v| v == 1),
             max_request_queue_size: number(h, options::MAX_REQUEST_QUEUE_SIZE, 0, u32::MAX as u64)?
                 .map_or(d.max_request_queue_size, |v| v as u32),
             queue_overflow_status: status,
@@ -282,6 +292,8 @@ mod tests {
             ("PASSENGER_STAT_THROTTLE_RATE", "1"),
             ("PASSENGER_MIN_INSTANCES", "2"),
             ("PASSENGER_MAX_REQUESTS", "3"),
+            ("PASSENGER_MAX_REQUESTS_JITTER", "4"),
+            ("PASSENGER_RESIST_DEPLOYMENT_ERRORS", "1"),
             ("PASSENGER_MAX_REQUEST_QUEUE_SIZE", "0"),
             ("PASSENGER_REQUEST_QUEUE_OVERFLOW_STATUS_CODE", "429"),
             ("PASSENGER_MAX_REQUEST_QUEUE_TIME", "7"),
@@ -297,6 +309,8 @@ mod tests {
                 stat_throttle_rate: 1,
                 min_instances: 2,
                 max_requests: 3,
+                max_requests_jitter: 4,
+                resist_deployment_errors: true,
                 max_request_queue_size: 0,
                 queue_overflow_status: 429,
                 max_request_queue_time: 7,

@@ -166,6 +166,9 @@ struct ProcEntry {
     processed: u64,
     last_used: Instant,
     state: ProcessState,
+    /// Requests after which this process is recycled (0 = never): `max_requests` plus its own
+    /// share of `max_requests_jitter`, so processes started together don't recycle together.
+    recycle_after: u64,
 }
 
 impl ProcEntry {
@@ -232,12 +235,11 @@ impl Group {
 
     /// Hands a session on process `i` out.
     fn grant(&mut self, i: usize, now: Instant) -> Arc<Process> {
-        let max_requests = self.options.pool.max_requests;
         let p = &mut self.procs[i];
         p.sessions += 1;
         p.processed += 1;
         p.last_used = now;
-        if max_requests > 0 && p.processed >= max_requests {
+        if p.recycle_after > 0 && p.processed >= p.recycle_after {
             p.state = ProcessState::Draining;
         }
         p.process.clone()
@@ -245,11 +247,10 @@ impl Group {
 
     /// Takes back a grant that could not be delivered.
     fn ungrant(&mut self, i: usize) {
-        let max_requests = self.options.pool.max_requests;
         let p = &mut self.procs[i];
         p.sessions -= 1;
         p.processed -= 1;
-        if max_requests == 0 || p.processed < max_requests {
+        if p.recycle_after == 0 || p.processed < p.recycle_after {
             p.state = ProcessState::Active;
         }
     }
@@ -640,6 +641,7 @@ impl<S: Spawner> Pool<S> {
                             processed: 0,
                             last_used: Instant::now(),
                             state: ProcessState::Active,
+                            recycle_after: recycle_point(&group.options.pool),
                         });
                     }
                 }
@@ -653,6 +655,21 @@ impl<S: Spawner> Pool<S> {
                     };
                     group.retry_at = Some(Instant::now() + delay);
                     group.last_error = Some(e.clone());
+                    let new_version_failed =
+                        generation == group.generation && group.old_active() > 0;
+                    if new_version_failed && !group.options.pool.resist_deployment_errors {
+                        // As Phusion Passenger does by default: the deploy is broken, so the
+                        // old version stops and requests see the error, rather than old code
+                        // serving on unnoticed.
+                        tracing::error!(
+                            "The new version of group {:?} failed to start: {}; stopping the old \
+                             processes (set passenger_resist_deployment_errors on to keep them \
+                             serving instead)",
+                            group.name,
+                            e.summary
+                        );
+                        drain_all_old(group, &mut actions);
+                    }
                     if group.active() == 0 {
                         // Nobody could serve them: they get the error instead of waiting.
                         for w in group.waiters.drain(..) {
@@ -883,6 +900,30 @@ fn draining_old(group: &Group) -> bool {
         .procs
         .iter()
         .any(|p| p.state == ProcessState::Draining && p.process.generation < group.generation)
+}
+
+/// Drains every process of an earlier generation (idle ones stop at once).
+fn drain_all_old(group: &mut Group, actions: &mut Actions) {
+    while group.old_active() > 0 {
+        drain_oldest_old(group, actions);
+    }
+}
+
+/// When a new process is recycled: `max_requests` plus a uniform share of
+/// `max_requests_jitter` (0 = never recycled).
+fn recycle_point(pool: &crate::app_options::PoolOptions) -> u64 {
+    if pool.max_requests == 0 {
+        return 0;
+    }
+    let mut bytes = [0u8; 8];
+    let jitter = match pool.max_requests_jitter {
+        0 => 0,
+        j => match getrandom::getrandom(&mut bytes) {
+            Ok(()) => u64::from_le_bytes(bytes) % (j + 1),
+            Err(_) => 0,
+        },
+    };
+    pool.max_requests.saturating_add(jitter)
 }
 
 /// Drains the oldest active process of an earlier generation, if there is one.

@@ -71,6 +71,8 @@ pub struct LocConf {
     // Per-app pool settings.
     pub min_instances: ngx_int_t,
     pub max_requests: ngx_int_t,
+    pub max_requests_jitter: ngx_int_t,
+    pub resist_deployment_errors: ngx_flag_t,
     pub max_request_queue_size: ngx_int_t,
     pub request_queue_overflow_status_code: ngx_int_t,
     pub max_request_queue_time: ngx_int_t,
@@ -124,6 +126,11 @@ pub fn pool_options(mcf: &MainConf, lcf: &LocConf) -> Vec<(&'static str, Vec<u8>
         (options::STAT_THROTTLE_RATE, num(mcf.stat_throttle_rate)),
         (options::MIN_INSTANCES, num(lcf.min_instances)),
         (options::MAX_REQUESTS, num(lcf.max_requests)),
+        (options::MAX_REQUESTS_JITTER, num(lcf.max_requests_jitter)),
+        (
+            options::RESIST_DEPLOYMENT_ERRORS,
+            num(lcf.resist_deployment_errors),
+        ),
         (
             options::MAX_REQUEST_QUEUE_SIZE,
             num(lcf.max_request_queue_size),
@@ -272,7 +279,7 @@ const fn loc_str(name: &'static CStr, offset: usize) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 23] = [
+pub static mut COMMANDS: [ngx_command_t; 25] = [
     main_str(c"passenger_root", offset_of!(MainConf, root)),
     ngx_command_t {
         name: static_cstr(c"passenger_log_level"),
@@ -345,6 +352,20 @@ pub static mut COMMANDS: [ngx_command_t; 23] = [
         offset_of!(LocConf, max_requests),
         &raw mut REQUESTS,
     ),
+    number(
+        c"passenger_max_requests_jitter",
+        false,
+        offset_of!(LocConf, max_requests_jitter),
+        &raw mut REQUESTS,
+    ),
+    ngx_command_t {
+        name: static_cstr(c"passenger_resist_deployment_errors"),
+        type_: (ANY_CONF | NGX_CONF_FLAG) as ngx_uint_t,
+        set: Some(ngx_conf_set_flag_slot),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: offset_of!(LocConf, resist_deployment_errors),
+        post: ptr::null_mut(),
+    },
     number(
         c"passenger_max_request_queue_size",
         false,
@@ -472,6 +493,8 @@ pub unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
         c.app_type = UNSET;
         c.min_instances = UNSET;
         c.max_requests = UNSET;
+        c.max_requests_jitter = UNSET;
+        c.resist_deployment_errors = UNSET;
         c.max_request_queue_size = UNSET;
         c.request_queue_overflow_status_code = UNSET;
         c.max_request_queue_time = UNSET;
@@ -594,6 +617,12 @@ unsafe fn merge(cf: *mut ngx_conf_t, prev: &mut LocConf, conf: &mut LocConf) -> 
         options::DEFAULT_MIN_INSTANCES as ngx_int_t,
     );
     merge_int(&mut conf.max_requests, prev.max_requests, 0);
+    merge_int(&mut conf.max_requests_jitter, prev.max_requests_jitter, 0);
+    merge_int(
+        &mut conf.resist_deployment_errors,
+        prev.resist_deployment_errors,
+        0,
+    );
     merge_int(
         &mut conf.max_request_queue_size,
         prev.max_request_queue_size,

@@ -26,6 +26,9 @@ pub const STAT_THROTTLE_RATE: &str = "PASSENGER_STAT_THROTTLE_RATE";
 pub const MIN_INSTANCES: &str = "PASSENGER_MIN_INSTANCES";
 /// Recycle a process after this many requests (0 = never).
 pub const MAX_REQUESTS: &str = "PASSENGER_MAX_REQUESTS";
+pub const MAX_REQUESTS_JITTER: &str = "PASSENGER_MAX_REQUESTS_JITTER";
+/// `1` or `0`.
+pub const RESIST_DEPLOYMENT_ERRORS: &str = "PASSENGER_RESIST_DEPLOYMENT_ERRORS";
 /// Per-app wait list length (0 = unbounded).
 pub const MAX_REQUEST_QUEUE_SIZE: &str = "PASSENGER_MAX_REQUEST_QUEUE_SIZE";
 pub const REQUEST_QUEUE_OVERFLOW_STATUS_CODE: &str = "PASSENGER_REQUEST_QUEUE_OVERFLOW_STATUS_CODE";

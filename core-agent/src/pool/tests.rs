@@ -882,3 +882,94 @@ async fn shutdown_refuses_new_checkouts_and_answers_waiters() {
         Err(CheckoutError::ShuttingDown)
     ));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Recycling jitter and deployment errors
+
+#[test]
+fn recycle_points_spread_over_the_jitter_range() {
+    let mut p = PoolOptions::defaults("/nonexistent");
+    p.max_requests = 3;
+    p.max_requests_jitter = 2;
+    let seen: std::collections::BTreeSet<u64> = (0..1000).map(|_| recycle_point(&p)).collect();
+    // 1000 draws from 3 values: a value missing would take odds below 1e-170.
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![3, 4, 5]);
+    p.max_requests_jitter = 0;
+    assert_eq!(recycle_point(&p), 3, "no jitter: exactly max_requests");
+    p.max_requests = 0;
+    p.max_requests_jitter = 5;
+    assert_eq!(
+        recycle_point(&p),
+        0,
+        "no max_requests: never recycled, whatever the jitter"
+    );
+}
+
+#[tokio::test]
+async fn a_jittered_process_recycles_within_its_range() {
+    let pool = Pool::new(Dummy::new(1));
+    let o = with(|p| {
+        p.max_requests = 3;
+        p.max_requests_jitter = 2;
+    });
+    let mut served_by_first = 0;
+    loop {
+        let pid = pool.checkout(&o).await.unwrap().process.pid;
+        settle().await;
+        if pid != 1000 {
+            break;
+        }
+        served_by_first += 1;
+        assert!(
+            served_by_first <= 5,
+            "1000 served more than max_requests + jitter"
+        );
+    }
+    assert!((3..=5).contains(&served_by_first), "{served_by_first}");
+    assert_eq!(pool.spawner.stopped(), vec![1000]);
+}
+
+/// A restart whose new version fails to spawn, with the old process 1000 serving.
+async fn failed_deploy(resist: bool) -> (TempDir, Arc<Pool<Dummy>>, AppOptions) {
+    let dir = TempDir::new();
+    dir.touch("restart.txt", 1000);
+    let pool = Pool::new(Dummy::new(1));
+    let mut o = restartable(&dir);
+    o.pool.resist_deployment_errors = resist;
+    drop(pool.checkout(&o).await.unwrap());
+    settle().await;
+    pool.spawner.fail.store(true, Ordering::SeqCst);
+    dir.touch("restart.txt", 2000);
+    // The restart is noticed; the old process serves this one while the new version spawns
+    // (and fails).
+    let during = pool.checkout(&o).await.unwrap();
+    assert_eq!(during.process.pid, 1000);
+    settle().await;
+    assert_eq!(pool.spawner.spawns(), 2, "the new version was tried");
+    drop(during);
+    settle().await;
+    (dir, pool, o)
+}
+
+#[tokio::test]
+async fn a_failed_deploy_stops_the_old_version_by_default() {
+    let (_dir, pool, o) = failed_deploy(false).await;
+    assert_eq!(
+        pool.spawner.stopped(),
+        vec![1000],
+        "the old version stops once idle"
+    );
+    let next = pool.checkout(&o).await;
+    assert!(
+        matches!(next, Err(CheckoutError::Spawn(_))),
+        "requests see the deploy's error"
+    );
+}
+
+#[tokio::test]
+async fn resist_deployment_errors_keeps_the_old_version_serving() {
+    let (_dir, pool, o) = failed_deploy(true).await;
+    assert!(pool.spawner.stopped().is_empty());
+    let next = pool.checkout(&o).await.unwrap();
+    assert_eq!(next.process.pid, 1000, "the old version goes on serving");
+}
