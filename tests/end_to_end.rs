@@ -202,16 +202,7 @@ fn config_test_starts_nothing(flavour: Flavour) {
         Nginx::config(flavour, &dir.0, &[(free_port(), &site)]),
     )
     .unwrap();
-    let out = std::process::Command::new(flavour.nginx())
-        .args(["-p"])
-        .arg(&dir.0)
-        .args(["-c"])
-        .arg(dir.0.join("nginx.conf"))
-        .arg("-e")
-        .arg(dir.0.join("error.log"))
-        .arg("-t")
-        .output()
-        .unwrap();
+    let out = nginx_command(flavour, &dir.0).arg("-t").output().unwrap();
     assert!(
         out.status.success(),
         "nginx -t failed: {}",

@@ -405,14 +405,7 @@ fn invalid_pool_directives_are_refused(flavour: Flavour) {
             Nginx::config_with(flavour, &dir.0, &[(free_port(), &s)], http_extra),
         )
         .unwrap();
-        let out = std::process::Command::new(flavour.nginx())
-            .args(["-p"])
-            .arg(&dir.0)
-            .args(["-c"])
-            .arg(dir.0.join("nginx.conf"))
-            .arg("-t")
-            .output()
-            .unwrap();
+        let out = nginx_command(flavour, &dir.0).arg("-t").output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
             !out.status.success(),

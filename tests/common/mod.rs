@@ -39,6 +39,19 @@ pub enum Flavour {
     Bundled,
 }
 
+/// `nginx -p DIR -c DIR/nginx.conf -e DIR/error.log`: the nginx of `flavour` on a test's
+/// scratch dir (-e: nginx logs there, not to its compiled-in path, before reading the config).
+pub fn nginx_command(flavour: Flavour, dir: &Path) -> Command {
+    let mut cmd = Command::new(flavour.nginx());
+    cmd.arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .arg("-e")
+        .arg(dir.join("error.log"));
+    cmd
+}
+
 impl Flavour {
     pub const ALL: [Flavour; 2] = [Flavour::System, Flavour::Bundled];
 
@@ -190,13 +203,7 @@ impl Nginx {
             Nginx::config_with(flavour, &dir.0, &pairs, http_extra),
         )
         .unwrap();
-        let child = Command::new(flavour.nginx())
-            .args(["-p"])
-            .arg(&dir.0)
-            .args(["-c"])
-            .arg(dir.0.join("nginx.conf"))
-            .arg("-e")
-            .arg(dir.0.join("error.log"))
+        let child = nginx_command(flavour, &dir.0)
             .args(["-g", if daemon { "daemon on;" } else { "daemon off;" }])
             .stdin(Stdio::null())
             .spawn()
@@ -306,13 +313,7 @@ impl Nginx {
 
     /// `nginx -s stop`, then waits for the master to exit.
     pub fn stop(&mut self) {
-        let status = Command::new(self.flavour.nginx())
-            .args(["-p"])
-            .arg(&self.dir.0)
-            .args(["-c"])
-            .arg(self.dir.0.join("nginx.conf"))
-            .arg("-e")
-            .arg(self.dir.0.join("error.log"))
+        let status = nginx_command(self.flavour, &self.dir.0)
             .args(["-s", "stop"])
             .status()
             .unwrap();
