@@ -13,13 +13,14 @@ use nginx_sys::{
     ngx_conf_merge_path_value, ngx_conf_num_bounds_t, ngx_conf_set_flag_slot,
     ngx_conf_set_num_slot, ngx_conf_set_str_slot, ngx_conf_t, ngx_flag_t, ngx_hash_init_t,
     ngx_http_core_loc_conf_t, ngx_http_core_module, ngx_http_upstream_conf_t,
-    ngx_http_upstream_hide_headers_hash, ngx_int_t, ngx_msec_t, ngx_path_init_t, ngx_str_t,
-    ngx_uint_t,
+    ngx_http_upstream_hide_headers_hash, ngx_int_t, ngx_msec_t, ngx_path_init_t,
+    ngx_pool_cleanup_add, ngx_str_t, ngx_uint_t,
 };
 use passenger_protocol::options::{self, AppType, DEFAULT_APP_ENV};
 
 use crate::util::{
-    CONF_ERROR, CONF_OK, bytes, conf_loc_conf, conf_log, guard, static_cstr, static_str,
+    CONF_ERROR, CONF_OK, bytes, conf_loc_conf, conf_log, conf_main_conf, guard, static_cstr,
+    static_str,
 };
 
 const UNSET: ngx_int_t = -1;
@@ -77,6 +78,9 @@ pub struct LocConf {
     pub request_queue_overflow_status_code: ngx_int_t,
     pub max_request_queue_time: ngx_int_t,
     pub restart_dir: ngx_str_t,
+    /// [`pool_options`] of this location, built once when the configuration is merged (null
+    /// until then); freed with the configuration's pool.
+    pub pool_options: *const PoolOptionPairs,
 }
 
 /// The app types in `passenger_app_type`'s index order.
@@ -109,6 +113,17 @@ impl LocConf {
     }
     pub fn restart_dir(&self) -> &[u8] {
         unsafe { bytes(&self.restart_dir) }
+    }
+}
+
+/// `PASSENGER_*` SCGI keys and their values.
+pub type PoolOptionPairs = Vec<(&'static str, Vec<u8>)>;
+
+impl LocConf {
+    /// The pool options serialised at configuration time, if this location has them.
+    pub fn pool_options(&self) -> Option<&PoolOptionPairs> {
+        // SAFETY: set in `merge` from a Box that lives as long as the configuration.
+        unsafe { self.pool_options.as_ref() }
     }
 }
 
@@ -654,6 +669,20 @@ unsafe fn merge(cf: *mut ngx_conf_t, prev: &mut LocConf, conf: &mut LocConf) -> 
     }
 
     if conf.enabled() {
+        // Serialise the pool options once here rather than on every request.
+        let mcf: *const MainConf = unsafe { conf_main_conf(cf, crate::handler::module()) };
+        if let Some(mcf) = unsafe { mcf.as_ref() } {
+            let cleanup = unsafe { ngx_pool_cleanup_add((*cf).pool, 0) };
+            if cleanup.is_null() {
+                return CONF_ERROR;
+            }
+            let pairs = Box::into_raw(Box::new(pool_options(mcf, conf)));
+            unsafe {
+                (*cleanup).handler = Some(free_pool_options);
+                (*cleanup).data = pairs as *mut c_void;
+            }
+            conf.pool_options = pairs;
+        }
         // Install the content handler the way scgi_pass does, unless another module (say,
         // proxy_pass in the same location) already owns the location's content.
         let clcf: *mut ngx_http_core_loc_conf_t =
@@ -663,6 +692,14 @@ unsafe fn merge(cf: *mut ngx_conf_t, prev: &mut LocConf, conf: &mut LocConf) -> 
         }
     }
     CONF_OK
+}
+
+/// The configuration pool's cleanup for a location's [`PoolOptionPairs`].
+unsafe extern "C" fn free_pool_options(data: *mut c_void) {
+    guard((), || {
+        // SAFETY: `data` is the Box leaked in `merge`, and the pool runs this once.
+        drop(unsafe { Box::from_raw(data as *mut PoolOptionPairs) })
+    })
 }
 
 unsafe fn merge_upstream(

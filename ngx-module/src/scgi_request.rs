@@ -60,11 +60,19 @@ unsafe fn create(r: *mut ngx_http_request_t) -> ngx_int_t {
         let req = RequestInfo::from_request(r);
         let lcf: &LocConf = &*request_loc_conf(r, module());
         let mcf: &MainConf = &*request_main_conf(r, module());
-        let pool_opts = pool_options(mcf, lcf);
+        // Serialised at configuration time; built here only for a location merge didn't see.
+        let built;
+        let pool_opts = match lcf.pool_options() {
+            Some(p) => p,
+            None => {
+                built = pool_options(mcf, lcf);
+                &built
+            }
+        };
         let header = build_header(
             &req,
             &(*ctx).app(),
-            &pool_opts,
+            pool_opts,
             core.password.as_bytes(),
             content_length,
         );

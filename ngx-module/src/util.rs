@@ -200,6 +200,17 @@ pub unsafe fn conf_loc_conf<T>(cf: *mut ngx_conf_t, module: *const ngx_module_t)
     }
 }
 
+/// This module's (or `module`'s) main conf while the configuration is parsed.
+///
+/// # Safety
+/// `cf` must be a valid configuration inside the http block.
+pub unsafe fn conf_main_conf<T>(cf: *mut ngx_conf_t, module: *const ngx_module_t) -> *mut T {
+    unsafe {
+        let ctx = (*cf).ctx as *mut ngx_http_conf_ctx_t;
+        *(*ctx).main_conf.add((*module).ctx_index) as *mut T
+    }
+}
+
 /// The status codes nginx uses as `ngx_int_t`.
 pub fn rc(code: impl TryInto<ngx_int_t>) -> ngx_int_t {
     code.try_into().unwrap_or(nginx_sys::NGX_ERROR as ngx_int_t)
