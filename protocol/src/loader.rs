@@ -29,6 +29,18 @@ pub enum SocketProtocol {
     Session,
     /// Plain HTTP/1.1 (Node.js).
     HttpSession,
+    /// A preloader's spawn-command socket (MessageChannel; see `loaders/rack-preloader.rb`).
+    Preloader,
+}
+
+impl SocketProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            SocketProtocol::Session => "session",
+            SocketProtocol::HttpSession => "http_session",
+            SocketProtocol::Preloader => "preloader",
+        }
+    }
 }
 
 /// A socket the loader reported.
@@ -89,6 +101,7 @@ fn parse_socket(spec: &str) -> Option<SocketInfo> {
     let protocol = match parts.next()? {
         "session" => SocketProtocol::Session,
         "http_session" => SocketProtocol::HttpSession,
+        "preloader" => SocketProtocol::Preloader,
         _ => return None,
     };
     let concurrency = parts.next()?.parse().ok()?;
@@ -113,10 +126,7 @@ pub fn encode_line(line: &LoaderLine) -> String {
             "{PREFIX}socket: {};unix:{};{};{}",
             s.name,
             s.path,
-            match s.protocol {
-                SocketProtocol::Session => "session",
-                SocketProtocol::HttpSession => "http_session",
-            },
+            s.protocol.name(),
             s.concurrency
         ),
         LoaderLine::Error => format!("{PREFIX}Error"),

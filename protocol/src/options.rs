@@ -37,6 +37,37 @@ pub const MAX_REQUEST_QUEUE_TIME: &str = "PASSENGER_MAX_REQUEST_QUEUE_TIME";
 /// Where restart.txt and always_restart.txt live (relative to the app root, or absolute).
 pub const RESTART_DIR: &str = "PASSENGER_RESTART_DIR";
 
+// Spawning options (issue 5).
+/// `smart` (preloader + fork) or `direct` (a fresh exec per process); absent = smart for Ruby,
+/// direct otherwise.
+pub const SPAWN_METHOD: &str = "PASSENGER_SPAWN_METHOD";
+/// Seconds a preloader may sit unused before it exits (0 = never).
+pub const MAX_PRELOADER_IDLE_TIME: &str = "PASSENGER_MAX_PRELOADER_IDLE_TIME";
+/// Seconds a spawn may take from exec to `!> Ready`.
+pub const START_TIMEOUT: &str = "PASSENGER_START_TIMEOUT";
+/// `passenger_env_var` pairs, encoded with [`encode_env_vars`].
+pub const ENV_VARS: &str = "PASSENGER_ENV_VARS";
+/// `1` or `0`: start the app through the user's login shell.
+pub const LOAD_SHELL_ENVVARS: &str = "PASSENGER_LOAD_SHELL_ENVVARS";
+/// RLIMIT_NOFILE for app processes (absent = the core's).
+pub const APP_FILE_DESCRIPTOR_ULIMIT: &str = "PASSENGER_APP_FILE_DESCRIPTOR_ULIMIT";
+/// Explicit identity of the app (names).
+pub const USER: &str = "PASSENGER_USER";
+pub const GROUP: &str = "PASSENGER_GROUP";
+/// Global, `1` or `0`: when the agents run as root, run apps as their startup file's owner.
+pub const USER_SWITCHING: &str = "PASSENGER_USER_SWITCHING";
+/// Global: the fallback identity (names); never root.
+pub const DEFAULT_USER: &str = "PASSENGER_DEFAULT_USER";
+pub const DEFAULT_GROUP: &str = "PASSENGER_DEFAULT_GROUP";
+/// Global, `1` or `0`: log app output lines without the `App <pid> output: ` prefix.
+pub const DISABLE_LOG_PREFIX: &str = "PASSENGER_DISABLE_LOG_PREFIX";
+/// `1` or `0`; absent = on iff the app environment is `development`.
+pub const FRIENDLY_ERROR_PAGES: &str = "PASSENGER_FRIENDLY_ERROR_PAGES";
+/// Absolute path of a static HTML file shown instead of the spawn-error page.
+pub const CUSTOM_ERROR_PAGE: &str = "PASSENGER_CUSTOM_ERROR_PAGE";
+/// Status of a spawn-failure response.
+pub const SPAWN_EXCEPTION_STATUS_CODE: &str = "PASSENGER_SPAWN_EXCEPTION_STATUS_CODE";
+
 pub const DEFAULT_MAX_POOL_SIZE: u64 = 6;
 pub const DEFAULT_MIN_INSTANCES: u64 = 1;
 pub const DEFAULT_MAX_REQUEST_QUEUE_SIZE: u64 = 100;
@@ -44,6 +75,11 @@ pub const DEFAULT_REQUEST_QUEUE_OVERFLOW_STATUS_CODE: u64 = 503;
 pub const DEFAULT_POOL_IDLE_TIME: u64 = 300;
 pub const DEFAULT_STAT_THROTTLE_RATE: u64 = 10;
 pub const DEFAULT_RESTART_DIR: &str = "tmp";
+
+pub const DEFAULT_MAX_PRELOADER_IDLE_TIME: u64 = 300;
+pub const DEFAULT_START_TIMEOUT: u64 = 90;
+pub const DEFAULT_SPAWN_EXCEPTION_STATUS_CODE: u64 = 500;
+pub const DEFAULT_USER_NAME: &str = "nobody";
 
 /// Default environment when `passenger_app_env` is not set.
 pub const DEFAULT_APP_ENV: &str = "production";
@@ -109,4 +145,55 @@ impl AppType {
 /// The default group name of an app: `<app root> (<environment>)`.
 pub fn default_group_name(app_root: &str, env: &str) -> String {
     format!("{app_root} ({env})")
+}
+
+/// Encodes `passenger_env_var` pairs for [`ENV_VARS`]: `NAME\0VALUE\0...`, base64 (standard
+/// alphabet, padded), so that any value survives the SCGI header.
+pub fn encode_env_vars<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> String {
+    let mut raw = Vec::new();
+    for (name, value) in pairs {
+        raw.extend_from_slice(name);
+        raw.push(0);
+        raw.extend_from_slice(value);
+        raw.push(0);
+    }
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, raw)
+}
+
+/// Decodes [`encode_env_vars`]; `None` when the text is not such an encoding.
+pub fn decode_env_vars(text: &str) -> Option<Vec<(String, String)>> {
+    let raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text).ok()?;
+    let raw = String::from_utf8(raw).ok()?;
+    let mut items: Vec<&str> = raw.split('\0').collect();
+    if items.pop() != Some("") || items.len() % 2 != 0 {
+        return if raw.is_empty() { Some(Vec::new()) } else { None };
+    }
+    Some(
+        items
+            .chunks(2)
+            .map(|kv| (kv[0].to_string(), kv[1].to_string()))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_vars_round_trip() {
+        let pairs: [(&[u8], &[u8]); 3] = [(b"A", b"1"), (b"EMPTY", b""), (b"X", b"a=b c\nd")];
+        let text = encode_env_vars(pairs);
+        assert_eq!(
+            decode_env_vars(&text).unwrap(),
+            vec![
+                ("A".to_string(), "1".to_string()),
+                ("EMPTY".to_string(), String::new()),
+                ("X".to_string(), "a=b c\nd".to_string()),
+            ]
+        );
+        assert_eq!(decode_env_vars(&encode_env_vars([])).unwrap(), vec![]);
+        assert_eq!(decode_env_vars("not base64!"), None);
+        assert_eq!(decode_env_vars(&encode_env_vars([(&b"odd"[..], &b"x"[..])])[..4]), None);
+    }
 }

@@ -47,7 +47,8 @@ fn loader_line() -> impl Strategy<Value = LoaderLine> {
         "[^;\r\n]{1,40}",
         prop_oneof![
             Just(SocketProtocol::Session),
-            Just(SocketProtocol::HttpSession)
+            Just(SocketProtocol::HttpSession),
+            Just(SocketProtocol::Preloader)
         ],
         any::<u32>(),
     )
