@@ -16,9 +16,143 @@ pub struct AppOptions {
     pub group_name: String,
     /// The Ruby interpreter (`passenger_ruby`).
     pub ruby: String,
+    /// The Python interpreter (`passenger_python`).
+    pub python: String,
+    /// The Node.js interpreter (`passenger_nodejs`).
+    pub nodejs: String,
     pub base_uri: String,
     pub show_version_in_header: bool,
     pub pool: PoolOptions,
+    pub spawn: SpawnOptions,
+}
+
+impl AppOptions {
+    /// The interpreter that runs this app's loader.
+    pub fn interpreter(&self) -> &str {
+        match self.app_type {
+            AppType::Rack => &self.ruby,
+            AppType::Wsgi => &self.python,
+            AppType::Node => &self.nodejs,
+        }
+    }
+}
+
+/// Smart spawning forks ready processes from a preloader that loaded the app once; direct
+/// spawning starts each process from scratch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpawnMethod {
+    Smart,
+    Direct,
+}
+
+/// How the app's processes are started, and what a failed start shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpawnOptions {
+    pub method: SpawnMethod,
+    /// Seconds an unused preloader lives on (0 = forever).
+    pub max_preloader_idle_time: u64,
+    /// Seconds from exec to `!> Ready`.
+    pub start_timeout: u64,
+    /// `passenger_env_var` pairs, applied last.
+    pub env_vars: Vec<(String, String)>,
+    /// Start through the app user's login shell (bash, zsh, ksh) so its profile applies.
+    pub load_shell_envvars: bool,
+    /// RLIMIT_NOFILE of the app's processes.
+    pub fd_ulimit: Option<u64>,
+    /// `passenger_user` / `passenger_group`.
+    pub user: Option<String>,
+    pub group: Option<String>,
+    /// Global: run apps as their startup file's owner (when the agents are root).
+    pub user_switching: bool,
+    /// Global: the fallback identity.
+    pub default_user: String,
+    pub default_group: Option<String>,
+    /// Global: log app output without the `App <pid> output: ` prefix.
+    pub disable_log_prefix: bool,
+    /// A detailed page on spawn failure (else a short generic one).
+    pub friendly_error_pages: bool,
+    pub custom_error_page: Option<String>,
+    pub spawn_exception_status: u16,
+}
+
+impl SpawnOptions {
+    /// The defaults for an app of `app_type` in environment `app_env`.
+    pub fn defaults(app_type: AppType, app_env: &str) -> SpawnOptions {
+        SpawnOptions {
+            method: if app_type == AppType::Rack {
+                SpawnMethod::Smart
+            } else {
+                SpawnMethod::Direct
+            },
+            max_preloader_idle_time: options::DEFAULT_MAX_PRELOADER_IDLE_TIME,
+            start_timeout: options::DEFAULT_START_TIMEOUT,
+            env_vars: Vec::new(),
+            load_shell_envvars: true,
+            fd_ulimit: None,
+            user: None,
+            group: None,
+            user_switching: true,
+            default_user: options::DEFAULT_USER_NAME.to_string(),
+            default_group: None,
+            disable_log_prefix: false,
+            friendly_error_pages: app_env == "development",
+            custom_error_page: None,
+            spawn_exception_status: options::DEFAULT_SPAWN_EXCEPTION_STATUS_CODE as u16,
+        }
+    }
+
+    fn from_header(
+        h: &ScgiHeader,
+        app_type: AppType,
+        app_env: &str,
+    ) -> Result<SpawnOptions, OptionsError> {
+        let d = SpawnOptions::defaults(app_type, app_env);
+        let method = match text(h, options::SPAWN_METHOD)? {
+            None => d.method,
+            Some("smart" | "smart-lv2") => SpawnMethod::Smart,
+            Some("direct" | "conservative") => SpawnMethod::Direct,
+            Some(other) => {
+                return Err(OptionsError::BadValue {
+                    key: options::SPAWN_METHOD,
+                    value: other.to_string(),
+                    expected: "smart or direct",
+                });
+            }
+        };
+        let env_vars = match text(h, options::ENV_VARS)? {
+            None => Vec::new(),
+            Some(encoded) => options::decode_env_vars(encoded).ok_or(OptionsError::BadValue {
+                key: options::ENV_VARS,
+                value: encoded.to_string(),
+                expected: "base64 of NAME\\0VALUE\\0 pairs",
+            })?,
+        };
+        let name =
+            |key| -> Result<Option<String>, OptionsError> { Ok(text(h, key)?.map(str::to_string)) };
+        Ok(SpawnOptions {
+            method,
+            max_preloader_idle_time: number(h, options::MAX_PRELOADER_IDLE_TIME, 0, u64::MAX)?
+                .unwrap_or(d.max_preloader_idle_time),
+            start_timeout: number(h, options::START_TIMEOUT, 1, 365 * 24 * 3600)?
+                .unwrap_or(d.start_timeout),
+            env_vars,
+            load_shell_envvars: flag(h, options::LOAD_SHELL_ENVVARS)?
+                .unwrap_or(d.load_shell_envvars),
+            fd_ulimit: number(h, options::APP_FILE_DESCRIPTOR_ULIMIT, 1, u64::MAX)?,
+            user: name(options::USER)?,
+            group: name(options::GROUP)?,
+            user_switching: flag(h, options::USER_SWITCHING)?.unwrap_or(d.user_switching),
+            default_user: name(options::DEFAULT_USER)?.unwrap_or(d.default_user),
+            default_group: name(options::DEFAULT_GROUP)?,
+            disable_log_prefix: flag(h, options::DISABLE_LOG_PREFIX)?
+                .unwrap_or(d.disable_log_prefix),
+            friendly_error_pages: flag(h, options::FRIENDLY_ERROR_PAGES)?
+                .unwrap_or(d.friendly_error_pages),
+            custom_error_page: name(options::CUSTOM_ERROR_PAGE)?,
+            spawn_exception_status: number(h, options::SPAWN_EXCEPTION_STATUS_CODE, 100, 599)?
+                .map_or(d.spawn_exception_status, |v| v as u16),
+        })
+    }
 }
 
 /// The pool's settings for an app (and the global ones, which the core applies as the latest
@@ -125,6 +259,12 @@ pub enum OptionsError {
         min: u64,
         max: u64,
     },
+    #[error("{key} {value:?} is not valid: expected {expected}")]
+    BadValue {
+        key: &'static str,
+        value: String,
+        expected: &'static str,
+    },
     #[error("app type {0} is not supported yet (only rack is)")]
     UnsupportedType(String),
     #[error(
@@ -163,6 +303,20 @@ fn number(
                 max,
             }),
         },
+    }
+}
+
+/// Reads `key` as a flag (`1`/`0`, `on`/`off`): `Ok(None)` when absent or empty.
+fn flag(h: &ScgiHeader, key: &'static str) -> Result<Option<bool>, OptionsError> {
+    match text(h, key)? {
+        None => Ok(None),
+        Some("1" | "on" | "true" | "yes") => Ok(Some(true)),
+        Some("0" | "off" | "false" | "no") => Ok(Some(false)),
+        Some(other) => Err(OptionsError::BadValue {
+            key,
+            value: other.to_string(),
+            expected: "1 or 0",
+        }),
     }
 }
 
@@ -218,6 +372,8 @@ impl AppOptions {
             None => options::default_group_name(&app_root, &app_env),
         };
         let ruby = text(h, options::RUBY)?.unwrap_or("ruby").to_string();
+        let python = text(h, options::PYTHON)?.unwrap_or("python3").to_string();
+        let nodejs = text(h, options::NODEJS)?.unwrap_or("node").to_string();
         let base_uri = match text(h, options::BASE_URI)? {
             Some(b) => b.to_string(),
             None => text(h, "SCRIPT_NAME")
@@ -227,6 +383,7 @@ impl AppOptions {
         };
         let show_version_in_header = show_version_in_header(h);
         let pool = PoolOptions::from_header(h, &app_root)?;
+        let spawn = SpawnOptions::from_header(h, app_type, &app_env)?;
         Ok(AppOptions {
             app_root,
             app_type,
@@ -234,9 +391,12 @@ impl AppOptions {
             app_env,
             group_name,
             ruby,
+            python,
+            nodejs,
             base_uri,
             show_version_in_header,
             pool,
+            spawn,
         })
     }
 }
@@ -279,6 +439,73 @@ mod tests {
         assert_eq!(o.pool.pool_idle_time, 300);
         assert_eq!(o.pool.stat_throttle_rate, 10);
         assert_eq!(o.pool.restart_dir, "/srv/app/tmp");
+        assert_eq!(o.spawn, SpawnOptions::defaults(AppType::Rack, "production"));
+        assert_eq!(o.spawn.method, SpawnMethod::Smart);
+        assert!(!o.spawn.friendly_error_pages);
+        assert_eq!(o.spawn.start_timeout, 90);
+        assert_eq!(o.spawn.spawn_exception_status, 500);
+        assert_eq!(o.spawn.default_user, "nobody");
+        assert_eq!(o.interpreter(), "ruby");
+    }
+
+    #[test]
+    fn spawn_options() {
+        let env = options::encode_env_vars([(&b"A"[..], &b"1"[..]), (&b"B"[..], &b"x y"[..])]);
+        let o = AppOptions::from_header(&header(&[
+            ("PASSENGER_APP_ROOT", "/srv/app"),
+            ("PASSENGER_APP_TYPE", "rack"),
+            ("PASSENGER_APP_ENV", "development"),
+            ("PASSENGER_SPAWN_METHOD", "direct"),
+            ("PASSENGER_MAX_PRELOADER_IDLE_TIME", "0"),
+            ("PASSENGER_START_TIMEOUT", "5"),
+            ("PASSENGER_ENV_VARS", &env),
+            ("PASSENGER_LOAD_SHELL_ENVVARS", "0"),
+            ("PASSENGER_APP_FILE_DESCRIPTOR_ULIMIT", "1024"),
+            ("PASSENGER_USER", "www-data"),
+            ("PASSENGER_GROUP", "www-data"),
+            ("PASSENGER_USER_SWITCHING", "0"),
+            ("PASSENGER_DEFAULT_USER", "daemon"),
+            ("PASSENGER_DEFAULT_GROUP", "daemon"),
+            ("PASSENGER_DISABLE_LOG_PREFIX", "1"),
+            ("PASSENGER_CUSTOM_ERROR_PAGE", "/srv/error.html"),
+            ("PASSENGER_SPAWN_EXCEPTION_STATUS_CODE", "503"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            o.spawn,
+            SpawnOptions {
+                method: SpawnMethod::Direct,
+                max_preloader_idle_time: 0,
+                start_timeout: 5,
+                env_vars: vec![("A".into(), "1".into()), ("B".into(), "x y".into())],
+                load_shell_envvars: false,
+                fd_ulimit: Some(1024),
+                user: Some("www-data".into()),
+                group: Some("www-data".into()),
+                user_switching: false,
+                default_user: "daemon".into(),
+                default_group: Some("daemon".into()),
+                disable_log_prefix: true,
+                friendly_error_pages: true,
+                custom_error_page: Some("/srv/error.html".into()),
+                spawn_exception_status: 503,
+            }
+        );
+        for (key, value) in [
+            ("PASSENGER_SPAWN_METHOD", "fast"),
+            ("PASSENGER_ENV_VARS", "!!"),
+            ("PASSENGER_FRIENDLY_ERROR_PAGES", "maybe"),
+            ("PASSENGER_START_TIMEOUT", "0"),
+            ("PASSENGER_SPAWN_EXCEPTION_STATUS_CODE", "600"),
+        ] {
+            let e = AppOptions::from_header(&header(&[
+                ("PASSENGER_APP_ROOT", "/srv/app"),
+                ("PASSENGER_APP_TYPE", "rack"),
+                (key, value),
+            ]))
+            .unwrap_err();
+            assert!(e.to_string().contains(key), "{key}={value}: {e}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod pool;
 mod request_server;
 mod response;
 mod session;
+mod spawn_error_page;
 mod spawner;
 
 use std::io::{Read, Write};
@@ -179,7 +180,8 @@ async fn run(args: Args, password: String, listener: std::os::unix::net::UnixLis
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o700)
+            // Traversable: apps running as other users reach their own private directory.
+            .mode(0o711)
             .create(&socket_dir)
     };
     if let Err(e) = created {
@@ -217,11 +219,11 @@ async fn run(args: Args, password: String, listener: std::os::unix::net::UnixLis
         let _ = lifeline_tx.blocking_send(());
     });
 
-    let spawner = spawner::DirectSpawner {
+    let spawner = spawner::AppSpawner::new(spawner::SpawnConfig {
         passenger_root: args.passenger_root.clone(),
         socket_dir,
         log_level: args.log_level,
-    };
+    });
     let pool = pool::Pool::new(spawner);
     let server = Arc::new(request_server::RequestServer {
         password,

@@ -46,13 +46,19 @@ pub const MAX_SPAWN_BACKOFF: Duration = Duration::from_secs(60);
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why an app process could not be started.
-#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Error, PartialEq, Eq)]
 #[error("{summary}")]
 pub struct SpawnError {
     /// One sentence: what failed.
     pub summary: String,
     /// The loader's output (stdout and stderr), possibly empty.
     pub output: String,
+    /// The command line that was run (empty when none was).
+    pub command: String,
+    /// The environment the process was given.
+    pub environment: Vec<(String, String)>,
+    /// Who it ran as.
+    pub user: String,
 }
 
 /// What a spawner hands the pool: a running, ready app process.
@@ -72,9 +78,12 @@ pub struct SpawnedProcess {
 
 /// Starts app processes. Behind a trait so the pool can be tested without real processes.
 pub trait Spawner: Send + Sync + 'static {
+    /// Starts a process of the app; `generation` is the group's restart generation (a new one
+    /// means the app's code changed).
     fn spawn(
         &self,
         options: &AppOptions,
+        generation: u64,
     ) -> impl Future<Output = Result<SpawnedProcess, SpawnError>> + Send;
 }
 
@@ -590,7 +599,7 @@ impl<S: Spawner> Pool<S> {
     async fn spawn_into(self: Arc<Self>, name: String, options: AppOptions, generation: u64) {
         let mut shutdown = self.shutdown_tx.subscribe();
         let result = tokio::select! {
-            r = self.spawner.spawn(&options) => Some(r),
+            r = self.spawner.spawn(&options, generation) => Some(r),
             _ = async { let _ = shutdown.wait_for(|s| *s).await; } => None,
         };
         let mut actions = Actions::default();

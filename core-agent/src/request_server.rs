@@ -6,6 +6,7 @@ use crate::app_options::{self, AppOptions};
 use crate::pool::{CheckoutError, Pool, Spawner};
 use crate::response::{self, error_page};
 use crate::session::{self, SessionError};
+use crate::spawn_error_page;
 use passenger_protocol::constant_time_eq;
 use passenger_protocol::options::CONNECT_PASSWORD;
 use passenger_protocol::scgi::{self, DEFAULT_MAX_HEADER, ScgiHeader};
@@ -133,15 +134,7 @@ impl<S: Spawner> RequestServer<S> {
                 Ok(c) => c,
                 Err(CheckoutError::Spawn(e)) => {
                     // The spawner has logged the details.
-                    let page = error_page(
-                        500,
-                        &format!(
-                            "The web application in {} could not be started: {}.",
-                            options.app_root, e.summary
-                        ),
-                        Some(&e.output),
-                        &powered_by,
-                    );
+                    let page = spawn_error_page::render(&options, &e, &powered_by);
                     let _ = conn.write_all(&page).await;
                     return;
                 }

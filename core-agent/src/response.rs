@@ -189,7 +189,7 @@ pub fn render_head(head: &ResponseHead, powered_by: &str) -> Vec<u8> {
     out
 }
 
-fn html_escape(text: &str) -> String {
+pub fn html_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -217,6 +217,12 @@ pub fn error_page(status: u16, message: &str, detail: Option<&str>, powered_by: 
         body.push_str(&format!("<pre>{}</pre>\n", html_escape(detail)));
     }
     body.push_str("</body></html>\n");
+    html_response(status, &body, powered_by)
+}
+
+/// A complete response of the core's own: `body` as HTML with `status`, never cached.
+pub fn html_response(status: u16, body: &str, powered_by: &str) -> Vec<u8> {
+    let reason = canonical_reason(status);
     let mut out = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: text/html; charset=utf-8\r\n\
          Content-Length: {}\r\nCache-Control: no-store\r\nX-Powered-By: {powered_by}\r\n\r\n",

@@ -165,8 +165,12 @@ pub fn decode_env_vars(text: &str) -> Option<Vec<(String, String)>> {
     let raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text).ok()?;
     let raw = String::from_utf8(raw).ok()?;
     let mut items: Vec<&str> = raw.split('\0').collect();
-    if items.pop() != Some("") || items.len() % 2 != 0 {
-        return if raw.is_empty() { Some(Vec::new()) } else { None };
+    if items.pop() != Some("") || !items.len().is_multiple_of(2) {
+        return if raw.is_empty() {
+            Some(Vec::new())
+        } else {
+            None
+        };
     }
     Some(
         items
@@ -194,6 +198,9 @@ mod tests {
         );
         assert_eq!(decode_env_vars(&encode_env_vars([])).unwrap(), vec![]);
         assert_eq!(decode_env_vars("not base64!"), None);
-        assert_eq!(decode_env_vars(&encode_env_vars([(&b"odd"[..], &b"x"[..])])[..4]), None);
+        assert_eq!(
+            decode_env_vars(&encode_env_vars([(&b"odd"[..], &b"x"[..])])[..4]),
+            None
+        );
     }
 }

@@ -42,10 +42,12 @@ impl InstanceDir {
                 path.join(layout::AGENTS_DIR),
                 fs::Permissions::from_mode(0o755),
             )?;
+            // App users must reach their own private directory inside apps.s, but not list
+            // the others'.
             fs::create_dir(path.join(layout::APPS_DIR))?;
             fs::set_permissions(
                 path.join(layout::APPS_DIR),
-                fs::Permissions::from_mode(0o755),
+                fs::Permissions::from_mode(0o711),
             )?;
             let lock = fs::OpenOptions::new()
                 .create(true)

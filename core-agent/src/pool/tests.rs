@@ -2,7 +2,7 @@
 //! matters, and explicit gates (not sleeps) to order events.
 
 use super::*;
-use crate::app_options::PoolOptions;
+use crate::app_options::{PoolOptions, SpawnOptions};
 use passenger_protocol::options::AppType;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -61,7 +61,11 @@ impl Dummy {
 }
 
 impl Spawner for Dummy {
-    async fn spawn(&self, _options: &AppOptions) -> Result<SpawnedProcess, SpawnError> {
+    async fn spawn(
+        &self,
+        _options: &AppOptions,
+        _generation: u64,
+    ) -> Result<SpawnedProcess, SpawnError> {
         let n = self.spawns.fetch_add(1, Ordering::SeqCst);
         if self.gated.load(Ordering::SeqCst) {
             self.gate.acquire().await.unwrap().forget();
@@ -70,6 +74,7 @@ impl Spawner for Dummy {
             return Err(SpawnError {
                 summary: "boom".into(),
                 output: "trace".into(),
+                ..SpawnError::default()
             });
         }
         let pid = 1000 + n as u32;
@@ -106,9 +111,12 @@ fn app(name: &str) -> AppOptions {
         app_env: "production".into(),
         group_name: format!("{root} (production)"),
         ruby: "ruby".into(),
+        python: "python3".into(),
+        nodejs: "node".into(),
         base_uri: String::new(),
         show_version_in_header: true,
         pool: PoolOptions::defaults(&root),
+        spawn: SpawnOptions::defaults(AppType::Rack, "production"),
     }
 }
 

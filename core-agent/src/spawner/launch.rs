@@ -1,0 +1,331 @@
+//! What a spawn executes: the command line (through the app user's login shell when
+//! `passenger_load_shell_envvars` is on), the environment, the working directory, the
+//! identity and limits, and the clean slate every app process starts from.
+
+use super::identity::Identity;
+use crate::app_options::AppOptions;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::process::Stdio;
+use tokio::process::Command;
+
+/// Variables of the agents' environment that are theirs alone, not the app's.
+const AGENT_ONLY_ENV: [&str; 6] = [
+    "PASSENGER_CORE_PASSWORD",
+    // nginx's inherited listening sockets (binary upgrades).
+    "NGINX",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "NOTIFY_SOCKET",
+    "RUST_LOG",
+];
+
+/// Login shells that take `-l -c` and read the user's profile.
+const LOGIN_SHELLS: [&str; 3] = ["bash", "zsh", "ksh"];
+
+pub struct LaunchPlan {
+    pub program: String,
+    pub args: Vec<String>,
+    /// The complete environment of the process.
+    pub env: Vec<(OsString, OsString)>,
+    pub cwd: String,
+    pub identity: Identity,
+    pub fd_ulimit: Option<u64>,
+}
+
+impl LaunchPlan {
+    /// The plan for running `script` (a loader or preloader) for the app.
+    pub fn new(options: &AppOptions, identity: Identity, script: &Path) -> LaunchPlan {
+        let interpreter = options.interpreter().to_string();
+        let script = script.to_string_lossy().into_owned();
+        let shell_name = Path::new(&identity.shell)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (program, args) =
+            if options.spawn.load_shell_envvars && LOGIN_SHELLS.contains(&shell_name.as_str()) {
+                // `exec "$@"`: the login shell reads the profile, then becomes the loader.
+                let args = ["-l", "-c", "exec \"$@\"", "passenger-spawn"]
+                    .into_iter()
+                    .map(String::from)
+                    .chain([interpreter, script])
+                    .collect();
+                (identity.shell.clone(), args)
+            } else {
+                (interpreter, vec![script])
+            };
+        LaunchPlan {
+            program,
+            args,
+            env: app_environment(options, &identity),
+            cwd: options.app_root.clone(),
+            identity,
+            fd_ulimit: options.spawn.fd_ulimit,
+        }
+    }
+
+    /// The command line, shell-quoted, for logs and error pages.
+    pub fn command_text(&self) -> String {
+        std::iter::once(&self.program)
+            .chain(&self.args)
+            .map(|a| shell_quote(a))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The environment as text, for the friendly error page.
+    pub fn environment_text(&self) -> Vec<(String, String)> {
+        self.env
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.to_string_lossy().into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// The command, with stdin/stdout/stderr piped, in its own process group.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&self.cwd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group: a Ctrl-C meant for the core does not hit the app, and a
+            // stop can reach the app's own children too.
+            .process_group(0)
+            // Until it is ready the spawn may be abandoned; then it must not linger.
+            .kill_on_drop(true);
+        let switch = self.identity.switch.then(|| {
+            (
+                self.identity.uid,
+                self.identity.gid,
+                self.identity.groups.clone(),
+            )
+        });
+        let fd_ulimit = self.fd_ulimit;
+        // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
+        // system calls; everything it needs was computed before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                reset_signals();
+                if let Some((uid, gid, groups)) = &switch {
+                    nix::unistd::setgroups(groups)?;
+                    nix::unistd::setgid(*gid)?;
+                    nix::unistd::setuid(*uid)?;
+                }
+                if let Some(limit) = fd_ulimit {
+                    let rl = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                        // Beyond the hard limit an unprivileged user may not go: keep the soft
+                        // limit within it instead of failing the spawn.
+                        let mut cur = libc::rlimit {
+                            rlim_cur: 0,
+                            rlim_max: 0,
+                        };
+                        libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur);
+                        cur.rlim_cur = limit.min(cur.rlim_max);
+                        libc::setrlimit(libc::RLIMIT_NOFILE, &cur);
+                    }
+                }
+                close_inherited_fds();
+                Ok(())
+            });
+        }
+        cmd
+    }
+}
+
+/// The app's environment: the agents' own minus their internals, then the app's identity and
+/// environment name, then `passenger_env_var` (which may override any of it).
+fn app_environment(options: &AppOptions, identity: &Identity) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| !AGENT_ONLY_ENV.iter().any(|n| k.as_bytes() == n.as_bytes()))
+        .collect();
+    let mut set = |k: &str, v: &str| {
+        env.retain(|(name, _)| name.as_bytes() != k.as_bytes());
+        env.push((k.into(), v.into()));
+    };
+    set("USER", &identity.user);
+    set("LOGNAME", &identity.user);
+    set("HOME", &identity.home);
+    set("SHELL", &identity.shell);
+    for name in [
+        "RAILS_ENV",
+        "RACK_ENV",
+        "WSGI_ENV",
+        "NODE_ENV",
+        "PASSENGER_APP_ENV",
+    ] {
+        set(name, &options.app_env);
+    }
+    if !options.base_uri.is_empty() && options.base_uri != "/" {
+        set("PASSENGER_BASE_URI", &options.base_uri);
+    }
+    set("IN_PASSENGER", "1");
+    set("PYTHONUNBUFFERED", "1");
+    for (k, v) in &options.spawn.env_vars {
+        set(k, v);
+    }
+    env
+}
+
+/// Default dispositions and an empty mask: a handler or an ignored signal inherited from
+/// the agents (exec keeps ignored ones) would change how the app reacts to signals.
+fn reset_signals() {
+    // SAFETY: plain system calls on a fresh sigset.
+    unsafe {
+        for sig in 1..libc::SIGRTMAX() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Marks every descriptor above stderr close-on-exec, so the app inherits none of the agents'
+/// (the core's listening socket, other apps' pipes). Close-on-exec rather than closed: the
+/// spawn machinery reports exec errors through such a descriptor.
+fn close_inherited_fds() {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: system calls on descriptor numbers only.
+    unsafe {
+        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) == 0 {
+            return;
+        }
+        let mut rl = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl);
+        let max = rl.rlim_cur.min(1 << 16) as libc::c_int;
+        for fd in 3..max {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+}
+
+fn shell_quote(arg: &str) -> String {
+    if !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-=:,+@%".contains(&b))
+    {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app_options::{PoolOptions, SpawnOptions};
+    use passenger_protocol::options::AppType;
+
+    fn options() -> AppOptions {
+        AppOptions {
+            app_root: "/srv/app".into(),
+            app_type: AppType::Rack,
+            startup_file: "/srv/app/config.ru".into(),
+            app_env: "staging".into(),
+            group_name: "g".into(),
+            ruby: "ruby".into(),
+            python: "python3".into(),
+            nodejs: "node".into(),
+            base_uri: "/sub".into(),
+            show_version_in_header: true,
+            pool: PoolOptions::defaults("/srv/app"),
+            spawn: SpawnOptions::defaults(AppType::Rack, "staging"),
+        }
+    }
+
+    fn identity(shell: &str) -> Identity {
+        Identity {
+            user: "app".into(),
+            uid: nix::unistd::Uid::from_raw(1000),
+            gid: nix::unistd::Gid::from_raw(1000),
+            groups: vec![],
+            home: "/home/app".into(),
+            shell: shell.into(),
+            switch: false,
+        }
+    }
+
+    fn get<'a>(plan: &'a LaunchPlan, name: &str) -> Option<&'a str> {
+        plan.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.to_str().unwrap())
+    }
+
+    #[test]
+    fn login_shell_wraps_the_loader() {
+        let plan = LaunchPlan::new(
+            &options(),
+            identity("/bin/bash"),
+            Path::new("/p/rack-loader.rb"),
+        );
+        assert_eq!(plan.program, "/bin/bash");
+        assert_eq!(
+            plan.command_text(),
+            "/bin/bash -l -c 'exec \"$@\"' passenger-spawn ruby /p/rack-loader.rb"
+        );
+        let plan = LaunchPlan::new(
+            &options(),
+            identity("/usr/sbin/nologin"),
+            Path::new("/p/rack-loader.rb"),
+        );
+        assert_eq!(plan.command_text(), "ruby /p/rack-loader.rb");
+        let mut o = options();
+        o.spawn.load_shell_envvars = false;
+        let plan = LaunchPlan::new(&o, identity("/bin/bash"), Path::new("/p/rack-loader.rb"));
+        assert_eq!(plan.command_text(), "ruby /p/rack-loader.rb");
+    }
+
+    #[test]
+    fn environment() {
+        let mut o = options();
+        o.spawn.env_vars = vec![
+            ("CUSTOM".into(), "x y".into()),
+            ("RACK_ENV".into(), "mine".into()),
+        ];
+        let plan = LaunchPlan::new(&o, identity("/bin/sh"), Path::new("/p/l.rb"));
+        assert_eq!(get(&plan, "USER"), Some("app"));
+        assert_eq!(get(&plan, "LOGNAME"), Some("app"));
+        assert_eq!(get(&plan, "HOME"), Some("/home/app"));
+        assert_eq!(get(&plan, "SHELL"), Some("/bin/sh"));
+        assert_eq!(get(&plan, "RAILS_ENV"), Some("staging"));
+        assert_eq!(get(&plan, "WSGI_ENV"), Some("staging"));
+        assert_eq!(get(&plan, "NODE_ENV"), Some("staging"));
+        assert_eq!(get(&plan, "PASSENGER_APP_ENV"), Some("staging"));
+        assert_eq!(get(&plan, "PASSENGER_BASE_URI"), Some("/sub"));
+        assert_eq!(get(&plan, "IN_PASSENGER"), Some("1"));
+        assert_eq!(get(&plan, "PYTHONUNBUFFERED"), Some("1"));
+        assert_eq!(get(&plan, "CUSTOM"), Some("x y"));
+        // passenger_env_var comes last and wins, once.
+        assert_eq!(get(&plan, "RACK_ENV"), Some("mine"));
+        assert_eq!(plan.env.iter().filter(|(k, _)| k == "RACK_ENV").count(), 1);
+        assert!(get(&plan, "PASSENGER_CORE_PASSWORD").is_none());
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("/usr/bin/ruby"), "/usr/bin/ruby");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}
