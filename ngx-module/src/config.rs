@@ -3,17 +3,19 @@
 
 use std::ffi::{CStr, c_char, c_void};
 use std::mem::offset_of;
+use std::os::unix::ffi::OsStrExt;
 use std::ptr;
 
 use nginx_sys::{
-    NGX_CONF_BITMASK_SET, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_HTTP_LIF_CONF, NGX_HTTP_LOC_CONF,
-    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF,
-    NGX_HTTP_UPSTREAM_FT_ERROR, NGX_HTTP_UPSTREAM_FT_OFF, NGX_HTTP_UPSTREAM_FT_TIMEOUT,
-    NGX_LOG_EMERG, NGX_OK, ngx_command_t, ngx_conf_check_num_bounds, ngx_conf_full_name,
+    NGX_CONF_BITMASK_SET, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_HTTP_LIF_CONF,
+    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET,
+    NGX_HTTP_SRV_CONF, NGX_HTTP_UPSTREAM_FT_ERROR, NGX_HTTP_UPSTREAM_FT_OFF,
+    NGX_HTTP_UPSTREAM_FT_TIMEOUT, NGX_LOG_EMERG, NGX_OK, ngx_array_create, ngx_array_push,
+    ngx_array_t, ngx_command_t, ngx_conf_check_num_bounds, ngx_conf_full_name,
     ngx_conf_merge_path_value, ngx_conf_num_bounds_t, ngx_conf_set_flag_slot,
     ngx_conf_set_num_slot, ngx_conf_set_str_slot, ngx_conf_t, ngx_flag_t, ngx_hash_init_t,
     ngx_http_core_loc_conf_t, ngx_http_core_module, ngx_http_upstream_conf_t,
-    ngx_http_upstream_hide_headers_hash, ngx_int_t, ngx_msec_t, ngx_path_init_t,
+    ngx_http_upstream_hide_headers_hash, ngx_int_t, ngx_keyval_t, ngx_msec_t, ngx_path_init_t,
     ngx_pool_cleanup_add, ngx_str_t, ngx_uint_t,
 };
 use passenger_protocol::options::{self, AppType, DEFAULT_APP_ENV};
@@ -42,6 +44,13 @@ pub struct MainConf {
     pub max_instances_per_app: ngx_int_t,
     pub pool_idle_time: ngx_int_t,
     pub stat_throttle_rate: ngx_int_t,
+    // Global spawning settings, sent with every request like the pool's.
+    pub user_switching: ngx_flag_t,
+    /// `passenger_default_user` (never root; default `nobody`).
+    pub default_user: ngx_str_t,
+    /// `passenger_default_group` (never root); unset = the default user's primary group.
+    pub default_group: ngx_str_t,
+    pub disable_log_prefix: ngx_flag_t,
 }
 
 impl MainConf {
@@ -54,6 +63,12 @@ impl MainConf {
     }
     pub fn registry_dir(&self) -> &[u8] {
         unsafe { bytes(&self.registry_dir) }
+    }
+    pub fn default_user(&self) -> &[u8] {
+        unsafe { bytes(&self.default_user) }
+    }
+    pub fn default_group(&self) -> &[u8] {
+        unsafe { bytes(&self.default_group) }
     }
 }
 
@@ -78,6 +93,28 @@ pub struct LocConf {
     pub request_queue_overflow_status_code: ngx_int_t,
     pub max_request_queue_time: ngx_int_t,
     pub restart_dir: ngx_str_t,
+    // Spawning and error pages.
+    pub python: ngx_str_t,
+    pub nodejs: ngx_str_t,
+    /// Index into [`SPAWN_METHODS`], or `UNSET`: the core picks (smart for Ruby, else direct).
+    pub spawn_method: ngx_int_t,
+    pub max_preloader_idle_time: ngx_int_t,
+    pub start_timeout: ngx_int_t,
+    /// `passenger_env_var` pairs ([`ngx_keyval_t`] in the configuration pool): `UNSET_PTR`
+    /// until set or merged, null when there are none. A block with its own list replaces the
+    /// inherited one, as nginx does for its array directives.
+    pub env_vars: *mut ngx_array_t,
+    pub load_shell_envvars: ngx_flag_t,
+    /// `UNSET` = the core's limit.
+    pub app_file_descriptor_ulimit: ngx_int_t,
+    /// `passenger_user` / `passenger_group` (never root); unset = the user-switching rules.
+    pub user: ngx_str_t,
+    pub group: ngx_str_t,
+    /// `UNSET` = the core decides by the app environment.
+    pub friendly_error_pages: ngx_flag_t,
+    /// Absolute path (made so against nginx's prefix); unset = the built-in page.
+    pub custom_error_page: ngx_str_t,
+    pub spawn_exception_status_code: ngx_int_t,
     /// [`pool_options`] of this location, built once when the configuration is merged (null
     /// until then); freed with the configuration's pool.
     pub pool_options: *const PoolOptionPairs,
@@ -85,6 +122,19 @@ pub struct LocConf {
 
 /// The app types in `passenger_app_type`'s index order.
 const APP_TYPES: [AppType; 3] = [AppType::Rack, AppType::Wsgi, AppType::Node];
+
+/// The values of `passenger_spawn_method`, in its index order, as sent to the core.
+const SPAWN_METHODS: [&str; 2] = ["smart", "direct"];
+
+/// The names `passenger_spawn_method` accepts (Phusion Passenger's aliases included), as an
+/// index into [`SPAWN_METHODS`].
+fn parse_spawn_method(name: &[u8]) -> Option<ngx_int_t> {
+    match name {
+        b"smart" | b"smart-lv2" => Some(0),
+        b"direct" | b"conservative" => Some(1),
+        _ => None,
+    }
+}
 
 /// The names `passenger_app_type` accepts (Phusion Passenger's aliases included).
 fn parse_app_type(name: &[u8]) -> Option<AppType> {
@@ -114,6 +164,41 @@ impl LocConf {
     pub fn restart_dir(&self) -> &[u8] {
         unsafe { bytes(&self.restart_dir) }
     }
+    pub fn spawn_method(&self) -> Option<&'static str> {
+        usize::try_from(self.spawn_method)
+            .ok()
+            .and_then(|i| SPAWN_METHODS.get(i).copied())
+    }
+    /// The `passenger_env_var` pairs in the order written (empty when there are none).
+    pub fn env_vars(&self) -> Vec<(&[u8], &[u8])> {
+        if self.env_vars.is_null() || self.env_vars as *mut c_void == UNSET_PTR {
+            return Vec::new();
+        }
+        // SAFETY: an array of ngx_keyval_t made by `set_env_var` in the configuration pool.
+        unsafe {
+            let a = &*self.env_vars;
+            if a.nelts == 0 || a.elts.is_null() {
+                return Vec::new();
+            }
+            std::slice::from_raw_parts(a.elts as *const ngx_keyval_t, a.nelts)
+                .iter()
+                .map(|kv| (bytes(&kv.key), bytes(&kv.value)))
+                .collect()
+        }
+    }
+}
+
+/// The env var pairs to send: one per name, with the value written last (at the place of the
+/// name's first appearance).
+fn dedup_env_vars<'a>(pairs: &[(&'a [u8], &'a [u8])]) -> Vec<(&'a [u8], &'a [u8])> {
+    let mut out: Vec<(&[u8], &[u8])> = Vec::with_capacity(pairs.len());
+    for &(name, value) in pairs {
+        match out.iter_mut().find(|(n, _)| *n == name) {
+            Some(existing) => existing.1 = value,
+            None => out.push((name, value)),
+        }
+    }
+    out
 }
 
 /// `PASSENGER_*` SCGI keys and their values.
@@ -129,9 +214,9 @@ impl LocConf {
 
 /// The pool options of a request's location, as the `PASSENGER_*` SCGI keys and values the
 /// core reads (see `passenger_protocol::options`).
-pub fn pool_options(mcf: &MainConf, lcf: &LocConf) -> Vec<(&'static str, Vec<u8>)> {
+pub fn pool_options(mcf: &MainConf, lcf: &LocConf) -> PoolOptionPairs {
     let num = |v: ngx_int_t| v.to_string().into_bytes();
-    vec![
+    let mut pairs: PoolOptionPairs = vec![
         (options::MAX_POOL_SIZE, num(mcf.max_pool_size)),
         (
             options::MAX_INSTANCES_PER_APP,
@@ -159,7 +244,73 @@ pub fn pool_options(mcf: &MainConf, lcf: &LocConf) -> Vec<(&'static str, Vec<u8>
             num(lcf.max_request_queue_time),
         ),
         (options::RESTART_DIR, lcf.restart_dir().to_vec()),
-    ]
+    ];
+    pairs.extend(spawn_options(mcf, lcf));
+    pairs
+}
+
+/// The spawning and error-page options of a location (and the global spawning settings).
+fn spawn_options(mcf: &MainConf, lcf: &LocConf) -> PoolOptionPairs {
+    let num = |v: ngx_int_t| v.to_string().into_bytes();
+    let flag = |v: ngx_flag_t| if v == 1 { b"1".to_vec() } else { b"0".to_vec() };
+    // SAFETY (all `bytes` below): strings set from the configuration, which outlives this.
+    let text = |s: &ngx_str_t| unsafe { bytes(s) }.to_vec();
+    let mut pairs: PoolOptionPairs = vec![
+        (options::PYTHON, text(&lcf.python)),
+        (options::NODEJS, text(&lcf.nodejs)),
+    ];
+    if let Some(method) = lcf.spawn_method() {
+        pairs.push((options::SPAWN_METHOD, method.as_bytes().to_vec()));
+    }
+    pairs.extend([
+        (
+            options::MAX_PRELOADER_IDLE_TIME,
+            num(lcf.max_preloader_idle_time),
+        ),
+        (options::START_TIMEOUT, num(lcf.start_timeout)),
+        (options::LOAD_SHELL_ENVVARS, flag(lcf.load_shell_envvars)),
+    ]);
+    let env_vars = dedup_env_vars(&lcf.env_vars());
+    if !env_vars.is_empty() {
+        pairs.push((
+            options::ENV_VARS,
+            options::encode_env_vars(env_vars).into_bytes(),
+        ));
+    }
+    if lcf.app_file_descriptor_ulimit != UNSET {
+        pairs.push((
+            options::APP_FILE_DESCRIPTOR_ULIMIT,
+            num(lcf.app_file_descriptor_ulimit),
+        ));
+    }
+    if lcf.user.len > 0 {
+        pairs.push((options::USER, text(&lcf.user)));
+    }
+    if lcf.group.len > 0 {
+        pairs.push((options::GROUP, text(&lcf.group)));
+    }
+    if lcf.friendly_error_pages != UNSET {
+        pairs.push((
+            options::FRIENDLY_ERROR_PAGES,
+            flag(lcf.friendly_error_pages),
+        ));
+    }
+    if lcf.custom_error_page.len > 0 {
+        pairs.push((options::CUSTOM_ERROR_PAGE, text(&lcf.custom_error_page)));
+    }
+    pairs.extend([
+        (
+            options::SPAWN_EXCEPTION_STATUS_CODE,
+            num(lcf.spawn_exception_status_code),
+        ),
+        (options::USER_SWITCHING, flag(mcf.user_switching)),
+        (options::DEFAULT_USER, mcf.default_user().to_vec()),
+    ]);
+    if !mcf.default_group().is_empty() {
+        pairs.push((options::DEFAULT_GROUP, mcf.default_group().to_vec()));
+    }
+    pairs.push((options::DISABLE_LOG_PREFIX, flag(mcf.disable_log_prefix)));
+    pairs
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -196,6 +347,11 @@ static mut SECONDS: NumRange = NumRange {
 static mut REQUESTS: NumRange = NumRange {
     low: 0,
     high: ngx_int_t::MAX,
+};
+/// A time that must not be zero (the core's limit for `passenger_start_timeout`: a year).
+static mut POSITIVE_SECONDS: NumRange = NumRange {
+    low: 1,
+    high: 365 * 24 * 3600,
 };
 static mut HTTP_STATUS: NumRange = NumRange {
     low: 100,
@@ -294,7 +450,75 @@ const fn loc_str(name: &'static CStr, offset: usize) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 25] = [
+/// An `on|off` directive in the main (`http`) or location conf.
+const fn flag(name: &'static CStr, main: bool, offset: usize) -> ngx_command_t {
+    ngx_command_t {
+        name: static_cstr(name),
+        type_: if main {
+            (NGX_HTTP_MAIN_CONF | NGX_CONF_FLAG) as ngx_uint_t
+        } else {
+            (ANY_CONF | NGX_CONF_FLAG) as ngx_uint_t
+        },
+        set: Some(ngx_conf_set_flag_slot),
+        conf: if main {
+            NGX_HTTP_MAIN_CONF_OFFSET
+        } else {
+            NGX_HTTP_LOC_CONF_OFFSET
+        },
+        offset,
+        post: ptr::null_mut(),
+    }
+}
+
+/// A user or group name directive (`kind` is `USER` or `GROUP`) that refuses root.
+const fn identity(
+    name: &'static CStr,
+    main: bool,
+    offset: usize,
+    kind: *mut Identity,
+) -> ngx_command_t {
+    ngx_command_t {
+        name: static_cstr(name),
+        type_: if main {
+            (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t
+        } else {
+            (ANY_CONF | NGX_CONF_TAKE1) as ngx_uint_t
+        },
+        set: Some(set_identity),
+        conf: if main {
+            NGX_HTTP_MAIN_CONF_OFFSET
+        } else {
+            NGX_HTTP_LOC_CONF_OFFSET
+        },
+        offset,
+        post: kind as *mut c_void,
+    }
+}
+
+/// `passenger_python` / `passenger_nodejs`: a command name or path, not empty.
+const fn interpreter(name: &'static CStr, offset: usize) -> ngx_command_t {
+    ngx_command_t {
+        name: static_cstr(name),
+        type_: (ANY_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(set_interpreter),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset,
+        post: ptr::null_mut(),
+    }
+}
+
+const fn spawn_method(name: &'static CStr) -> ngx_command_t {
+    ngx_command_t {
+        name: static_cstr(name),
+        type_: (ANY_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(set_spawn_method),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: offset_of!(LocConf, spawn_method),
+        post: ptr::null_mut(),
+    }
+}
+
+pub static mut COMMANDS: [ngx_command_t; 44] = [
     main_str(c"passenger_root", offset_of!(MainConf, root)),
     ngx_command_t {
         name: static_cstr(c"passenger_log_level"),
@@ -400,6 +624,102 @@ pub static mut COMMANDS: [ngx_command_t; 25] = [
         &raw mut SECONDS,
     ),
     loc_str(c"passenger_restart_dir", offset_of!(LocConf, restart_dir)),
+    // Spawning and environment.
+    interpreter(c"passenger_python", offset_of!(LocConf, python)),
+    interpreter(c"passenger_nodejs", offset_of!(LocConf, nodejs)),
+    spawn_method(c"passenger_spawn_method"),
+    spawn_method(c"rails_spawn_method"),
+    number(
+        c"passenger_max_preloader_idle_time",
+        false,
+        offset_of!(LocConf, max_preloader_idle_time),
+        &raw mut SECONDS,
+    ),
+    number(
+        c"rails_app_spawner_idle_time",
+        false,
+        offset_of!(LocConf, max_preloader_idle_time),
+        &raw mut SECONDS,
+    ),
+    number(
+        c"passenger_start_timeout",
+        false,
+        offset_of!(LocConf, start_timeout),
+        &raw mut POSITIVE_SECONDS,
+    ),
+    ngx_command_t {
+        name: static_cstr(c"passenger_env_var"),
+        type_: (ANY_CONF | NGX_CONF_TAKE2) as ngx_uint_t,
+        set: Some(set_env_var),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: offset_of!(LocConf, env_vars),
+        post: ptr::null_mut(),
+    },
+    flag(
+        c"passenger_load_shell_envvars",
+        false,
+        offset_of!(LocConf, load_shell_envvars),
+    ),
+    number(
+        c"passenger_app_file_descriptor_ulimit",
+        false,
+        offset_of!(LocConf, app_file_descriptor_ulimit),
+        &raw mut AT_LEAST_ONE,
+    ),
+    identity(
+        c"passenger_user",
+        false,
+        offset_of!(LocConf, user),
+        &raw mut USER,
+    ),
+    identity(
+        c"passenger_group",
+        false,
+        offset_of!(LocConf, group),
+        &raw mut GROUP,
+    ),
+    flag(
+        c"passenger_user_switching",
+        true,
+        offset_of!(MainConf, user_switching),
+    ),
+    identity(
+        c"passenger_default_user",
+        true,
+        offset_of!(MainConf, default_user),
+        &raw mut USER,
+    ),
+    identity(
+        c"passenger_default_group",
+        true,
+        offset_of!(MainConf, default_group),
+        &raw mut GROUP,
+    ),
+    flag(
+        c"passenger_disable_log_prefix",
+        true,
+        offset_of!(MainConf, disable_log_prefix),
+    ),
+    // Error pages.
+    flag(
+        c"passenger_friendly_error_pages",
+        false,
+        offset_of!(LocConf, friendly_error_pages),
+    ),
+    ngx_command_t {
+        name: static_cstr(c"passenger_custom_error_page"),
+        type_: (ANY_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(set_custom_error_page),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: offset_of!(LocConf, custom_error_page),
+        post: ptr::null_mut(),
+    },
+    number(
+        c"passenger_spawn_exception_status_code",
+        false,
+        offset_of!(LocConf, spawn_exception_status_code),
+        &raw mut HTTP_STATUS,
+    ),
     ngx_command_t::empty(),
 ];
 
@@ -442,6 +762,251 @@ unsafe extern "C" fn set_app_type(
     })
 }
 
+/// `passenger_spawn_method smart|direct` (or Phusion Passenger's `smart-lv2|conservative`).
+unsafe extern "C" fn set_spawn_method(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    guard(CONF_ERROR, || unsafe {
+        let lcf = &mut *(conf as *mut LocConf);
+        if lcf.spawn_method != UNSET {
+            return c"is duplicate".as_ptr() as *mut c_char;
+        }
+        let value = first_arg(cf);
+        let name = bytes(&value);
+        match parse_spawn_method(name) {
+            Some(m) => {
+                lcf.spawn_method = m;
+                CONF_OK
+            }
+            None => {
+                conf_log(
+                    NGX_LOG_EMERG,
+                    cf,
+                    &format!(
+                        "{}: unknown spawn method \"{}\"; use smart (a preloader forks each \
+                         process; also smart-lv2) or direct (each process starts afresh; also \
+                         conservative)",
+                        String::from_utf8_lossy(bytes(&(*cmd).name)),
+                        String::from_utf8_lossy(name)
+                    ),
+                );
+                CONF_ERROR
+            }
+        }
+    })
+}
+
+/// `passenger_python PATH`, `passenger_nodejs PATH`.
+unsafe extern "C" fn set_interpreter(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    guard(CONF_ERROR, || unsafe {
+        let field = (conf as *mut u8).add((*cmd).offset) as *mut ngx_str_t;
+        if !(*field).data.is_null() {
+            return c"is duplicate".as_ptr() as *mut c_char;
+        }
+        let value = first_arg(cf);
+        let text = bytes(&value);
+        if text.is_empty() || text.contains(&0) || text.iter().all(u8::is_ascii_whitespace) {
+            let directive = String::from_utf8_lossy(bytes(&(*cmd).name));
+            let example = if directive.ends_with("python") {
+                "python3"
+            } else {
+                "node"
+            };
+            conf_log(
+                NGX_LOG_EMERG,
+                cf,
+                &format!(
+                    "{directive}: invalid interpreter \"{}\"; give a command found in PATH \
+                     (like {example}) or an absolute path",
+                    String::from_utf8_lossy(text).escape_debug()
+                ),
+            );
+            return CONF_ERROR;
+        }
+        *field = value;
+        CONF_OK
+    })
+}
+
+/// `passenger_custom_error_page PATH`: an existing file, made absolute against nginx's prefix
+/// here, so that every block inheriting it sends the same path.
+unsafe extern "C" fn set_custom_error_page(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    guard(CONF_ERROR, || unsafe {
+        let field = (conf as *mut u8).add((*cmd).offset) as *mut ngx_str_t;
+        if !(*field).data.is_null() {
+            return c"is duplicate".as_ptr() as *mut c_char;
+        }
+        let mut value = first_arg(cf);
+        let problem = if value.len == 0 || bytes(&value).contains(&0) {
+            Some("it is not a path".to_string())
+        } else if ngx_conf_full_name((*cf).cycle, &mut value, 0) != NGX_OK as ngx_int_t {
+            return CONF_ERROR;
+        } else {
+            let path = std::path::Path::new(std::ffi::OsStr::from_bytes(bytes(&value)));
+            match std::fs::metadata(path) {
+                Ok(m) if m.is_file() => None,
+                Ok(_) => Some("it is not a regular file".to_string()),
+                Err(e) => Some(e.to_string()),
+            }
+        };
+        if let Some(problem) = problem {
+            conf_log(
+                NGX_LOG_EMERG,
+                cf,
+                &format!(
+                    "passenger_custom_error_page: cannot use \"{}\": {problem}; give the path \
+                     of a static HTML file (a relative path is relative to nginx's prefix)",
+                    String::from_utf8_lossy(bytes(&value)).escape_debug()
+                ),
+            );
+            return CONF_ERROR;
+        }
+        *field = value;
+        CONF_OK
+    })
+}
+
+/// What is wrong with a `passenger_env_var` name or value, if anything: the core receives the
+/// pairs as `NAME\0VALUE\0` text, and `execve` takes `NAME=VALUE`.
+fn env_var_problem(name: &[u8], value: &[u8]) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("the name is empty; write passenger_env_var NAME VALUE")
+    } else if name.contains(&b'=') {
+        Some("the name contains \"=\"; write passenger_env_var NAME VALUE, not NAME=VALUE")
+    } else if name.contains(&0) || value.contains(&0) {
+        Some("it contains a NUL byte, which no environment variable can hold")
+    } else if std::str::from_utf8(name).is_err() || std::str::from_utf8(value).is_err() {
+        Some("it is not valid UTF-8")
+    } else {
+        None
+    }
+}
+
+/// `passenger_env_var NAME VALUE` (repeatable).
+unsafe extern "C" fn set_env_var(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    guard(CONF_ERROR, || unsafe {
+        let field = (conf as *mut u8).add((*cmd).offset) as *mut *mut ngx_array_t;
+        let args = (*(*cf).args).elts as *const ngx_str_t;
+        let (name, value) = (*args.add(1), *args.add(2));
+        if let Some(problem) = env_var_problem(bytes(&name), bytes(&value)) {
+            conf_log(
+                NGX_LOG_EMERG,
+                cf,
+                &format!(
+                    "passenger_env_var: invalid variable \"{}\" (value \"{}\"): {problem}",
+                    String::from_utf8_lossy(bytes(&name)),
+                    String::from_utf8_lossy(bytes(&value)).escape_debug()
+                ),
+            );
+            return CONF_ERROR;
+        }
+        if *field as *mut c_void == UNSET_PTR || (*field).is_null() {
+            *field = ngx_array_create((*cf).pool, 4, std::mem::size_of::<ngx_keyval_t>());
+            if (*field).is_null() {
+                return CONF_ERROR;
+            }
+        }
+        let kv = ngx_array_push(*field) as *mut ngx_keyval_t;
+        if kv.is_null() {
+            return CONF_ERROR;
+        }
+        // The argument strings live in the configuration pool, as long as the array.
+        *kv = ngx_keyval_t { key: name, value };
+        CONF_OK
+    })
+}
+
+/// Which kind of name an identity directive takes (its `post`).
+#[repr(C)]
+pub enum Identity {
+    User,
+    Group,
+}
+
+static mut USER: Identity = Identity::User;
+static mut GROUP: Identity = Identity::Group;
+
+/// Whether `name` names the superuser (or its group): `root`, id `0`, or a name the system
+/// resolves to id 0.
+fn names_root(name: &[u8], kind: &Identity) -> bool {
+    if name == b"root" || (!name.is_empty() && name.iter().all(|&b| b == b'0')) {
+        return true;
+    }
+    let Ok(c_name) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // At configuration load, in nginx's single-threaded master (as its `user` directive does).
+    unsafe {
+        match kind {
+            Identity::User => {
+                let pw = libc::getpwnam(c_name.as_ptr());
+                !pw.is_null() && (*pw).pw_uid == 0
+            }
+            Identity::Group => {
+                let gr = libc::getgrnam(c_name.as_ptr());
+                !gr.is_null() && (*gr).gr_gid == 0
+            }
+        }
+    }
+}
+
+/// `passenger_user`, `passenger_group`, `passenger_default_user`, `passenger_default_group`: a
+/// name that is not root.
+unsafe extern "C" fn set_identity(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    guard(CONF_ERROR, || unsafe {
+        let field = (conf as *mut u8).add((*cmd).offset) as *mut ngx_str_t;
+        if !(*field).data.is_null() {
+            return c"is duplicate".as_ptr() as *mut c_char;
+        }
+        let kind = &*((*cmd).post as *const Identity);
+        let what = match kind {
+            Identity::User => "user",
+            Identity::Group => "group",
+        };
+        let directive = String::from_utf8_lossy(bytes(&(*cmd).name)).into_owned();
+        let value = first_arg(cf);
+        let name = bytes(&value);
+        let problem = if name.is_empty() || name.contains(&0) {
+            Some(format!(
+                "{directive}: invalid {what} name \"{}\"; name an existing {what}",
+                String::from_utf8_lossy(name).escape_debug()
+            ))
+        } else if names_root(name, kind) {
+            Some(format!(
+                "{directive}: refusing {what} \"{}\": apps never run as root; name an \
+                 unprivileged {what}",
+                String::from_utf8_lossy(name)
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = problem {
+            conf_log(NGX_LOG_EMERG, cf, &message);
+            return CONF_ERROR;
+        }
+        *field = value;
+        CONF_OK
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Main conf
 
@@ -454,6 +1019,8 @@ pub unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
             (*mcf).max_instances_per_app = UNSET;
             (*mcf).pool_idle_time = UNSET;
             (*mcf).stat_throttle_rate = UNSET;
+            (*mcf).user_switching = UNSET;
+            (*mcf).disable_log_prefix = UNSET;
         }
         mcf as *mut c_void
     })
@@ -480,6 +1047,16 @@ pub unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) 
             &mut mcf.stat_throttle_rate,
             UNSET,
             options::DEFAULT_STAT_THROTTLE_RATE as ngx_int_t,
+        );
+        merge_int(&mut mcf.user_switching, UNSET, 1);
+        merge_int(&mut mcf.disable_log_prefix, UNSET, 0);
+        merge_str(
+            &mut mcf.default_user,
+            ngx_str_t {
+                len: 0,
+                data: ptr::null_mut(),
+            },
+            options::DEFAULT_USER_NAME.as_bytes(),
         );
         for path in [&mut mcf.root, &mut mcf.log_file, &mut mcf.registry_dir] {
             if path.len > 0 && ngx_conf_full_name((*cf).cycle, path, 0) != NGX_OK as ngx_int_t {
@@ -513,6 +1090,14 @@ pub unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
         c.max_request_queue_size = UNSET;
         c.request_queue_overflow_status_code = UNSET;
         c.max_request_queue_time = UNSET;
+        c.spawn_method = UNSET;
+        c.max_preloader_idle_time = UNSET;
+        c.start_timeout = UNSET;
+        c.env_vars = UNSET_PTR as _;
+        c.load_shell_envvars = UNSET;
+        c.app_file_descriptor_ulimit = UNSET;
+        c.friendly_error_pages = UNSET;
+        c.spawn_exception_status_code = UNSET;
 
         // Zeroed by pcalloc: bufs, ignore_headers, next_upstream, temp_path, hide_headers_hash,
         // store (off), cache (off), limit_rate (none).
@@ -657,6 +1242,39 @@ unsafe fn merge(cf: *mut ngx_conf_t, prev: &mut LocConf, conf: &mut LocConf) -> 
         &mut conf.restart_dir,
         prev.restart_dir,
         options::DEFAULT_RESTART_DIR.as_bytes(),
+    );
+    merge_str(&mut conf.python, prev.python, b"python3");
+    merge_str(&mut conf.nodejs, prev.nodejs, b"node");
+    merge_int(&mut conf.spawn_method, prev.spawn_method, UNSET);
+    merge_int(
+        &mut conf.max_preloader_idle_time,
+        prev.max_preloader_idle_time,
+        options::DEFAULT_MAX_PRELOADER_IDLE_TIME as ngx_int_t,
+    );
+    merge_int(
+        &mut conf.start_timeout,
+        prev.start_timeout,
+        options::DEFAULT_START_TIMEOUT as ngx_int_t,
+    );
+    merge_ptr(&mut conf.env_vars, prev.env_vars, ptr::null_mut());
+    merge_int(&mut conf.load_shell_envvars, prev.load_shell_envvars, 1);
+    merge_int(
+        &mut conf.app_file_descriptor_ulimit,
+        prev.app_file_descriptor_ulimit,
+        UNSET,
+    );
+    merge_str(&mut conf.user, prev.user, b"");
+    merge_str(&mut conf.group, prev.group, b"");
+    merge_int(
+        &mut conf.friendly_error_pages,
+        prev.friendly_error_pages,
+        UNSET,
+    );
+    merge_str(&mut conf.custom_error_page, prev.custom_error_page, b"");
+    merge_int(
+        &mut conf.spawn_exception_status_code,
+        prev.spawn_exception_status_code,
+        options::DEFAULT_SPAWN_EXCEPTION_STATUS_CODE as ngx_int_t,
     );
     if conf.app_root.len > 0
         && unsafe { ngx_conf_full_name((*cf).cycle, &mut conf.app_root, 0) } != NGX_OK as ngx_int_t
@@ -822,7 +1440,44 @@ unsafe fn merge_upstream(
 
 #[cfg(test)]
 mod tests {
-    use super::parse_number;
+    use super::{Identity, dedup_env_vars, env_var_problem, names_root, parse_number};
+    use super::{SPAWN_METHODS, parse_spawn_method};
+
+    #[test]
+    fn spawn_methods_and_their_aliases() {
+        let name = |text: &[u8]| parse_spawn_method(text).map(|i| SPAWN_METHODS[i as usize]);
+        assert_eq!(name(b"smart"), Some("smart"));
+        assert_eq!(name(b"smart-lv2"), Some("smart"));
+        assert_eq!(name(b"direct"), Some("direct"));
+        assert_eq!(name(b"conservative"), Some("direct"));
+        assert_eq!(name(b"fast"), None);
+        assert_eq!(name(b"Smart"), None);
+    }
+
+    #[test]
+    fn env_vars_are_validated_and_the_last_value_wins() {
+        assert_eq!(env_var_problem(b"A", b""), None);
+        assert_eq!(env_var_problem(b"A", b"x=y z"), None);
+        assert!(env_var_problem(b"", b"x").is_some());
+        assert!(env_var_problem(b"A=B", b"x").is_some());
+        assert!(env_var_problem(b"A\0", b"x").is_some());
+        assert!(env_var_problem(b"A", b"\xff").is_some());
+        let pairs: [(&[u8], &[u8]); 3] = [(b"A", b"1"), (b"B", b"2"), (b"A", b"3")];
+        assert_eq!(
+            dedup_env_vars(&pairs),
+            vec![(&b"A"[..], &b"3"[..]), (&b"B"[..], &b"2"[..])]
+        );
+    }
+
+    #[test]
+    fn root_is_recognised() {
+        assert!(names_root(b"root", &Identity::User));
+        assert!(names_root(b"root", &Identity::Group));
+        assert!(names_root(b"0", &Identity::User));
+        assert!(names_root(b"00", &Identity::Group));
+        assert!(!names_root(b"nobody", &Identity::User));
+        assert!(!names_root(b"1000", &Identity::User));
+    }
 
     #[test]
     fn numbers_are_validated() {
