@@ -30,15 +30,6 @@ fn pid_of(r: &Response) -> i32 {
 }
 
 /// The app processes: the core's children.
-fn app_pids(nginx: &Nginx) -> Vec<i32> {
-    let core: i32 = std::fs::read_to_string(nginx.instance_dir().join("core.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    children(core).into_iter().filter(|&p| alive(p)).collect()
-}
-
 /// Sets `path`'s mtime to `secs` after the epoch (creating the file), so each touch is a change
 /// whatever the file system's timestamp granularity.
 fn touch(path: &Path, secs: u64) {
@@ -119,7 +110,7 @@ fn min_instances_exist_after_the_first_request(flavour: Flavour) {
     let nginx = Nginx::start(flavour, &[site("passenger_min_instances 3;")]);
     assert_eq!(nginx.get("/").status, 200);
     wait_until("3 app processes (passenger_min_instances 3)", || {
-        app_pids(&nginx).len() == 3
+        nginx.app_pids().len() == 3
     });
     // Sequential requests spread over them (least recently used first).
     let mut seen = std::collections::BTreeSet::new();
@@ -140,7 +131,7 @@ fn two_apps_share_a_full_pool(flavour: Flavour) {
     let a = http(nginx.ports[0], "GET", "/", &[], b"");
     assert_eq!(a.status, 200);
     wait_until("the first app fills the pool (2 processes)", || {
-        app_pids(&nginx).len() == 2
+        nginx.app_pids().len() == 2
     });
     let b = http(nginx.ports[1], "GET", "/", &[], b"");
     assert_eq!(b.status, 200, "{b:?}\n{}", nginx.passenger_log());
@@ -149,13 +140,13 @@ fn two_apps_share_a_full_pool(flavour: Flavour) {
     assert_eq!(a.status, 200);
     // The evicted process may take a moment to exit; then two are left.
     wait_until("at most passenger_max_pool_size (2) processes", || {
-        app_pids(&nginx).len() <= 2
+        nginx.app_pids().len() <= 2
     });
 }
 
 fn a_full_queue_answers_the_overflow_status(flavour: Flavour) {
     const QUEUE: usize = 3;
-    let scratch = Scratch::new("queue");
+    let scratch = Scratch::writable_by_apps("queue");
     let release = scratch.0.join("release");
     let started = scratch.0.join("started");
     let nginx = Nginx::start_with(
@@ -225,7 +216,7 @@ fn probe(port: u16) -> Option<u16> {
 
 fn a_waiting_request_whose_client_left_leaves_the_queue(flavour: Flavour) {
     use std::io::Write;
-    let scratch = Scratch::new("leave");
+    let scratch = Scratch::writable_by_apps("leave");
     let release = scratch.0.join("release");
     let started = scratch.0.join("started");
     let left_started = scratch.0.join("left-started");
@@ -306,7 +297,7 @@ fn killed_app_process_is_replaced(flavour: Flavour) {
 }
 
 fn a_request_in_flight_on_a_killed_process_gets_502(flavour: Flavour) {
-    let scratch = Scratch::new("inflight");
+    let scratch = Scratch::writable_by_apps("inflight");
     let started = scratch.0.join("started");
     let nginx = Nginx::start(flavour, &[site("")]);
     let port = nginx.port();

@@ -81,15 +81,13 @@ impl Scratch {
     pub fn new(label: &str) -> Scratch {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
+        // Short: app sockets live a few levels below, and a unix socket path has 108 bytes.
         let dir = std::env::temp_dir().join(format!(
-            "prs-test-{label}-{}-{}-{nanos}",
+            "prs-{label}-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst)
         ));
+        let _ = std::fs::remove_dir_all(&dir); // a leftover of an earlier run with this pid
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
@@ -97,10 +95,37 @@ impl Scratch {
     }
 }
 
+impl Scratch {
+    /// A scratch dir the apps may write to: when the tests run as root, apps run as another
+    /// user (nobody, for root-owned test apps).
+    pub fn writable_by_apps(label: &str) -> Scratch {
+        let scratch = Scratch::new(label);
+        std::fs::set_permissions(
+            &scratch.0,
+            std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+        )
+        .unwrap();
+        scratch
+    }
+}
+
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A copy of test app `name` in a scratch directory (files keep their content, not owner).
+pub fn copy_app(name: &str) -> Scratch {
+    let scratch = Scratch::new(name);
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(format!("{}/.", test_app(name).display()))
+        .arg(&scratch.0)
+        .status()
+        .unwrap();
+    assert!(status.success(), "copying test app {name}");
+    scratch
 }
 
 pub fn free_port() -> u16 {
@@ -295,6 +320,29 @@ impl Nginx {
         dirs.into_iter().next().unwrap()
     }
 
+    pub fn core_pid(&self) -> i32 {
+        let path = self.instance_dir().join("core.pid");
+        std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("no pid in {}", path.display()))
+    }
+
+    /// The live app processes: below the core, directly (direct spawning) or under a
+    /// preloader (smart spawning); the preloaders themselves are not counted.
+    pub fn app_pids(&self) -> Vec<i32> {
+        descendants(self.core_pid())
+            .into_iter()
+            .filter(|&p| alive(p))
+            .filter(|&p| {
+                let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                let cmdline = String::from_utf8_lossy(&cmdline);
+                !cmdline.contains("AppPreloader") && !cmdline.contains("rack-preloader")
+            })
+            .collect()
+    }
+
     /// The watchdog, the core and every process below the core (the apps).
     pub fn agent_pids(&self) -> Vec<i32> {
         let inst = self.instance_dir();
@@ -390,6 +438,17 @@ fn proc_info(pid: i32) -> Option<(i32, char)> {
     Some((ppid, state))
 }
 
+pub fn parent_of(pid: i32) -> Option<i32> {
+    proc_info(pid).map(|(ppid, _)| ppid)
+}
+
+/// The real uid of a live process.
+pub fn uid_of(pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 pub fn alive(pid: i32) -> bool {
     matches!(proc_info(pid), Some((_, state)) if state != 'Z' && state != 'X')
 }
@@ -452,11 +511,23 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-#[derive(Debug)]
 pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+}
+
+/// Readable in failure messages: the body as text, cut at 4 KB.
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = String::from_utf8_lossy(&self.body[..self.body.len().min(4096)]);
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("body", &text)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 impl Response {

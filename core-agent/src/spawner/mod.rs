@@ -41,11 +41,12 @@ impl SpawnConfig {
         self.passenger_root.join("loaders").join(name)
     }
 
-    /// A fresh directory for one process's socket, only its user may enter.
+    /// A fresh directory for one process's socket, only its user may enter. Its name is
+    /// short: a unix socket path must fit in 108 bytes.
     fn private_dir(&self, prefix: &str, identity: &Identity) -> Result<PathBuf, String> {
         let dir = self
             .socket_dir
-            .join(format!("{prefix}.{}", &random_password()[..12]));
+            .join(format!("{prefix}.{}", &random_password()[..8]));
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
@@ -210,6 +211,7 @@ impl AppSpawner {
         options: &AppOptions,
         identity: Identity,
     ) -> Result<SpawnedProcess, SpawnError> {
+        let began = std::time::Instant::now();
         let password = random_password();
         let (running, _) = self
             .config
@@ -222,14 +224,21 @@ impl AppSpawner {
                 &[],
             )
             .await?;
-        Ok(into_spawned(running, password))
+        Ok(into_spawned(running, password, "direct", began))
     }
 }
 
-fn into_spawned(running: Running, password: String) -> SpawnedProcess {
+/// The pool's view of a ready process; logs how long the spawn took since `began`.
+fn into_spawned(
+    running: Running,
+    password: String,
+    method: &str,
+    began: std::time::Instant,
+) -> SpawnedProcess {
     tracing::info!(
-        "Started app {} listening on {}, concurrency {}",
+        "Started app {} in {:.1} ms ({method} spawn), listening on {}, concurrency {}",
         running.pid,
+        began.elapsed().as_secs_f64() * 1000.0,
         running.socket.path,
         running.socket.concurrency
     );

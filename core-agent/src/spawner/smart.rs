@@ -182,6 +182,7 @@ impl Preloaders {
         identity: Identity,
         generation: u64,
     ) -> Result<SpawnedProcess, SpawnError> {
+        let began = std::time::Instant::now();
         let slot = self
             .slots
             .lock()
@@ -235,7 +236,8 @@ impl Preloaders {
                 }
             }
         };
-        self.handshake_child(config, options, forked, &plan).await
+        self.handshake_child(config, options, forked, &plan, began)
+            .await
     }
 
     /// Runs the handshake with a freshly forked child, over the pipes it came with.
@@ -245,9 +247,10 @@ impl Preloaders {
         options: &AppOptions,
         forked: Forked,
         plan: &LaunchPlan,
+        began: std::time::Instant,
     ) -> Result<SpawnedProcess, SpawnError> {
         let handle = Handle::forked(forked.pid);
-        let private_dir = config.private_dir("app", &plan.identity);
+        let private_dir = config.private_dir("a", &plan.identity);
         let mut ctx = StartContext {
             options,
             plan,
@@ -284,6 +287,6 @@ impl Preloaders {
         let password = random_password();
         let text = config.handshake_options(options, &password, &dir, &[]);
         let running = ctx.complete(handle, stdin, stdout, stderr, &text).await?;
-        Ok(into_spawned(running, password))
+        Ok(into_spawned(running, password, "smart", began))
     }
 }
