@@ -25,6 +25,8 @@ for_both_nginx! {
     a_custom_error_page_and_status_replace_the_built_in_one,
     an_app_that_never_becomes_ready_fails_at_the_start_timeout,
     the_app_runs_as_its_startup_files_owner,
+    the_fd_limit_and_signal_state_are_set_for_the_app,
+    an_idle_preloader_exits_and_the_next_spawn_starts_another,
 }
 
 /// The `key=value` lines the spawn app answers `/` with.
@@ -368,4 +370,60 @@ fn the_app_runs_as_its_startup_files_owner(flavour: Flavour) {
 fn nix_uid() -> u32 {
     // SAFETY: getuid cannot fail.
     unsafe { libc::getuid() }
+}
+
+fn the_fd_limit_and_signal_state_are_set_for_the_app(flavour: Flavour) {
+    for method in ["smart", "direct"] {
+        let nginx = Nginx::start(
+            flavour,
+            &[spawn_site(&format!(
+                "passenger_spawn_method {method}; passenger_app_file_descriptor_ulimit 1234;"
+            ))],
+        );
+        let r = nginx.get("/limits");
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(
+            r.text(),
+            "1234 1234",
+            "{method}: RLIMIT_NOFILE soft and hard"
+        );
+        // No signal blocked, and none of the standard ones ignored (nginx and the agents ignore
+        // some, and exec keeps ignored dispositions). Signals above 31 belong to the C library.
+        let signals = nginx.get("/signals").text();
+        let mask = |name: &str| {
+            let line = signals
+                .lines()
+                .find(|l| l.starts_with(name))
+                .unwrap_or_else(|| panic!("no {name} in {signals}"));
+            u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+        };
+        assert_eq!(mask("SigBlk:"), 0, "{method}: {signals}");
+        assert_eq!(mask("SigIgn:") & 0x7fff_ffff, 0, "{method}: {signals}");
+    }
+}
+
+fn an_idle_preloader_exits_and_the_next_spawn_starts_another(flavour: Flavour) {
+    let app = copy_app("spawn");
+    let nginx = Nginx::start(
+        flavour,
+        &[Site {
+            app: app.0.clone(),
+            extra: "passenger_max_preloader_idle_time 1;".into(),
+        }],
+    );
+    let first = facts(&nginx);
+    let preloader = first["ppid"] as i32;
+    wait_until("the idle preloader exits", || !alive(preloader));
+    // Its child serves on.
+    assert_eq!(facts(&nginx)["pid"], first["pid"]);
+    // A restart needs a new process: a new preloader is started for it.
+    std::fs::create_dir_all(app.0.join("tmp")).unwrap();
+    std::fs::write(app.0.join("tmp/restart.txt"), "").unwrap();
+    let mut after = facts(&nginx);
+    wait_until("a process of the new generation serves", || {
+        after = facts(&nginx);
+        after["pid"] != first["pid"]
+    });
+    assert_ne!(after["ppid"] as i32, preloader);
+    assert_eq!(after["loaded_in"], after["ppid"], "{after:?}");
 }

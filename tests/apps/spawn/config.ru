@@ -2,7 +2,8 @@
 #   /            pid, parent pid, uid and gid as `key=value` lines
 #   /env?NAME    the value of ENV[NAME], or `(unset)`
 #   /log         prints a line on stdout and one on stderr
-#   /fds         the file descriptors open in the process, one per line
+#   /limits      the soft and hard RLIMIT_NOFILE
+#   /signals     the SigBlk and SigIgn lines of /proc/self/status
 $stdout.puts 'spawn app: loading' # output while loading, before the handshake completes
 loaded_in = Process.pid
 
@@ -17,8 +18,10 @@ app = lambda do |env|
            $stdout.flush
            $stderr.puts "spawn app #{Process.pid} says hello on stderr"
            'logged'
-         when '/fds'
-           Dir.children('/proc/self/fd').sort_by(&:to_i).join("\n")
+         when '/limits'
+           Process.getrlimit(:NOFILE).join(' ')
+         when '/signals'
+           File.read('/proc/self/status').lines.grep(/^Sig(Blk|Ign):/).join
          else
            return [404, { 'content-type' => 'text/plain' }, ['unknown']]
          end
