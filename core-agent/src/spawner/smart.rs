@@ -69,6 +69,7 @@ impl Preloader {
         identity: Identity,
         generation: u64,
     ) -> Result<Preloader, SpawnError> {
+        let began = std::time::Instant::now();
         let password = random_password();
         let idle = options.spawn.max_preloader_idle_time.to_string();
         let (running, plan) = config
@@ -91,10 +92,11 @@ impl Preloader {
             });
         }
         tracing::info!(
-            "Started preloader {} for {} as {}; it forks the app's processes",
+            "Started preloader {} for {} as {} in {:.1} ms; it forks the app's processes",
             running.pid,
             options.app_root,
-            identity.describe()
+            identity.describe(),
+            began.elapsed().as_secs_f64() * 1000.0
         );
         Ok(Preloader {
             generation,
@@ -182,7 +184,6 @@ impl Preloaders {
         identity: Identity,
         generation: u64,
     ) -> Result<SpawnedProcess, SpawnError> {
-        let began = std::time::Instant::now();
         let slot = self
             .slots
             .lock()
@@ -190,7 +191,9 @@ impl Preloaders {
             .entry(options.group_name.clone())
             .or_default()
             .clone();
-        let (forked, plan) = {
+        // The spawn time logged is the fork and the child's handshake; starting the preloader
+        // is logged on its own.
+        let (forked, plan, began) = {
             let mut preloader = slot.lock().await;
             let mut attempt = 0;
             loop {
@@ -208,8 +211,9 @@ impl Preloaders {
                     );
                 }
                 let p = preloader.as_ref().expect("just started");
+                let began = std::time::Instant::now();
                 match p.fork().await {
-                    Ok(forked) => break (forked, p.plan.clone()),
+                    Ok(forked) => break (forked, p.plan.clone(), began),
                     Err(e) => {
                         let pid = p.pid;
                         let plan = p.plan.clone();
