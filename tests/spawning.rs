@@ -77,6 +77,15 @@ fn smart_spawning_forks_every_process_from_one_preloader(flavour: Flavour) {
         // The app was loaded once, in the preloader, not in the process serving it.
         assert_eq!(f["loaded_in"], preloader, "{f:?}");
     }
+    // Stopping nginx stops the preloader and every process it forked.
+    let mut nginx = nginx;
+    let mut pids: Vec<i32> = seen.keys().map(|&p| p as i32).collect();
+    pids.push(preloader as i32);
+    nginx.stop();
+    wait_all_gone(
+        &pids,
+        "the preloader and its app processes after nginx stopped",
+    );
 }
 
 fn direct_spawning_starts_each_process_from_scratch(flavour: Flavour) {
@@ -364,6 +373,26 @@ fn the_app_runs_as_its_startup_files_owner(flavour: Flavour) {
         assert_eq!(uid, nobody, "{method}: a root-owned app runs as nobody");
         let (_, uid) = get(nginx.ports[2]);
         assert_eq!(uid, daemon, "{method}: passenger_user daemon");
+        // Each process's socket lives in a directory only its user may enter; the directory
+        // above may be traversed but not listed by others.
+        use std::os::unix::fs::MetadataExt;
+        let apps_dir = nginx.instance_dir().join("apps.s");
+        assert_eq!(std::fs::metadata(&apps_dir).unwrap().mode() & 0o777, 0o711);
+        let mut owners: Vec<u32> = std::fs::read_dir(&apps_dir)
+            .unwrap()
+            .map(|e| {
+                let meta = e.unwrap().metadata().unwrap();
+                assert_eq!(meta.mode() & 0o777, 0o700, "{method}: a private socket dir");
+                meta.uid()
+            })
+            .collect();
+        owners.sort();
+        owners.dedup();
+        assert_eq!(
+            owners,
+            vec![daemon.min(nobody), daemon.max(nobody)],
+            "{method}"
+        );
     }
 }
 
