@@ -265,7 +265,7 @@ pub enum OptionsError {
         value: String,
         expected: &'static str,
     },
-    #[error("app type {0} is not supported yet (only rack is)")]
+    #[error("app type {0} is not supported yet (rack and wsgi are)")]
     UnsupportedType(String),
     #[error(
         "the app type of {0} could not be detected: it has no config.ru, passenger_wsgi.py or \
@@ -352,7 +352,8 @@ impl AppOptions {
             None => AppType::detect(Path::new(&app_root))
                 .ok_or_else(|| OptionsError::Undetected(app_root.clone()))?,
         };
-        if app_type != AppType::Rack {
+        // Node apps speak http_session, which the core does not forward yet.
+        if app_type == AppType::Node {
             return Err(OptionsError::UnsupportedType(app_type.name().to_string()));
         }
         let startup_file = match text(h, options::STARTUP_FILE)? {
@@ -602,13 +603,21 @@ mod tests {
         );
         let e = AppOptions::from_header(&header(&[
             ("PASSENGER_APP_ROOT", "/srv/app"),
-            ("PASSENGER_APP_TYPE", "wsgi"),
+            ("PASSENGER_APP_TYPE", "node"),
         ]))
         .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "app type wsgi is not supported yet (only rack is)"
+            "app type node is not supported yet (rack and wsgi are)"
         );
+        let wsgi = AppOptions::from_header(&header(&[
+            ("PASSENGER_APP_ROOT", "/srv/app"),
+            ("PASSENGER_APP_TYPE", "wsgi"),
+        ]))
+        .unwrap();
+        assert_eq!(wsgi.startup_file, "/srv/app/passenger_wsgi.py");
+        assert_eq!(wsgi.interpreter(), "python3");
+        assert_eq!(wsgi.spawn.method, SpawnMethod::Direct);
         assert!(matches!(
             AppOptions::from_header(&header(&[
                 ("PASSENGER_APP_ROOT", "srv"),

@@ -1,0 +1,88 @@
+//! A WSGI app through nginx, the core and `wsgi-loader.py`, against Debian's nginx 1.22 and the
+//! bundled nginx. (The loader's PEP 3333 conformance is tested directly, in
+//! tests/loaders/test_wsgi_loader.py.)
+
+mod common;
+
+use common::*;
+
+macro_rules! for_both_nginx {
+    ($($name:ident,)*) => {
+        mod system { $( #[test] fn $name() { super::$name(super::Flavour::System) } )* }
+        mod bundled { $( #[test] fn $name() { super::$name(super::Flavour::Bundled) } )* }
+    };
+}
+
+for_both_nginx! {
+    a_wsgi_app_is_detected_and_served,
+    a_wsgi_app_gets_its_environment_and_its_output_is_logged,
+    a_wsgi_app_that_fails_to_load_shows_the_error,
+}
+
+fn a_wsgi_app_is_detected_and_served(flavour: Flavour) {
+    // No passenger_app_type: passenger_wsgi.py in the app root says WSGI.
+    let nginx = Nginx::start(flavour, &[Site::app("wsgi")]);
+    let r = nginx.get("/");
+    assert_eq!(r.status, 200, "{r:?}\n{}", nginx.passenger_log());
+    assert_eq!(r.text(), "hello from wsgi\n");
+    assert!(
+        r.header("x-powered-by")
+            .unwrap_or("")
+            .starts_with("Passenger-rs")
+    );
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let r = http(nginx.port(), "POST", "/echo", &[], &body);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("x-received-length"), Some("3000000"));
+    assert!(r.body == body, "the echoed body differs");
+    assert_eq!(nginx.get("/nope").status, 404);
+}
+
+fn a_wsgi_app_gets_its_environment_and_its_output_is_logged(flavour: Flavour) {
+    let nginx = Nginx::start(
+        flavour,
+        &[Site {
+            app: test_app("wsgi"),
+            extra: "passenger_app_env staging; passenger_env_var GREETING hi;".into(),
+        }],
+    );
+    let env = |name: &str| nginx.get(&format!("/env?{name}")).text();
+    assert_eq!(env("WSGI_ENV"), "staging");
+    assert_eq!(env("PYTHONUNBUFFERED"), "1");
+    assert_eq!(env("GREETING"), "hi");
+    let pid = nginx.get("/").header("x-pid").unwrap().to_string();
+    assert_eq!(nginx.get("/log").text(), "logged");
+    for stream in ["stdout", "stderr"] {
+        let line = format!("App {pid} output: wsgi app {pid} says hello on {stream}");
+        wait_until(&format!("`{line}` in the log"), || {
+            nginx.passenger_log().contains(&line)
+        });
+    }
+}
+
+fn a_wsgi_app_that_fails_to_load_shows_the_error(flavour: Flavour) {
+    let app = Scratch::new("wsgi-broken");
+    std::fs::write(
+        app.0.join("passenger_wsgi.py"),
+        "import no_such_module_here\n",
+    )
+    .unwrap();
+    let nginx = Nginx::start(
+        flavour,
+        &[Site {
+            app: app.0.clone(),
+            extra: "passenger_app_env development;".into(),
+        }],
+    );
+    let r = nginx.get("/");
+    assert_eq!(r.status, 500, "{r:?}");
+    let page = r.text();
+    assert!(
+        page.contains("ModuleNotFoundError: No module named &#39;no_such_module_here&#39;"),
+        "{page}"
+    );
+    assert!(
+        page.contains("Python module the app needs"),
+        "the hint: {page}"
+    );
+}
