@@ -265,7 +265,7 @@ pub enum OptionsError {
         value: String,
         expected: &'static str,
     },
-    #[error("app type {0} is not supported yet (rack and wsgi are)")]
+    #[error("app type {0:?} is unknown: use rack, wsgi or node")]
     UnsupportedType(String),
     #[error(
         "the app type of {0} could not be detected: it has no config.ru, passenger_wsgi.py or \
@@ -352,10 +352,6 @@ impl AppOptions {
             None => AppType::detect(Path::new(&app_root))
                 .ok_or_else(|| OptionsError::Undetected(app_root.clone()))?,
         };
-        // Node apps speak http_session, which the core does not forward yet.
-        if app_type == AppType::Node {
-            return Err(OptionsError::UnsupportedType(app_type.name().to_string()));
-        }
         let startup_file = match text(h, options::STARTUP_FILE)? {
             Some(f) if f.starts_with('/') => f.to_string(),
             Some(f) => format!("{}/{f}", app_root.trim_end_matches('/')),
@@ -603,12 +599,12 @@ mod tests {
         );
         let e = AppOptions::from_header(&header(&[
             ("PASSENGER_APP_ROOT", "/srv/app"),
-            ("PASSENGER_APP_TYPE", "node"),
+            ("PASSENGER_APP_TYPE", "cobol"),
         ]))
         .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "app type node is not supported yet (rack and wsgi are)"
+            "app type \"cobol\" is unknown: use rack, wsgi or node"
         );
         let wsgi = AppOptions::from_header(&header(&[
             ("PASSENGER_APP_ROOT", "/srv/app"),

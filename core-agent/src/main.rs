@@ -5,6 +5,7 @@
 //! serves; shuts down gracefully on stdin EOF, SIGTERM or SIGINT, and exits 0.
 
 mod app_options;
+mod http_session;
 mod pool;
 mod request_server;
 mod response;
@@ -228,6 +229,7 @@ async fn run(args: Args, password: String, listener: std::os::unix::net::UnixLis
     let server = Arc::new(request_server::RequestServer {
         password,
         pool: pool.clone(),
+        http: http_session::Connections::default(),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let accept_task = tokio::spawn(server.run(listener, shutdown_rx));

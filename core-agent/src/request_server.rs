@@ -3,11 +3,13 @@
 //! task; a bad one affects nobody else.
 
 use crate::app_options::{self, AppOptions};
+use crate::http_session;
 use crate::pool::{CheckoutError, Pool, Spawner};
 use crate::response::{self, error_page};
 use crate::session::{self, SessionError};
 use crate::spawn_error_page;
 use passenger_protocol::constant_time_eq;
+use passenger_protocol::loader::SocketProtocol;
 use passenger_protocol::options::CONNECT_PASSWORD;
 use passenger_protocol::scgi::{self, DEFAULT_MAX_HEADER, ScgiHeader};
 use std::sync::Arc;
@@ -22,6 +24,8 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct RequestServer<S: Spawner> {
     pub password: String,
     pub pool: Arc<Pool<S>>,
+    /// Keep-alive connections to Node.js apps.
+    pub http: http_session::Connections,
 }
 
 impl<S: Spawner> RequestServer<S> {
@@ -156,13 +160,28 @@ impl<S: Spawner> RequestServer<S> {
             };
 
             let process = checkout.process.clone();
-            match session::forward(&mut conn, &header, &early_body, &process, &powered_by).await {
+            let forwarded = match process.protocol {
+                SocketProtocol::HttpSession => {
+                    http_session::forward(
+                        &mut conn,
+                        &header,
+                        &early_body,
+                        &process,
+                        &self.http,
+                        &powered_by,
+                    )
+                    .await
+                }
+                _ => session::forward(&mut conn, &header, &early_body, &process, &powered_by).await,
+            };
+            match forwarded {
                 Ok(()) => {
                     tracing::debug!("Served {describe} with app {}", process.pid);
                 }
                 Err(SessionError::ConnectFailed(message)) if attempts < MAX_ATTEMPTS => {
                     drop(checkout);
                     self.pool.detach(&process);
+                    self.http.forget(&process);
                     tracing::warn!(
                         "{describe}: {message}; the process is taken out of the pool and the \
                          request goes to another one"
@@ -172,6 +191,7 @@ impl<S: Spawner> RequestServer<S> {
                 Err(SessionError::ConnectFailed(message)) => {
                     drop(checkout);
                     self.pool.detach(&process);
+                    self.http.forget(&process);
                     tracing::error!("{describe} failed with 502: {message}, {attempts} times");
                     let page = error_page(
                         502,
@@ -185,6 +205,7 @@ impl<S: Spawner> RequestServer<S> {
                     drop(checkout);
                     if dead {
                         self.pool.detach(&process);
+                        self.http.forget(&process);
                         tracing::error!(
                             "{describe} failed with 502: {message}; the process is taken out of \
                              the pool and the next request goes to another one"

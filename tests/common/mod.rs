@@ -192,6 +192,7 @@ impl Nginx {
              \x20   passenger_root {root};\n\
              \x20   passenger_ruby /usr/bin/ruby;\n\
              \x20   passenger_python /usr/bin/python3;\n\
+             \x20   passenger_nodejs /usr/bin/node;\n\
              \x20   passenger_instance_registry_dir {dir}/registry;\n\
              \x20   passenger_log_file {dir}/passenger.log;\n\
              \x20   access_log off;\n\

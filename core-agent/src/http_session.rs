@@ -1,0 +1,310 @@
+//! One request/response exchange with a Node.js app over http_session: plain HTTP/1.1 on the
+//! app's unix socket. The CGI environment nginx sent becomes an HTTP request again (the
+//! `HTTP_*` keys its headers, `X-Forwarded-For`/`-Proto` from the connection); the response is
+//! normalised like a session-protocol one and streamed to nginx. Connections to an app are
+//! kept alive and reused (hyper does the HTTP/1.1 framing).
+
+use crate::pool::Process;
+use crate::response::{self, ResponseHead};
+use crate::session::SessionError;
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use passenger_protocol::scgi::ScgiHeader;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+
+const COPY_BUFFER: usize = 64 * 1024;
+/// Idle connections kept per app process.
+const MAX_IDLE_PER_PROCESS: usize = 32;
+
+/// Request headers that belong to one hop, not to the request: nginx already de-chunked the
+/// body and set its length.
+const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+    "proxy-connection",
+];
+
+/// The request body, fed from nginx's connection through a channel.
+pub struct ChannelBody {
+    rx: mpsc::Receiver<Bytes>,
+    remaining: u64,
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(chunk)) => {
+                self.remaining = self.remaining.saturating_sub(chunk.len() as u64);
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// Idle keep-alive connections to app processes, by process id.
+#[derive(Default)]
+pub struct Connections {
+    idle: Mutex<HashMap<u64, Vec<SendRequest<ChannelBody>>>>,
+}
+
+impl Connections {
+    /// An idle connection to `process`, or a new one.
+    async fn checkout(&self, process: &Process) -> Result<SendRequest<ChannelBody>, SessionError> {
+        loop {
+            let idle = self
+                .idle
+                .lock()
+                .unwrap()
+                .get_mut(&process.id)
+                .and_then(Vec::pop);
+            match idle {
+                Some(mut sender) if !sender.is_closed() => {
+                    if sender.ready().await.is_ok() {
+                        return Ok(sender);
+                    }
+                }
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        let stream = UnixStream::connect(&process.socket_path)
+            .await
+            .map_err(|e| {
+                SessionError::ConnectFailed(format!(
+                    "could not connect to app {} on {}: {e}",
+                    process.pid,
+                    process.socket_path.display()
+                ))
+            })?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| SessionError::ConnectFailed(format!("app {}: {e}", process.pid)))?;
+        let pid = process.pid;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("A connection to app {pid} ended: {e}");
+            }
+        });
+        Ok(sender)
+    }
+
+    fn checkin(&self, process: &Process, sender: SendRequest<ChannelBody>) {
+        let mut idle = self.idle.lock().unwrap();
+        let list = idle.entry(process.id).or_default();
+        if list.len() < MAX_IDLE_PER_PROCESS {
+            list.push(sender);
+        }
+    }
+
+    /// Forgets the connections to a process that left the pool.
+    pub fn forget(&self, process: &Process) {
+        self.idle.lock().unwrap().remove(&process.id);
+    }
+}
+
+/// Turns nginx's CGI environment back into an HTTP/1.1 request for the app.
+fn build_request(
+    header: &ScgiHeader,
+    body: ChannelBody,
+) -> Result<hyper::Request<ChannelBody>, String> {
+    let get = |k: &str| header.get_str(k).unwrap_or("");
+    let method = match get("REQUEST_METHOD") {
+        "" => "GET",
+        m => m,
+    };
+    let uri = match get("REQUEST_URI") {
+        "" => "/",
+        u => u,
+    };
+    let mut request = hyper::Request::builder().method(method).uri(uri);
+    for (key, value) in &header.pairs {
+        let Some(name) = key.strip_prefix(b"HTTP_") else {
+            continue;
+        };
+        let name = String::from_utf8_lossy(name)
+            .replace('_', "-")
+            .to_ascii_lowercase();
+        if HOP_BY_HOP.contains(&name.as_str())
+            || name == "content-length"
+            || name == "x-forwarded-for"
+            || name == "x-forwarded-proto"
+        {
+            continue;
+        }
+        request = request.header(name, value.as_slice());
+    }
+    if let Some(ct) = header.get("CONTENT_TYPE").filter(|v| !v.is_empty()) {
+        request = request.header("content-type", ct);
+    }
+    if header.content_length > 0 || matches!(method, "POST" | "PUT" | "PATCH") {
+        request = request.header("content-length", header.content_length);
+    }
+    // The client as nginx saw it; what a client claims in these headers is not passed on.
+    if let Some(addr) = header.get("REMOTE_ADDR").filter(|v| !v.is_empty()) {
+        request = request.header("x-forwarded-for", addr);
+    }
+    let https = matches!(
+        get("HTTPS").to_ascii_lowercase().as_str(),
+        "on" | "1" | "true" | "yes"
+    );
+    request = request.header("x-forwarded-proto", if https { "https" } else { "http" });
+    request.body(body).map_err(|e| e.to_string())
+}
+
+/// Feeds the request body from nginx into the channel: `early` first, then the rest.
+async fn feed_body<R: AsyncRead + Unpin>(
+    client: &mut R,
+    early: &[u8],
+    content_length: u64,
+    tx: mpsc::Sender<Bytes>,
+) -> Result<(), SessionError> {
+    let early = &early[..early.len().min(content_length as usize)];
+    if !early.is_empty() && tx.send(Bytes::copy_from_slice(early)).await.is_err() {
+        return Ok(()); // the app no longer reads the body
+    }
+    let mut remaining = content_length - early.len() as u64;
+    while remaining > 0 {
+        let mut buf = vec![0u8; COPY_BUFFER.min(remaining as usize)];
+        let n = client.read(&mut buf).await.map_err(|e| {
+            SessionError::ClientGone(format!("reading the request body from nginx failed: {e}"))
+        })?;
+        if n == 0 {
+            return Err(SessionError::ClientGone(format!(
+                "nginx closed the connection with {remaining} bytes of the request body still to come"
+            )));
+        }
+        remaining -= n as u64;
+        buf.truncate(n);
+        if tx.send(Bytes::from(buf)).await.is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Forwards one request to a Node.js `process` and its response back to `client`.
+pub async fn forward(
+    client: &mut UnixStream,
+    header: &ScgiHeader,
+    early_body: &[u8],
+    process: &Process,
+    connections: &Connections,
+    powered_by: &str,
+) -> Result<(), SessionError> {
+    let sender = connections.checkout(process).await?;
+    let (tx, rx) = mpsc::channel(4);
+    let body = ChannelBody {
+        rx,
+        remaining: header.content_length,
+    };
+    let request = build_request(header, body).map_err(|e| SessionError::BadGateway {
+        message: format!("the request cannot be expressed as HTTP/1.1: {e}"),
+        dead: false,
+    })?;
+    let (mut client_r, mut client_w) = client.split();
+    let feed = feed_body(&mut client_r, early_body, header.content_length, tx);
+    let exchange = async {
+        let mut sender = sender;
+        let pid = process.pid;
+        let mut response =
+            sender
+                .send_request(request)
+                .await
+                .map_err(|e| SessionError::BadGateway {
+                    message: format!("app {pid} did not answer: {e}"),
+                    dead: e.is_closed() || e.is_incomplete_message(),
+                })?;
+        let head = ResponseHead {
+            status: response.status().as_u16(),
+            reason: response
+                .status()
+                .canonical_reason()
+                .unwrap_or_else(|| response::canonical_reason(response.status().as_u16()))
+                .to_string(),
+            headers: response
+                .headers()
+                .iter()
+                .filter(|(name, _)| {
+                    !matches!(
+                        name.as_str(),
+                        "connection" | "keep-alive" | "transfer-encoding"
+                    )
+                })
+                .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
+                .collect(),
+        };
+        let gone = |e: std::io::Error| {
+            SessionError::ClientGone(format!("writing the response to nginx failed: {e}"))
+        };
+        client_w
+            .write_all(&response::render_head(&head, powered_by))
+            .await
+            .map_err(gone)?;
+        let body = response.body_mut();
+        let mut complete = true;
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
+        {
+            match frame {
+                Ok(frame) => {
+                    if let Some(data) = frame.data_ref() {
+                        client_w.write_all(data).await.map_err(gone)?;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "Reading the response body of app {pid} failed: {e}; the response is cut short"
+                    );
+                    complete = false;
+                    break;
+                }
+            }
+        }
+        client_w.flush().await.map_err(gone)?;
+        Ok((complete, sender))
+    };
+    tokio::pin!(feed, exchange);
+    let mut feeding = true;
+    loop {
+        tokio::select! {
+            r = &mut feed, if feeding => {
+                feeding = false;
+                r?;
+            }
+            r = &mut exchange => {
+                // The connection is reused once the whole exchange went through.
+                let (complete, sender) = r?;
+                if complete && !feeding {
+                    connections.checkin(process, sender);
+                }
+                return Ok(());
+            }
+        }
+    }
+}

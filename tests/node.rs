@@ -1,0 +1,127 @@
+//! A Node.js app through nginx, the core (http_session, over keep-alive HTTP/1.1) and
+//! `node-loader.js`, against Debian's nginx 1.22 and the bundled nginx. (The loader itself is
+//! tested directly in tests/loaders/node_loader_test.js.)
+
+mod common;
+
+use common::*;
+
+macro_rules! for_both_nginx {
+    ($($name:ident,)*) => {
+        mod system { $( #[test] fn $name() { super::$name(super::Flavour::System) } )* }
+        mod bundled { $( #[test] fn $name() { super::$name(super::Flavour::Bundled) } )* }
+    };
+}
+
+for_both_nginx! {
+    a_node_app_is_detected_and_served,
+    a_node_app_sees_the_request_as_the_client_sent_it,
+    a_node_app_gets_its_environment_and_its_output_is_logged,
+    a_node_app_that_throws_at_load_shows_the_error,
+}
+
+fn a_node_app_is_detected_and_served(flavour: Flavour) {
+    // No passenger_app_type: app.js in the app root says Node.js.
+    let nginx = Nginx::start(flavour, &[Site::app("node")]);
+    let r = nginx.get("/");
+    assert_eq!(r.status, 200, "{r:?}\n{}", nginx.passenger_log());
+    assert_eq!(r.text(), "hello from node\n");
+    assert!(
+        r.header("x-powered-by")
+            .unwrap_or("")
+            .starts_with("Passenger-rs")
+    );
+    let pid = r.header("x-pid").unwrap().to_string();
+    // Many requests, one process (unlimited concurrency), over reused connections.
+    for _ in 0..20 {
+        assert_eq!(nginx.get("/").header("x-pid"), Some(pid.as_str()));
+    }
+    let connections: u32 = nginx.get("/connections").text().parse().unwrap();
+    assert!(
+        connections <= 2,
+        "22 sequential requests opened {connections} connections to the app: keep-alive \
+         connections are not reused"
+    );
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let r = http(nginx.port(), "POST", "/echo", &[], &body);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("x-received-length"), Some("3000000"));
+    assert!(r.body == body, "the echoed body differs");
+    let r = nginx.get("/stream");
+    let expected: String = (0..100).map(|i| format!("line {i}\n")).collect::<String>() + "done\n";
+    assert_eq!(r.text(), expected);
+    assert_eq!(nginx.get("/nope").status, 404);
+}
+
+fn a_node_app_sees_the_request_as_the_client_sent_it(flavour: Flavour) {
+    let nginx = Nginx::start(flavour, &[Site::app("node")]);
+    let r = http(
+        nginx.port(),
+        "GET",
+        "/request?a=1&b=%20x",
+        &[
+            ("X-Custom", "custom value"),
+            // A client may not claim to be someone else.
+            ("X-Forwarded-For", "10.9.8.7"),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let seen = r.text();
+    for needle in [
+        "\"method\":\"GET\"",
+        "\"url\":\"/request?a=1&b=%20x\"",
+        "\"x-custom\":\"custom value\"",
+        "\"x-forwarded-for\":\"127.0.0.1\"",
+        "\"x-forwarded-proto\":\"http\"",
+        "\"host\":\"localhost\"",
+        "\"httpVersion\":\"1.1\"",
+    ] {
+        assert!(seen.contains(needle), "{needle} not in {seen}");
+    }
+    assert!(!seen.contains("10.9.8.7"), "{seen}");
+}
+
+fn a_node_app_gets_its_environment_and_its_output_is_logged(flavour: Flavour) {
+    let nginx = Nginx::start(
+        flavour,
+        &[Site {
+            app: test_app("node"),
+            extra: "passenger_app_env staging; passenger_env_var GREETING hi;".into(),
+        }],
+    );
+    let env = |name: &str| nginx.get(&format!("/env?{name}")).text();
+    assert_eq!(env("NODE_ENV"), "staging");
+    assert_eq!(env("GREETING"), "hi");
+    let pid = nginx.get("/").header("x-pid").unwrap().to_string();
+    assert_eq!(nginx.get("/log").text(), "logged");
+    for stream in ["stdout", "stderr"] {
+        let line = format!("App {pid} output: node app {pid} says hello on {stream}");
+        wait_until(&format!("`{line}` in the log"), || {
+            nginx.passenger_log().contains(&line)
+        });
+    }
+}
+
+fn a_node_app_that_throws_at_load_shows_the_error(flavour: Flavour) {
+    let app = Scratch::new("node-broken");
+    std::fs::write(
+        app.0.join("app.js"),
+        "throw new Error('boom: this node app is broken on purpose');\n",
+    )
+    .unwrap();
+    let nginx = Nginx::start(
+        flavour,
+        &[Site {
+            app: app.0.clone(),
+            extra: "passenger_app_env development;".into(),
+        }],
+    );
+    let r = nginx.get("/");
+    assert_eq!(r.status, 500, "{r:?}");
+    assert!(
+        r.text()
+            .contains("boom: this node app is broken on purpose"),
+        "{r:?}"
+    );
+}
