@@ -73,6 +73,8 @@ pub struct SpawnOptions {
     pub friendly_error_pages: bool,
     pub custom_error_page: Option<String>,
     pub spawn_exception_status: u16,
+    /// Threads per Ruby/Python process: the loader serves that many requests at once.
+    pub thread_count: u32,
 }
 
 impl SpawnOptions {
@@ -98,6 +100,7 @@ impl SpawnOptions {
             friendly_error_pages: app_env == "development",
             custom_error_page: None,
             spawn_exception_status: options::DEFAULT_SPAWN_EXCEPTION_STATUS_CODE as u16,
+            thread_count: 1,
         }
     }
 
@@ -151,6 +154,8 @@ impl SpawnOptions {
             custom_error_page: name(options::CUSTOM_ERROR_PAGE)?,
             spawn_exception_status: number(h, options::SPAWN_EXCEPTION_STATUS_CODE, 100, 599)?
                 .map_or(d.spawn_exception_status, |v| v as u16),
+            thread_count: number(h, options::THREAD_COUNT, 1, 1024)?
+                .map_or(d.thread_count, |v| v as u32),
         })
     }
 }
@@ -466,6 +471,7 @@ mod tests {
             ("PASSENGER_DISABLE_LOG_PREFIX", "1"),
             ("PASSENGER_CUSTOM_ERROR_PAGE", "/srv/error.html"),
             ("PASSENGER_SPAWN_EXCEPTION_STATUS_CODE", "503"),
+            ("PASSENGER_THREAD_COUNT", "4"),
         ]))
         .unwrap();
         assert_eq!(
@@ -486,6 +492,7 @@ mod tests {
                 friendly_error_pages: true,
                 custom_error_page: Some("/srv/error.html".into()),
                 spawn_exception_status: 503,
+                thread_count: 4,
             }
         );
         for (key, value) in [

@@ -6,7 +6,7 @@
 
 use crate::pool::Process;
 use crate::response::{self, ResponseHead};
-use crate::session::SessionError;
+use crate::session::{self, Forwarded, SessionError};
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use hyper::client::conn::http1::SendRequest;
@@ -108,7 +108,7 @@ impl Connections {
             .map_err(|e| SessionError::ConnectFailed(format!("app {}: {e}", process.pid)))?;
         let pid = process.pid;
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            if let Err(e) = connection.with_upgrades().await {
                 tracing::debug!("A connection to app {pid} ended: {e}");
             }
         });
@@ -144,6 +144,12 @@ fn build_request(
         u => u,
     };
     let mut request = hyper::Request::builder().method(method).uri(uri);
+    // An upgrade (WebSocket) is the one hop-by-hop thing passed on: the app answers it.
+    if let Some(upgrade) = header.get("HTTP_UPGRADE").filter(|v| !v.is_empty()) {
+        request = request
+            .header("connection", "upgrade")
+            .header("upgrade", upgrade);
+    }
     for (key, value) in &header.pairs {
         let Some(name) = key.strip_prefix(b"HTTP_") else {
             continue;
@@ -217,7 +223,7 @@ pub async fn forward(
     process: &Process,
     connections: &Connections,
     powered_by: &str,
-) -> Result<(), SessionError> {
+) -> Result<Forwarded, SessionError> {
     let sender = connections.checkout(process).await?;
     let (tx, rx) = mpsc::channel(4);
     let body = ChannelBody {
@@ -267,6 +273,10 @@ pub async fn forward(
             .write_all(&response::render_head(&head, powered_by))
             .await
             .map_err(gone)?;
+        if head.status == 101 {
+            client_w.flush().await.map_err(gone)?;
+            return Ok(Exchange::Upgraded(response));
+        }
         let body = response.body_mut();
         let mut complete = true;
         while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
@@ -287,24 +297,49 @@ pub async fn forward(
             }
         }
         client_w.flush().await.map_err(gone)?;
-        Ok((complete, sender))
+        Ok(Exchange::Done { complete, sender })
     };
-    tokio::pin!(feed, exchange);
-    let mut feeding = true;
-    loop {
-        tokio::select! {
-            r = &mut feed, if feeding => {
-                feeding = false;
-                r?;
-            }
-            r = &mut exchange => {
-                // The connection is reused once the whole exchange went through.
-                let (complete, sender) = r?;
-                if complete && !feeding {
-                    connections.checkin(process, sender);
+    let exchanged = {
+        tokio::pin!(feed, exchange);
+        let mut feeding = true;
+        loop {
+            tokio::select! {
+                r = &mut feed, if feeding => {
+                    feeding = false;
+                    r?;
                 }
-                return Ok(());
+                r = &mut exchange => break (r?, feeding),
             }
         }
+    };
+    match exchanged {
+        // The connection is reused once the whole exchange went through.
+        (Exchange::Done { complete, sender }, still_feeding) => {
+            if complete && !still_feeding {
+                connections.checkin(process, sender);
+            }
+        }
+        (Exchange::Upgraded(response), _) => match hyper::upgrade::on(response).await {
+            Ok(upgraded) => {
+                let mut app = TokioIo::new(upgraded);
+                session::tunnel(client, &mut app, process.pid).await;
+            }
+            Err(e) => tracing::warn!(
+                "App {} answered 101 but the connection could not be taken over: {e}",
+                process.pid
+            ),
+        },
     }
+    Ok(Forwarded::default())
+}
+
+/// How the exchange with the app ended.
+enum Exchange {
+    Done {
+        /// The whole response body was read (the connection can be reused).
+        complete: bool,
+        sender: SendRequest<ChannelBody>,
+    },
+    /// The app switched protocols: the rest is a tunnel.
+    Upgraded(hyper::Response<hyper::body::Incoming>),
 }

@@ -178,12 +178,35 @@ struct ProcEntry {
     /// Requests after which this process is recycled (0 = never): `max_requests` plus its own
     /// share of `max_requests_jitter`, so processes started together don't recycle together.
     recycle_after: u64,
+    oob_work: OobWork,
+}
+
+/// Out-of-band work: an app asked (with a response header) to be left alone for a moment,
+/// e.g. to collect garbage; it gets no requests until that is done.
+enum OobWork {
+    None,
+    /// Asked for; starts (the sender fires) once the process's requests are done.
+    Pending(Option<oneshot::Sender<()>>),
+    Running,
 }
 
 impl ProcEntry {
     fn has_room(&self) -> bool {
         self.state == ProcessState::Active
+            && matches!(self.oob_work, OobWork::None)
             && (self.process.concurrency == 0 || self.sessions < self.process.concurrency)
+    }
+
+    /// Starts pending out-of-band work if the process has no requests left.
+    fn start_oob_work_if_idle(&mut self) {
+        if self.sessions == 0
+            && let OobWork::Pending(tx) = &mut self.oob_work
+        {
+            if let Some(tx) = tx.take() {
+                let _ = tx.send(());
+            }
+            self.oob_work = OobWork::Running;
+        }
     }
 }
 
@@ -336,6 +359,7 @@ fn release_locked(inner: &mut Inner, process: &Process, actions: &mut Actions) {
     let p = &mut group.procs[i];
     p.sessions = p.sessions.saturating_sub(1);
     p.last_used = Instant::now();
+    p.start_oob_work_if_idle();
     if p.state == ProcessState::Draining && p.sessions == 0 {
         let p = group.procs.remove(i);
         tracing::info!(
@@ -651,6 +675,7 @@ impl<S: Spawner> Pool<S> {
                             last_used: Instant::now(),
                             state: ProcessState::Active,
                             recycle_after: recycle_point(&group.options.pool),
+                            oob_work: OobWork::None,
                         });
                     }
                 }
@@ -714,6 +739,39 @@ impl<S: Spawner> Pool<S> {
 
     /// Removes a process that turned out unusable (e.g. its socket refuses connections) and
     /// asks it to stop; waiting requests go elsewhere or to a new process.
+    /// Takes `process` out of routing for out-of-band work, which it asked for. The returned
+    /// receiver fires once its requests are done (call this before releasing the session of the
+    /// request that asked); then do the work and call [`Pool::finish_oob_work`]. `None`: the
+    /// process is gone, draining, or already has work pending.
+    pub fn request_oob_work(&self, process: &Process) -> Option<oneshot::Receiver<()>> {
+        let mut inner = self.lock();
+        let group = inner.groups.get_mut(&process.group)?;
+        let i = group.find(process.id)?;
+        let p = &mut group.procs[i];
+        if p.state != ProcessState::Active || !matches!(p.oob_work, OobWork::None) {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        p.oob_work = OobWork::Pending(Some(tx));
+        p.start_oob_work_if_idle();
+        Some(rx)
+    }
+
+    /// The process is done with its out-of-band work: it takes requests again.
+    pub fn finish_oob_work(&self, process: &Process) {
+        let mut actions = Actions::default();
+        {
+            let mut inner = self.lock();
+            if let Some(group) = inner.groups.get_mut(&process.group)
+                && let Some(i) = group.find(process.id)
+            {
+                group.procs[i].oob_work = OobWork::None;
+            }
+            self.reconcile(&mut inner, &mut actions);
+        }
+        self.run(actions);
+    }
+
     pub fn detach(&self, process: &Process) {
         self.exited(process);
         process.stop();

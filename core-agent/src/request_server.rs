@@ -175,8 +175,23 @@ impl<S: Spawner> RequestServer<S> {
                 _ => session::forward(&mut conn, &header, &early_body, &process, &powered_by).await,
             };
             match forwarded {
-                Ok(()) => {
+                Ok(forwarded) => {
                     tracing::debug!("Served {describe} with app {}", process.pid);
+                    if forwarded.oob_work {
+                        // Asked before this request's slot is freed, so that no other
+                        // request slips in; the work starts when the process is idle.
+                        let ready = self.pool.request_oob_work(&process);
+                        drop(checkout);
+                        let _ = conn.shutdown().await;
+                        drop(conn);
+                        if let Some(ready) = ready {
+                            if ready.await.is_ok() {
+                                session::out_of_band_work(&process).await;
+                            }
+                            self.pool.finish_oob_work(&process);
+                        }
+                        return;
+                    }
                 }
                 Err(SessionError::ConnectFailed(message)) if attempts < MAX_ATTEMPTS => {
                     drop(checkout);

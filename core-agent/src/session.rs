@@ -34,15 +34,28 @@ enum Upload {
     AppClosed,
 }
 
+/// Response header by which an app asks for out-of-band work after this request (Phusion
+/// Passenger's name); it is never passed on to the client.
+pub const OOB_WORK_HEADER: &str = "!~Request-OOB-Work";
+
+/// What came of a forwarded request, beyond its response.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Forwarded {
+    /// The app asked for out-of-band work.
+    pub oob_work: bool,
+}
+
 /// Forwards one request to `process` and its response back to `client`. `early_body` holds the
-/// body bytes that arrived with the SCGI header.
+/// body bytes that arrived with the SCGI header. A `101 Switching Protocols` answer (an app
+/// that took over the connection, like a WebSocket server) turns the exchange into a tunnel:
+/// bytes are copied both ways until either side closes.
 pub async fn forward(
     client: &mut UnixStream,
     header: &ScgiHeader,
     early_body: &[u8],
     process: &Process,
     powered_by: &str,
-) -> Result<(), SessionError> {
+) -> Result<Forwarded, SessionError> {
     let mut app = UnixStream::connect(&process.socket_path)
         .await
         .map_err(|e| {
@@ -63,27 +76,95 @@ pub async fn forward(
         )));
     let session_header = encode_header(pairs);
 
-    let (mut app_r, mut app_w) = app.split();
-    let (mut client_r, mut client_w) = client.split();
-    let upload = send_request(
-        &mut app_w,
-        &mut client_r,
-        &session_header,
-        early_body,
-        header.content_length,
-    );
-    let download = relay_response(&mut app_r, &mut client_w, process.pid, powered_by);
-    tokio::pin!(upload, download);
-    let mut uploading = true;
-    loop {
-        tokio::select! {
-            r = &mut upload, if uploading => match r {
-                Ok(Upload::Done) | Ok(Upload::AppClosed) => uploading = false,
-                Err(e) => return Err(e),
-            },
-            r = &mut download => return r,
+    let relayed = {
+        let (mut app_r, mut app_w) = app.split();
+        let (mut client_r, mut client_w) = client.split();
+        let upload = send_request(
+            &mut app_w,
+            &mut client_r,
+            &session_header,
+            early_body,
+            header.content_length,
+        );
+        let download = relay_response(&mut app_r, &mut client_w, process.pid, powered_by);
+        tokio::pin!(upload, download);
+        let mut uploading = true;
+        loop {
+            tokio::select! {
+                r = &mut upload, if uploading => match r {
+                    Ok(Upload::Done) | Ok(Upload::AppClosed) => uploading = false,
+                    Err(e) => return Err(e),
+                },
+                r = &mut download => break r?,
+            }
         }
+    };
+    if relayed.upgraded {
+        tunnel(client, &mut app, process.pid).await;
     }
+    Ok(Forwarded {
+        oob_work: relayed.oob_work,
+    })
+}
+
+/// How long an app may take for its out-of-band work before it takes requests again anyway.
+const OOB_WORK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Asks the (idle) process to do its out-of-band work: a pseudo-request with method `OOBW`,
+/// answered when the work is done.
+pub async fn out_of_band_work(process: &Process) {
+    let pid = process.pid;
+    let exchange = async {
+        let mut app = UnixStream::connect(&process.socket_path).await?;
+        let pairs: [(&[u8], &[u8]); 6] = [
+            (b"REQUEST_METHOD", b"OOBW"),
+            (b"REQUEST_URI", b"/"),
+            (b"PATH_INFO", b"/"),
+            (b"QUERY_STRING", b""),
+            (b"CONTENT_LENGTH", b"0"),
+            (CONNECT_PASSWORD.as_bytes(), process.password.as_bytes()),
+        ];
+        app.write_all(&encode_header(pairs)).await?;
+        let mut answer = Vec::new();
+        app.read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    let started = std::time::Instant::now();
+    match tokio::time::timeout(OOB_WORK_TIMEOUT, exchange).await {
+        Ok(Ok(answer)) if answer.starts_with(b"HTTP/1.1 200") => tracing::info!(
+            "App {pid} did its out-of-band work in {:.1} ms",
+            started.elapsed().as_secs_f64() * 1000.0
+        ),
+        Ok(Ok(answer)) => tracing::warn!(
+            "App {pid} answered its out-of-band work request with {:?}",
+            String::from_utf8_lossy(&answer[..answer.len().min(80)])
+        ),
+        Ok(Err(e)) => tracing::warn!("Out-of-band work of app {pid} failed: {e}"),
+        Err(_) => tracing::warn!(
+            "App {pid} took longer than {} s for its out-of-band work; it takes requests again",
+            OOB_WORK_TIMEOUT.as_secs()
+        ),
+    }
+}
+
+/// After a `101 Switching Protocols`: raw bytes both ways until either side is done.
+pub async fn tunnel<A, B>(client: &mut A, app: &mut B, pid: u32)
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    match tokio::io::copy_bidirectional(client, app).await {
+        Ok((up, down)) => tracing::debug!(
+            "Upgraded connection to app {pid} closed: {up} bytes to the app, {down} from it"
+        ),
+        Err(e) => tracing::debug!("Upgraded connection to app {pid} ended: {e}"),
+    }
+}
+
+/// What the response relay saw.
+struct Relayed {
+    upgraded: bool,
+    oob_work: bool,
 }
 
 /// Writes the session header and exactly `content_length` body bytes, streamed from nginx.
@@ -124,20 +205,20 @@ where
 }
 
 /// Reads the app's response head, writes the normalised head, then copies the rest until the
-/// app closes the connection.
+/// app closes the connection (or, after a 101, returns so the caller can open the tunnel).
 async fn relay_response<R, W>(
     app: &mut R,
     client: &mut W,
     pid: u32,
     powered_by: &str,
-) -> Result<(), SessionError>
+) -> Result<Relayed, SessionError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; COPY_BUFFER];
     let mut filled = 0;
-    let (head, used) = loop {
+    let (mut head, used) = loop {
         if filled == buf.len() {
             buf.resize((buf.len() * 2).min(MAX_HEAD + COPY_BUFFER), 0);
         }
@@ -182,9 +263,20 @@ where
     let gone = |e: std::io::Error| {
         SessionError::ClientGone(format!("writing the response to nginx failed: {e}"))
     };
+    let before = head.headers.len();
+    head.headers
+        .retain(|(name, _)| !name.eq_ignore_ascii_case(OOB_WORK_HEADER));
+    let relayed = Relayed {
+        upgraded: head.status == 101,
+        oob_work: head.headers.len() != before,
+    };
     let mut out = response::render_head(&head, powered_by);
     out.extend_from_slice(&buf[used..filled]);
     client.write_all(&out).await.map_err(gone)?;
+    if relayed.upgraded {
+        client.flush().await.map_err(gone)?;
+        return Ok(relayed);
+    }
     buf.truncate(COPY_BUFFER);
     loop {
         let n = match app.read(&mut buf).await {
@@ -201,5 +293,5 @@ where
         client.write_all(&buf[..n]).await.map_err(gone)?;
     }
     client.flush().await.map_err(gone)?;
-    Ok(())
+    Ok(relayed)
 }

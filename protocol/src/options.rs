@@ -67,6 +67,8 @@ pub const FRIENDLY_ERROR_PAGES: &str = "PASSENGER_FRIENDLY_ERROR_PAGES";
 pub const CUSTOM_ERROR_PAGE: &str = "PASSENGER_CUSTOM_ERROR_PAGE";
 /// Status of a spawn-failure response.
 pub const SPAWN_EXCEPTION_STATUS_CODE: &str = "PASSENGER_SPAWN_EXCEPTION_STATUS_CODE";
+/// Threads per Ruby/Python process (absent = 1); the process takes that many requests at once.
+pub const THREAD_COUNT: &str = "PASSENGER_THREAD_COUNT";
 
 pub const DEFAULT_MAX_POOL_SIZE: u64 = 6;
 pub const DEFAULT_MIN_INSTANCES: u64 = 1;

@@ -981,3 +981,46 @@ async fn resist_deployment_errors_keeps_the_old_version_serving() {
     let next = pool.checkout(&o).await.unwrap();
     assert_eq!(next.process.pid, 1000, "the old version goes on serving");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Out-of-band work
+
+#[tokio::test(start_paused = true)]
+async fn out_of_band_work_waits_for_requests_in_flight_and_holds_new_ones_back() {
+    let pool = Pool::new(Dummy::new(2));
+    let o = with(|p| p.max_pool_size = 1);
+    let a = pool.checkout(&o).await.unwrap();
+    let b = pool.checkout(&o).await.unwrap();
+    assert_eq!(a.process.pid, b.process.pid, "concurrency 2: one process");
+    let process = a.process.clone();
+    let mut ready = pool.request_oob_work(&process).expect("an active process");
+    assert!(
+        pool.request_oob_work(&process).is_none(),
+        "work already pending"
+    );
+    drop(a);
+    // b is still in flight: the work waits, and a new request waits too (the pool is full and
+    // the process takes no requests while work is pending).
+    let waiting = start(&pool, &o);
+    settle().await;
+    assert!(
+        ready.try_recv().is_err(),
+        "work started with a request in flight"
+    );
+    assert!(
+        !waiting.is_finished(),
+        "a request was routed to a process with pending work"
+    );
+    drop(b);
+    settle().await;
+    assert!(
+        ready.try_recv().is_ok(),
+        "the work starts once the process is idle"
+    );
+    assert!(
+        !waiting.is_finished(),
+        "a request was routed during the work"
+    );
+    pool.finish_oob_work(&process);
+    assert_eq!(pid_of(waiting).await, process.pid);
+}

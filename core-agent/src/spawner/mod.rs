@@ -74,6 +74,7 @@ impl SpawnConfig {
         let root = self.passenger_root.to_string_lossy();
         let socket_dir = private_dir.to_string_lossy();
         let log_level = self.log_level.to_string();
+        let thread_count = options.spawn.thread_count.to_string();
         loader::encode_options(
             [
                 ("passenger_root", root.as_ref()),
@@ -86,6 +87,7 @@ impl SpawnConfig {
                 ("socket_dir", socket_dir.as_ref()),
                 ("base_uri", options.base_uri.as_str()),
                 ("log_level", log_level.as_str()),
+                ("thread_count", thread_count.as_str()),
             ]
             .into_iter()
             .chain(extra.iter().copied()),
