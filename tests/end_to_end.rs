@@ -1,19 +1,12 @@
 //! nginx serves a Rack app end to end: module → watchdog → core → rack loader, against
 //! Debian's nginx 1.22 and the bundled nginx. Needs `scripts/build` to have run.
 
+#[macro_use]
 mod common;
 
 use common::*;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-
-/// Defines one test per nginx flavour, so a failure names the build it happened with.
-macro_rules! for_both_nginx {
-    ($($name:ident,)*) => {
-        mod system { $( #[test] fn $name() { super::$name(super::Flavour::System) } )* }
-        mod bundled { $( #[test] fn $name() { super::$name(super::Flavour::Bundled) } )* }
-    };
-}
 
 fn serves_get_query_status_and_headers(flavour: Flavour) {
     let nginx = Nginx::start(flavour, &[Site::app("echo")]);

@@ -2,16 +2,10 @@
 //! `node-loader.js`, against Debian's nginx 1.22 and the bundled nginx. (The loader itself is
 //! tested directly in tests/loaders/node_loader_test.js.)
 
+#[macro_use]
 mod common;
 
 use common::*;
-
-macro_rules! for_both_nginx {
-    ($($name:ident,)*) => {
-        mod system { $( #[test] fn $name() { super::$name(super::Flavour::System) } )* }
-        mod bundled { $( #[test] fn $name() { super::$name(super::Flavour::Bundled) } )* }
-    };
-}
 
 for_both_nginx! {
     a_node_app_is_detected_and_served,

@@ -1,6 +1,7 @@
 //! The application pool end to end: scaling, queueing, crash recovery, recycling and rolling
 //! restarts, with real nginx and real Ruby processes. Needs `scripts/build` to have run.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -8,13 +9,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
-
-macro_rules! for_both_nginx {
-    ($($name:ident,)*) => {
-        mod system { $( #[test] fn $name() { super::$name(super::Flavour::System) } )* }
-        mod bundled { $( #[test] fn $name() { super::$name(super::Flavour::Bundled) } )* }
-    };
-}
 
 fn site(extra: &str) -> Site {
     let mut s = Site::app("pool");

@@ -4,6 +4,7 @@
 //! them, inherited http → server → location → if, as a stand-in core receives them. Against
 //! Debian's nginx 1.22 and the bundled nginx. Needs `scripts/build` to have run.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -13,14 +14,6 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-
-/// Defines one test per nginx flavour, so a failure names the build it happened with.
-macro_rules! for_both_nginx {
-    ($($name:ident,)*) => {
-        mod system { $( #[test] fn $name() { super::$name(super::Flavour::System) } )* }
-        mod bundled { $( #[test] fn $name() { super::$name(super::Flavour::Bundled) } )* }
-    };
-}
 
 /// Writes the test configuration (one server for the echo app) with `http_extra` in the http
 /// block and `server_extra` in the server block, and runs `nginx -t` on it.

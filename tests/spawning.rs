@@ -2,17 +2,11 @@
 //! spawning through a preloader and direct spawning, the environment and identity an app gets,
 //! its output in the log, and what a request sees when the app cannot start.
 
+#[macro_use]
 mod common;
 
 use common::*;
 use std::collections::HashMap;
-
-macro_rules! for_both_nginx {
-    ($($name:ident,)*) => {
-        mod system { $( #[test] fn $name() { super::$name(super::Flavour::System) } )* }
-        mod bundled { $( #[test] fn $name() { super::$name(super::Flavour::Bundled) } )* }
-    };
-}
 
 for_both_nginx! {
     smart_spawning_forks_every_process_from_one_preloader,

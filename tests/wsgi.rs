@@ -2,16 +2,10 @@
 //! bundled nginx. (The loader's PEP 3333 conformance is tested directly, in
 //! tests/loaders/test_wsgi_loader.py.)
 
+#[macro_use]
 mod common;
 
 use common::*;
-
-macro_rules! for_both_nginx {
-    ($($name:ident,)*) => {
-        mod system { $( #[test] fn $name() { super::$name(super::Flavour::System) } )* }
-        mod bundled { $( #[test] fn $name() { super::$name(super::Flavour::Bundled) } )* }
-    };
-}
 
 for_both_nginx! {
     a_wsgi_app_is_detected_and_served,

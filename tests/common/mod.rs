@@ -9,6 +9,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long anything in a test may take before it is a failure (never a timing assertion).
+/// Defines one test per nginx flavour from functions taking a [`Flavour`], so that a failure
+/// names the build it happened with. (Test files declare `#[macro_use] mod common;`.)
+#[allow(unused_macros)]
+macro_rules! for_both_nginx {
+    ($($name:ident,)*) => {
+        mod system { $( #[test] fn $name() { super::$name(super::Flavour::System) } )* }
+        mod bundled { $( #[test] fn $name() { super::$name(super::Flavour::Bundled) } )* }
+    };
+}
+
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
 pub fn repo() -> PathBuf {
