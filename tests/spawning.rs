@@ -422,6 +422,25 @@ fn the_fd_limit_and_signal_state_are_set_for_the_app(flavour: Flavour) {
         };
         assert_eq!(mask("SigBlk:"), 0, "{method}: {signals}");
         assert_eq!(mask("SigIgn:") & 0x7fff_ffff, 0, "{method}: {signals}");
+        // None of the core's descriptors leaked into the app: not its listening socket (fd 3),
+        // nor anything else it has open but the app's own pipes.
+        let core = nginx.core_pid();
+        let core_fds: Vec<String> = std::fs::read_dir(format!("/proc/{core}/fd"))
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+            .map(|t| t.to_string_lossy().into_owned())
+            .filter(|t| t.starts_with("socket:"))
+            .collect();
+        let listener = std::fs::read_link(format!("/proc/{core}/fd/3")).unwrap();
+        assert!(listener.to_string_lossy().starts_with("socket:"));
+        let app_fds = nginx.get("/fds").text();
+        for line in app_fds.lines() {
+            let target = line.split_once(' ').unwrap().1;
+            assert!(
+                !core_fds.iter().any(|c| c == target),
+                "{method}: the app has the core's {target} open:\n{app_fds}"
+            );
+        }
     }
 }
 

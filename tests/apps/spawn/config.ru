@@ -4,6 +4,7 @@
 #   /log         prints a line on stdout and one on stderr
 #   /limits      the soft and hard RLIMIT_NOFILE
 #   /signals     the SigBlk and SigIgn lines of /proc/self/status
+#   /fds         what each open file descriptor refers to, one `fd target` per line
 $stdout.puts 'spawn app: loading' # output while loading, before the handshake completes
 loaded_in = Process.pid
 
@@ -20,6 +21,8 @@ app = lambda do |env|
            'logged'
          when '/limits'
            Process.getrlimit(:NOFILE).join(' ')
+         when '/fds'
+           Dir.children('/proc/self/fd').map { |fd| "#{fd} #{File.readlink("/proc/self/fd/#{fd}") rescue '?'}" }.join("\n")
          when '/signals'
            File.read('/proc/self/status').lines.grep(/^Sig(Blk|Ign):/).join
          else
