@@ -1,17 +1,32 @@
 # frozen_string_literal: true
 
-# A minimal `PhusionPassenger` module: Rails apps and gems test `defined?(PhusionPassenger)` and
-# register fork hooks with `PhusionPassenger.on_event(:starting_worker_process) { |forked| }`
-# (e.g. to reopen database connections after a smart-spawn fork). Defined only when nothing
-# (say, the passenger gem through RUBYOPT) has defined it already; this file is required before
-# the app is loaded.
+# A minimal `PhusionPassenger` module, compatible with the parts of Phusion Passenger's that apps
+# and gems use: they test `defined?(PhusionPassenger)` and register callbacks with
+# `PhusionPassenger.on_event(name) { |*args| ... }`:
+#
+#   :starting_worker_process  (forked)  before the process serves; forked is true in a process
+#                                       forked by the preloader (smart spawning), where database
+#                                       connections and the like must be reopened
+#   :stopping_worker_process  ()        when the process stops
+#   :oob_work                 ()        out-of-band work: after a response that carried the
+#                                       header `!~Request-OOB-Work: true`, once the process has
+#                                       been taken out of request routing
+#
+# and some set `PhusionPassenger.advertised_concurrency_level` (e.g. 0 for apps whose hijacked
+# connections do not hold a thread) before the process reports ready.
+#
+# Defined only when nothing (say, the passenger gem through RUBYOPT) has defined it already;
+# this file is required before the app is loaded.
 unless defined?(PhusionPassenger)
   module PhusionPassenger
     @event_callbacks = Hash.new { |hash, name| hash[name] = [] }
+    @advertised_concurrency_level = nil
 
     class << self
-      # Registers a block to call on an event: :starting_worker_process (argument: forked, true
-      # in a process forked by the preloader) or :stopping_worker_process.
+      # How many requests the process tells the core it can serve at once; nil: the thread count.
+      attr_accessor :advertised_concurrency_level
+
+      # Registers a block to call on an event (see above).
       def on_event(name, &block)
         raise ArgumentError, 'PhusionPassenger.on_event needs a block' unless block
 
@@ -40,6 +55,12 @@ module PassengerRs
       return unless defined?(PhusionPassenger) && PhusionPassenger.respond_to?(:call_event)
 
       PhusionPassenger.call_event(name, *args)
+    end
+
+    def advertised_concurrency_level
+      return nil unless defined?(PhusionPassenger) && PhusionPassenger.respond_to?(:advertised_concurrency_level)
+
+      PhusionPassenger.advertised_concurrency_level
     end
   end
 end

@@ -2,16 +2,77 @@
 
 module PassengerRs
   # One request of the session protocol: a 4-byte big-endian length, NUL-separated KEY/VALUE
-  # pairs (the CGI environment and PASSENGER_CONNECT_PASSWORD), then the body. The answer is an
-  # HTTP/1.1 response written to the same connection, which the caller then closes.
-  module RequestHandler
-    # Bodies up to this size are kept in memory; larger ones go to a temp file.
+  # pairs (the CGI environment and PASSENGER_CONNECT_PASSWORD), then CONTENT_LENGTH bytes of
+  # body. The answer is an HTTP/1.1 response (status line, headers, body) on the same
+  # connection, which ends when the loader closes it.
+  #
+  # Responses follow the Rack SPEC (Rack 2 and Rack 3):
+  # - headers: each value line becomes one header line (Rack 2 joins multiple values with "\n",
+  #   Rack 3 gives an Array); names are sent as the app gave them; `rack.*` headers and
+  #   `Status` are never sent.
+  # - bodies: `to_path` (a readable file) is sent with IO.copy_stream (sendfile), else `each`,
+  #   else `call(stream)` (Rack 3 streaming body) with the connection as the stream; nothing for
+  #   HEAD, 1xx, 204 and 304. `close` is always called on the body, even when the app or the
+  #   connection fails.
+  # - full hijack (`env['rack.hijack'].call`): the app gets the connection and writes the whole
+  #   response itself; the loader sends nothing more and does not close it. Partial hijack
+  #   (a `rack.hijack` response header): the loader sends the head, then hands the connection
+  #   to the callback, which closes it.
+  # - out-of-band work: an app's `!~Request-OOB-Work: true` response header is passed on as
+  #   exactly that line for the core, which strips it; the core later sends a pseudo-request
+  #   with REQUEST_METHOD `OOBW`, which runs the `PhusionPassenger.on_event(:oob_work)`
+  #   callbacks (not the app) and is answered `200` with an empty body once they are done.
+  class RequestHandler
+    # Bodies up to this size are kept in memory; larger ones go to an (unlinked) temp file.
     MAX_MEMORY_BODY = 1024 * 1024
     MAX_HEADER = 1024 * 1024
+    OOB_WORK_HEADER = '!~Request-OOB-Work'
+    OOB_WORK_LINE = "#{OOB_WORK_HEADER}: true\r\n"
+    OOB_WORK_DONE = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    OOB_WORK_FAILED = "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"
+    INTERNAL_ERROR = "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n" \
+                     "Content-Length: 22\r\n\r\nInternal Server Error\n"
+    # Arrays of small strings go out in one write with the head, up to this size.
+    COALESCE_LIMIT = 64 * 1024
 
     class BodyTooShort < StandardError; end
 
-    module_function
+    # Errors that mean the core (or the client behind it) went away.
+    GONE = [Errno::EPIPE, Errno::ECONNRESET, Errno::ENOTCONN, IOError].freeze
+
+    def self.log_exception(what, e)
+      STDERR.write("#{what}: #{e.class}: #{e.message}\n#{(e.backtrace || []).map { |l| "    #{l}\n" }.join}")
+    rescue IOError, SystemCallError
+      nil
+    end
+
+    # `multithread`: rack.multithread, true when several threads serve the app.
+    def initialize(app, password:, base_uri: nil, multithread: false)
+      @app = app
+      @password = password.to_s
+      @env_builder = RackEnv.new(base_uri: base_uri, multithread: multithread)
+    end
+
+    # Serves one connection. Returns :hijacked when the app took the connection over (the
+    # caller must then leave it alone), :done otherwise (the connection is closed).
+    def handle(conn)
+      headers = read_session_header(conn)
+      return :done unless headers
+
+      unless PassengerRs.secure_compare(headers.delete('PASSENGER_CONNECT_PASSWORD'), @password)
+        STDERR.write("Refused a session with a wrong connect password; only the core may connect to this socket\n")
+        return :done
+      end
+      return out_of_band_work(conn) if headers['REQUEST_METHOD'] == 'OOBW'
+
+      input = read_body(conn, headers['CONTENT_LENGTH'].to_i)
+      serve(conn, headers, input)
+    rescue BodyTooShort
+      STDERR.write("The request body ended before CONTENT_LENGTH bytes; dropped the request\n")
+      :done
+    end
+
+    private
 
     def read_exact(io, n)
       data = io.read(n)
@@ -35,17 +96,18 @@ module PassengerRs
       headers
     end
 
-    # The request body as a rewindable IO: exactly CONTENT_LENGTH bytes.
+    # The request body as a rewindable binary IO holding exactly CONTENT_LENGTH bytes (Rack 2
+    # requires rewind; Rack 3 allows it).
     def read_body(conn, length)
       if length <= MAX_MEMORY_BODY
-        data = length.zero? ? +'' : read_exact(conn, length)
+        data = length.zero? ? String.new(encoding: Encoding::BINARY) : read_exact(conn, length)
         raise BodyTooShort unless data
 
         StringIO.new(data.force_encoding(Encoding::BINARY))
       else
         file = Tempfile.new('passenger-body')
         file.binmode
-        file.unlink rescue nil
+        file.unlink
         copied = IO.copy_stream(conn, file, length)
         raise BodyTooShort unless copied == length
 
@@ -54,112 +116,184 @@ module PassengerRs
       end
     end
 
-    def rack_env(headers, input)
-      env = headers
-      env['SCRIPT_NAME'] ||= ''
-      env['SCRIPT_NAME'] = '' if env['SCRIPT_NAME'] == '/'
-      unless env['PATH_INFO']
-        uri = env['REQUEST_URI'] || '/'
-        env['PATH_INFO'] = uri.split('?', 2).first
+    def out_of_band_work(conn)
+      ok = begin
+        Events.call(:oob_work)
+        true
+      rescue StandardError => e
+        RequestHandler.log_exception('Error in a PhusionPassenger.on_event(:oob_work) callback', e)
+        false
       end
-      env['QUERY_STRING'] ||= ''
-      env['SERVER_NAME'] ||= 'localhost'
-      env['SERVER_PORT'] ||= '80'
-      env['SERVER_PROTOCOL'] ||= 'HTTP/1.1'
-      env['REQUEST_METHOD'] ||= 'GET'
-      env.delete('CONTENT_TYPE') if env['CONTENT_TYPE'] == ''
-      env.delete('CONTENT_LENGTH') if env['CONTENT_LENGTH'] == ''
-      env.delete('HTTP_CONTENT_TYPE')
-      env.delete('HTTP_CONTENT_LENGTH')
-      https = env['HTTPS'].to_s.downcase
-      env['rack.version'] = defined?(Rack::VERSION) && Rack::VERSION.is_a?(Array) ? Rack::VERSION : [1, 3]
-      env['rack.url_scheme'] = %w[on 1 true yes].include?(https) ? 'https' : 'http'
-      env['rack.input'] = input
-      env['rack.errors'] = STDERR
-      env['rack.multithread'] = false
-      env['rack.multiprocess'] = true
-      env['rack.run_once'] = false
-      env['rack.hijack?'] = false
-      env['rack.response_finished'] = []
-      env
+      conn.write(ok ? OOB_WORK_DONE : OOB_WORK_FAILED)
+      :done
+    ensure
+      close_quietly(conn)
+    end
+
+    # Calls the app and sends its response. The connection is closed at the end unless the app
+    # hijacked it.
+    def serve(conn, headers, input)
+      state = { hijacked: false, head_sent: false, keep_open: false }
+      env = nil
+      hijack = lambda do
+        state[:hijacked] = true
+        env['rack.hijack_io'] = conn
+        conn
+      end
+      env = @env_builder.build(headers, input, hijack)
+      status = response_headers = body = error = nil
+      begin
+        status, response_headers, body = @app.call(env)
+        # After a full hijack the app has answered on the connection itself: its return value
+        # is ignored.
+        send_response(conn, env, status, response_headers, body, state) unless state[:hijacked]
+      rescue Exception => e # rubocop:disable Lint/RescueException -- reported, then re-raised if fatal
+        error = e
+        raise if e.is_a?(SystemExit) || e.is_a?(SignalException) || e.is_a?(NoMemoryError)
+
+        report_failure(conn, env, e, state)
+      ensure
+        close_body(body)
+        close_quietly(conn) unless state[:hijacked] || state[:keep_open]
+        response_finished(env, status, response_headers, error)
+        close_input(input)
+      end
+      state[:hijacked] || state[:keep_open] ? :hijacked : :done
+    end
+
+    def report_failure(conn, env, error, state)
+      return if GONE.any? { |klass| error.is_a?(klass) } # the core went away: nobody to tell
+
+      RequestHandler.log_exception(
+        "Error in the Rack app while handling #{env['REQUEST_METHOD']} #{env['REQUEST_URI'] || env['PATH_INFO']}", error
+      )
+      # Once the head is out (or the app has the connection) all that can be done is to end
+      # the response early.
+      return if state[:head_sent] || state[:hijacked] || state[:keep_open]
+
+      state[:head_sent] = true
+      conn.write(INTERNAL_ERROR)
+    rescue *GONE, SystemCallError
+      nil
+    end
+
+    def send_response(conn, env, status, headers, body, state)
+      # Rack 2: anything whose to_i is the status; Rack 3: an Integer.
+      status = status.to_i
+      raise ArgumentError, "the response status #{status} is not an HTTP status (100 or more)" if status < 100
+
+      head, partial_hijack = render_head(status, headers)
+      if partial_hijack
+        state[:head_sent] = true
+        conn.write(head)
+        state[:keep_open] = true # the callback owns the connection, and closes it
+        partial_hijack.call(conn)
+      elsif env['REQUEST_METHOD'] == 'HEAD' || status < 200 || status == 204 || status == 304
+        state[:head_sent] = true
+        conn.write(head)
+      elsif (path = file_path(body))
+        state[:head_sent] = true
+        conn.write(head)
+        File.open(path, 'rb') { |file| IO.copy_stream(file, conn) }
+      elsif body.respond_to?(:each)
+        send_enumerable(conn, head, body, state)
+      elsif body.respond_to?(:call)
+        state[:head_sent] = true
+        conn.write(head)
+        body.call(conn) # Rack 3 streaming body; the loader closes the stream after, if still open
+      else
+        raise TypeError, "the response body (#{body.class}) responds to neither each nor call"
+      end
+    end
+
+    def send_enumerable(conn, head, body, state)
+      if body.is_a?(Array) && body.sum { |chunk| chunk.to_s.bytesize } <= COALESCE_LIMIT
+        state[:head_sent] = true
+        conn.write(body.each_with_object(head.dup) { |chunk, out| out << chunk.to_s.b })
+        return
+      end
+      state[:head_sent] = true
+      conn.write(head)
+      body.each do |chunk|
+        conn.write(chunk) unless chunk.empty?
+      end
+    end
+
+    # The path of the file a body stands for, when it is one that can be sent as is.
+    def file_path(body)
+      return nil unless body.respond_to?(:to_path)
+
+      path = body.to_path
+      path.is_a?(String) && File.file?(path) && File.readable?(path) ? path : nil
+    end
+
+    # The status line and header lines; and the partial-hijack callback, if the app set one.
+    def render_head(status, headers)
+      out = String.new("HTTP/1.1 #{status} #{reason_phrase(status)}\r\n", encoding: Encoding::BINARY)
+      partial_hijack = nil
+      oob_work = false
+      headers.each do |name, value|
+        name = name.to_s
+        if name.start_with?('rack.')
+          partial_hijack = value if name == 'rack.hijack' && value.respond_to?(:call)
+          next
+        end
+        next if name.casecmp?('status')
+
+        if name.casecmp?(OOB_WORK_HEADER)
+          oob_work ||= header_values(value).any? { |v| v.strip.casecmp?('true') }
+          next
+        end
+        if name.empty? || name.match?(/[\s:\x00-\x1f\x7f]/)
+          STDERR.write("Dropped a response header with an invalid name: #{name.inspect}\n")
+          next
+        end
+        header_values(value).each { |v| out << name.b << ': ' << v.b.delete("\r\0") << "\r\n" }
+      end
+      out << OOB_WORK_LINE if oob_work
+      out << "\r\n"
+      [out, partial_hijack]
+    end
+
+    # Rack 3: a String or an Array of Strings; Rack 2: a String of "\n"-separated lines.
+    def header_values(value)
+      (value.is_a?(Array) ? value : [value]).flat_map { |v| v.to_s.split("\n") }
     end
 
     def reason_phrase(status)
-      (defined?(Rack::Utils::HTTP_STATUS_CODES) && Rack::Utils::HTTP_STATUS_CODES[status]) || 'Unknown'
+      Rack::Utils::HTTP_STATUS_CODES[status] || 'Unknown'
     end
 
-    def head(status, headers)
-      out = +"HTTP/1.1 #{status} #{reason_phrase(status)}\r\n"
-      headers.each do |name, value|
-        values = value.is_a?(Array) ? value : value.to_s.split("\n")
-        values.each { |v| out << "#{name}: #{v}\r\n" }
-      end
-      out << "\r\n"
-      out.force_encoding(Encoding::BINARY)
+    def close_body(body)
+      body.close if body.respond_to?(:close)
+    rescue Exception => e # rubocop:disable Lint/RescueException -- logged, the next request goes on
+      raise if e.is_a?(SystemExit) || e.is_a?(SignalException) || e.is_a?(NoMemoryError)
+
+      RequestHandler.log_exception('Error while closing the response body', e)
     end
 
-    def log_exception(what, e)
-      STDERR.write("#{what}: #{e.class}: #{e.message}\n")
-      (e.backtrace || []).each { |l| STDERR.write("    #{l}\n") }
+    # Rack 3: run after the response was sent, in reverse order of registration.
+    def response_finished(env, status, headers, error)
+      callbacks = env && env['rack.response_finished']
+      return unless callbacks.respond_to?(:reverse_each)
+
+      callbacks.reverse_each do |callback|
+        callback.call(env, status, headers, error)
+      rescue StandardError => e
+        RequestHandler.log_exception('Error in a rack.response_finished callback', e)
+      end
     end
 
-    # Serves one connection: one request, one response. The caller closes the connection.
-    def handle(app, conn, password)
-      headers = read_session_header(conn)
-      return unless headers
+    def close_input(input)
+      input.close if input.is_a?(Tempfile) || input.is_a?(File)
+    rescue IOError
+      nil
+    end
 
-      unless PassengerRs.secure_compare(headers.delete('PASSENGER_CONNECT_PASSWORD'), password)
-        STDERR.write("Refused a session with a wrong connect password; only the core may connect to this socket\n")
-        return
-      end
-      input = read_body(conn, headers['CONTENT_LENGTH'].to_i)
-      env = rack_env(headers, input)
-      written = false
-      body = nil
-      error = nil
-      status = 500
-      response_headers = {}
-      begin
-        status, response_headers, body = app.call(env)
-        status = status.to_i
-        conn.write(head(status, response_headers))
-        written = true
-        if env['REQUEST_METHOD'] == 'HEAD' || status < 200 || status == 204 || status == 304
-          nil # no body for these, whatever the app returned
-        elsif body.respond_to?(:each)
-          body.each { |chunk| conn.write(chunk) unless chunk.empty? }
-        elsif body.respond_to?(:call)
-          body.call(conn) # Rack 3 streaming body
-        end
-      rescue Errno::EPIPE, Errno::ECONNRESET, IOError => e
-        error = e # the core (or the client) went away
-      rescue Exception => e # rubocop:disable Lint/RescueException -- the app's failure is logged
-        raise if e.is_a?(SystemExit) || e.is_a?(SignalException)
-
-        error = e
-        log_exception("Error in the Rack app while handling #{env['REQUEST_METHOD']} #{env['REQUEST_URI'] || env['PATH_INFO']}", e)
-        unless written
-          begin
-            conn.write("HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\nInternal Server Error\n")
-          rescue StandardError
-            nil
-          end
-        end
-      ensure
-        begin
-          body.close if body.respond_to?(:close)
-        rescue Exception => e # rubocop:disable Lint/RescueException
-          log_exception('Error while closing the response body', e)
-        end
-        (env['rack.response_finished'] || []).reverse_each do |callback|
-          callback.call(env, status, response_headers, error)
-        rescue StandardError => e
-          log_exception('Error in a rack.response_finished callback', e)
-        end
-        input.close if input.is_a?(Tempfile) || input.is_a?(File)
-      end
-    rescue BodyTooShort
-      STDERR.write("The request body ended before CONTENT_LENGTH bytes; dropped the request\n")
+    def close_quietly(conn)
+      conn.close unless conn.closed?
+    rescue IOError, SystemCallError
+      nil
     end
   end
 end

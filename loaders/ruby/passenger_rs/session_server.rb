@@ -1,8 +1,9 @@
 # frozen_string_literal: true
 
 module PassengerRs
-  # The app process's unix socket: one connection at a time, each carrying one session-protocol
-  # request (RequestHandler), until the core says stop through stdin.
+  # The app process's unix socket, served by N threads (handshake key `thread_count`, 1 when
+  # absent) that each accept a connection, serve its one session-protocol request
+  # (RequestHandler) and go back to accepting, until the core says stop through stdin.
   module SessionServer
     module_function
 
@@ -22,26 +23,64 @@ module PassengerRs
       Handshake.fail_startup("Cannot create the app's socket in #{dir}", e)
     end
 
-    # Serves until a byte or EOF arrives on stdin.
-    def serve(app, server, password)
+    # Serves with `threads` threads until a byte or EOF arrives on stdin; then stops accepting
+    # and waits for the requests in progress (the core sends SIGTERM if they take too long).
+    # `on_ready` is called once the threads accept.
+    def serve(handler, server, threads, on_ready: nil)
+      stop_r, stop_w = IO.pipe
+      workers = Array.new(threads) do |i|
+        Thread.new do
+          Thread.current.name = "passenger-rs request #{i + 1}" if Thread.current.respond_to?(:name=)
+          accept_loop(handler, server, stop_r)
+        end
+      end
+      on_ready&.call
+      wait_for_stop
+      graceful = true
+    ensure
+      stop_w&.close
+      # On SIGTERM, or `exit` in the app, nobody waits for the requests in progress.
+      workers&.each(&:join) if graceful
+      stop_r&.close
+    end
+
+    # A byte or EOF on stdin: the core is gone or wants us to stop.
+    def wait_for_stop
       loop do
-        readable, = IO.select([STDIN, server])
-        # A byte or EOF on stdin: the core is gone or wants us to stop.
-        return if readable.include?(STDIN)
+        readable, = IO.select([STDIN])
+        return if readable
+      end
+    end
+
+    def accept_loop(handler, server, stop_r)
+      loop do
+        readable, = IO.select([server, stop_r])
+        return if readable.include?(stop_r)
 
         begin
           conn = server.accept_nonblock
         rescue IO::WaitReadable, Errno::EINTR, Errno::ECONNABORTED
           next
         end
-        begin
-          conn.binmode
-          RequestHandler.handle(app, conn, password)
-        rescue Errno::EPIPE, Errno::ECONNRESET, IOError
-          nil
-        ensure
-          conn.close unless conn.closed?
-        end
+        serve_connection(handler, conn)
+      end
+    rescue Exception => e # rubocop:disable Lint/RescueException -- see below
+      # `exit` in the app (SystemExit) or a fatal error must end the process, as it would in a
+      # single-threaded server: the main thread then stops the worker cleanly.
+      Thread.main.raise(e) unless e.is_a?(IOError) && server.closed?
+    end
+
+    def serve_connection(handler, conn)
+      result = nil
+      begin
+        conn.binmode
+        result = handler.handle(conn)
+      rescue *RequestHandler::GONE, Errno::EINVAL
+        nil
+      rescue StandardError => e
+        RequestHandler.log_exception('Error while serving a request', e)
+      ensure
+        conn.close unless result == :hijacked || conn.closed?
       end
     end
   end

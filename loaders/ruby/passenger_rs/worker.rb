@@ -6,8 +6,10 @@ module PassengerRs
   module Worker
     module_function
 
-    # Announces the worker to the app, reports its socket, serves until told to stop, then
-    # says goodbye to the app and removes the socket. `forked` is true in a preloader's child.
+    # Announces the worker to the app, reports its socket and concurrency (the thread count, or
+    # what the app set in PhusionPassenger.advertised_concurrency_level), serves until told to
+    # stop, then says goodbye to the app and removes the socket. `forked` is true in a
+    # preloader's child.
     def run(app, options, forked:)
       begin
         Events.call(:starting_worker_process, forked)
@@ -16,16 +18,34 @@ module PassengerRs
 
         Handshake.fail_startup('The app failed in its PhusionPassenger.on_event(:starting_worker_process) callback', e)
       end
+      threads = thread_count(options)
+      handler = RequestHandler.new(app, password: options['connect_password'], base_uri: options['base_uri'],
+                                        multithread: threads > 1)
       server, path = SessionServer.create(options)
       begin
-        Handshake.report_ready("main;unix:#{path};session;1")
-        SessionServer.serve(app, server, options['connect_password'].to_s)
+        ready = -> { Handshake.report_ready("main;unix:#{path};session;#{concurrency(threads)}") }
+        SessionServer.serve(handler, server, threads, on_ready: ready)
       ensure
         # Also on SIGTERM (a SignalException unwinds through here).
         stopping
         server.close unless server.closed?
         File.unlink(path) if File.exist?(path)
       end
+    end
+
+    # The handshake's thread_count: a whole number from 1 up; 1 when absent or not a number.
+    def thread_count(options)
+      count = Integer(options['thread_count'].to_s.strip, 10)
+      count >= 1 ? count : 1
+    rescue ArgumentError
+      1
+    end
+
+    # What the `!> socket:` line advertises: how many requests the core may send at once
+    # (0: unlimited, e.g. for an app whose hijacked connections hold no thread).
+    def concurrency(threads)
+      level = Events.advertised_concurrency_level
+      level.is_a?(Integer) && level >= 0 ? level : threads
     end
 
     def stopping

@@ -1,0 +1,167 @@
+# frozen_string_literal: true
+
+module PassengerRs
+  # Builds the Rack environment of one request from the session header (the CGI variables the
+  # core sends) and the request body, to the letter of the Rack SPEC (Rack 2.2 and Rack 3):
+  #
+  # - SCRIPT_NAME / PATH_INFO: the base URI (handshake key `base_uri`, e.g. `/sub`) is split
+  #   off the path on a path-segment boundary (`/sub` and `/sub/x` match, `/subway` does not).
+  #   nginx sends PATH_INFO percent-decoded and normalised; Rack apps expect the raw, still
+  #   percent-encoded path, so PATH_INFO is taken from REQUEST_URI's path part whenever that
+  #   decodes to the PATH_INFO nginx sent. When it does not (nginx rewrote the URI, or
+  #   normalised `/a/../b`), the path nginx routed is used, percent-encoded again.
+  # - QUERY_STRING, SERVER_NAME, SERVER_PORT, SERVER_PROTOCOL always present.
+  # - rack.* keys: version, url_scheme (from HTTPS), input (rewindable), errors, multithread,
+  #   multiprocess, run_once, hijack?/hijack (full hijack), response_finished (Rack 3).
+  #
+  # All CGI values are binary (ASCII-8BIT) strings, unfrozen, as the SPEC asks.
+  class RackEnv
+    attr_reader :base_uri
+
+    # `base_uri`: the handshake's base_uri ('' or '/' for an app at the root).
+    # `multithread`: whether other threads of this process may call the app at the same time.
+    def initialize(base_uri:, multithread:)
+      @base_uri = normalise_base(base_uri)
+      @multithread = multithread
+      @rack_version = rack_version
+      @rack3 = RackEnv.rack3?
+    end
+
+    def self.rack3?
+      release = if defined?(Rack::RELEASE) then Rack::RELEASE
+                elsif Rack.respond_to?(:release) then Rack.release
+                else '2'
+                end
+      release.to_s.to_i >= 3
+    end
+
+    # Turns the session header (a Hash of binary strings, the password already removed) into
+    # the Rack env. `input` is the request body (rewindable IO), `hijack` a callable for
+    # rack.hijack.
+    def build(env, input, hijack)
+      env['REQUEST_METHOD'] = bin('GET') if blank?(env['REQUEST_METHOD'])
+      env['QUERY_STRING'] ||= bin('')
+      split_path(env)
+      https = %w[on 1 true yes].include?(env['HTTPS'].to_s.downcase)
+      server_defaults(env, https)
+      env.delete('CONTENT_TYPE') if env['CONTENT_TYPE'] == ''
+      env.delete('CONTENT_LENGTH') if env['CONTENT_LENGTH'] == ''
+      # Rack: CONTENT_TYPE/CONTENT_LENGTH, never their HTTP_ forms.
+      env.delete('HTTP_CONTENT_TYPE')
+      env.delete('HTTP_CONTENT_LENGTH')
+      # Rack 3: HTTP_VERSION, if present, must equal SERVER_PROTOCOL. Only a client's
+      # non-standard `Version:` header produces it.
+      env.delete('HTTP_VERSION') if @rack3 && env.key?('HTTP_VERSION') && env['HTTP_VERSION'] != env['SERVER_PROTOCOL']
+
+      env['rack.version'] = @rack_version
+      env['rack.url_scheme'] = https ? 'https' : 'http'
+      env['rack.input'] = input
+      env['rack.errors'] = STDERR
+      env['rack.multithread'] = @multithread
+      env['rack.multiprocess'] = true
+      env['rack.run_once'] = false
+      env['rack.hijack?'] = true
+      env['rack.hijack'] = hijack
+      env['rack.response_finished'] = []
+      env
+    end
+
+    # --- paths ------------------------------------------------------------------------------
+
+    # Percent-decodes a binary string (not '+': that is only a space in query strings).
+    def self.unescape(text)
+      text.b.gsub(/%[0-9A-Fa-f]{2}/n) { |m| m[1, 2].hex.chr }
+    end
+
+    # Percent-encodes what RFC 3986 does not allow as is in a path: everything but `pchar`
+    # (unreserved, sub-delims, ':' and '@') and '/'.
+    def self.escape_path(text)
+      text.b.gsub(/[^A-Za-z0-9\-._~!$&'()*+,;=:@\/]/n) { |c| format('%%%02X', c.ord) }
+    end
+
+    private
+
+    def bin(text)
+      String.new(text, encoding: Encoding::BINARY)
+    end
+
+    def blank?(value)
+      value.nil? || value.empty?
+    end
+
+    def normalise_base(base)
+      base = base.to_s.b.sub(%r{/+\z}n, '')
+      base.empty? || !base.start_with?('/') ? nil : base
+    end
+
+    # The raw path of REQUEST_URI ("/a%20b" of "/a%20b?x=1"); nil when there is none (no
+    # REQUEST_URI, or `*`). An absolute-form URI ("http://host/path") gives its path.
+    def raw_request_path(env)
+      uri = env['REQUEST_URI']
+      return nil if blank?(uri)
+
+      path = uri.b.split('?', 2).first.split('#', 2).first
+      path = path.sub(%r{\A[A-Za-z][A-Za-z0-9+.\-]*://[^/]*}n, '') unless path.start_with?('/')
+      path.start_with?('/') ? path : nil
+    end
+
+    # Sets SCRIPT_NAME and PATH_INFO (see the class comment).
+    def split_path(env)
+      decoded = env['PATH_INFO']
+      script = env['SCRIPT_NAME'].to_s.b
+      script = bin('') if script == '/'
+      # A frontend that split the path itself (SCRIPT_NAME set, PATH_INFO the rest).
+      decoded = script + decoded.to_s if !script.empty? && decoded && !segment_prefix?(decoded.b, script)
+      base = @base_uri || (script.empty? ? nil : script)
+
+      raw = raw_request_path(env)
+      path = if decoded.nil? || decoded.empty?
+               raw || bin('/')
+             elsif raw && RackEnv.unescape(raw) == decoded.b
+               raw
+             else
+               RackEnv.escape_path(decoded)
+             end
+      script_name, path_info = base ? split_base(path, base) : [nil, nil]
+      script_name ||= bin('')
+      path_info ||= path
+      path_info = bin('/') if script_name.empty? && path_info.empty?
+      env['SCRIPT_NAME'] = script_name
+      env['PATH_INFO'] = path_info
+    end
+
+    def segment_prefix?(path, prefix)
+      path == prefix || path.start_with?("#{prefix}/")
+    end
+
+    # Splits a raw path at the first segment boundary where the part before, decoded, is the
+    # base URI: returns [script_name, path_info], or nil when the path is not under the base.
+    def split_base(path, base)
+      return nil unless segment_prefix?(RackEnv.unescape(path), base)
+
+      index = 0
+      while index
+        boundary = path.index('/', index + 1) || path.bytesize
+        prefix = path.byteslice(0, boundary)
+        return [prefix, path.byteslice(boundary..)] if RackEnv.unescape(prefix) == base
+        break if boundary >= path.bytesize
+
+        index = boundary
+      end
+      nil
+    end
+
+    def server_defaults(env, https)
+      if blank?(env['SERVER_NAME'])
+        host = env['HTTP_HOST'].to_s.b.sub(/:\d*\z/n, '')
+        env['SERVER_NAME'] = host.empty? ? bin('localhost') : host
+      end
+      env['SERVER_PORT'] = bin(https ? '443' : '80') if blank?(env['SERVER_PORT'])
+      env['SERVER_PROTOCOL'] = bin('HTTP/1.1') if blank?(env['SERVER_PROTOCOL'])
+    end
+
+    def rack_version
+      defined?(Rack::VERSION) && Rack::VERSION.is_a?(Array) ? Rack::VERSION : [1, 3]
+    end
+  end
+end
