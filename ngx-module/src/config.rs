@@ -115,6 +115,10 @@ pub struct LocConf {
     /// Absolute path (made so against nginx's prefix); unset = the built-in page.
     pub custom_error_page: ngx_str_t,
     pub spawn_exception_status_code: ngx_int_t,
+    /// `passenger_thread_count`: threads per Ruby/Python process (1 to [`MAX_THREAD_COUNT`]).
+    pub thread_count: ngx_int_t,
+    /// `passenger_concurrency_model`: index into [`CONCURRENCY_MODELS`].
+    pub concurrency_model: ngx_int_t,
     /// [`pool_options`] of this location, built once when the configuration is merged (null
     /// until then); freed with the configuration's pool.
     pub pool_options: *const PoolOptionPairs,
@@ -135,6 +139,12 @@ fn parse_spawn_method(name: &[u8]) -> Option<ngx_int_t> {
         _ => None,
     }
 }
+
+/// The values of `passenger_concurrency_model`, in its index order (the first is the default).
+const CONCURRENCY_MODELS: [&str; 2] = ["process", "thread"];
+
+/// The most threads a process may have: the core refuses more (`PASSENGER_THREAD_COUNT`).
+const MAX_THREAD_COUNT: ngx_int_t = 1024;
 
 /// The names `passenger_app_type` accepts (Phusion Passenger's aliases included).
 fn parse_app_type(name: &[u8]) -> Option<AppType> {
@@ -169,6 +179,14 @@ impl LocConf {
             .ok()
             .and_then(|i| SPAWN_METHODS.get(i).copied())
     }
+    /// The count to send as `PASSENGER_THREAD_COUNT`, if any (see [`thread_count_option`]).
+    pub fn thread_count_option(&self) -> Option<ngx_int_t> {
+        let model = usize::try_from(self.concurrency_model)
+            .ok()
+            .and_then(|i| CONCURRENCY_MODELS.get(i).copied())
+            .unwrap_or(CONCURRENCY_MODELS[0]);
+        thread_count_option(model, self.thread_count)
+    }
     /// The `passenger_env_var` pairs in the order written (empty when there are none).
     pub fn env_vars(&self) -> Vec<(&[u8], &[u8])> {
         if self.env_vars.is_null() || self.env_vars as *mut c_void == UNSET_PTR {
@@ -186,6 +204,16 @@ impl LocConf {
                 .collect()
         }
     }
+}
+
+/// What `passenger_concurrency_model` and `passenger_thread_count` send, as merged (`count` is
+/// 1 when unset): `PASSENGER_THREAD_COUNT` is sent when the count is above 1, whatever the
+/// model says (Passenger users often set only the count, and mean threads by it); with the
+/// `thread` model it is sent even at 1 (Passenger's default count: one thread, served by the
+/// loader's threaded server); with `process` and a count of 1 nothing is sent (the core's
+/// default, one request at a time per process).
+fn thread_count_option(model: &str, count: ngx_int_t) -> Option<ngx_int_t> {
+    (count > 1 || model == "thread").then_some(count.max(1))
 }
 
 /// The env var pairs to send: one per name, with the value written last (at the place of the
@@ -298,6 +326,9 @@ fn spawn_options(mcf: &MainConf, lcf: &LocConf) -> PoolOptionPairs {
     if lcf.custom_error_page.len > 0 {
         pairs.push((options::CUSTOM_ERROR_PAGE, text(&lcf.custom_error_page)));
     }
+    if let Some(count) = lcf.thread_count_option() {
+        pairs.push((options::THREAD_COUNT, num(count)));
+    }
     pairs.extend([
         (
             options::SPAWN_EXCEPTION_STATUS_CODE,
@@ -352,6 +383,10 @@ static mut REQUESTS: NumRange = NumRange {
 static mut POSITIVE_SECONDS: NumRange = NumRange {
     low: 1,
     high: 365 * 24 * 3600,
+};
+static mut THREADS: NumRange = NumRange {
+    low: 1,
+    high: MAX_THREAD_COUNT,
 };
 static mut HTTP_STATUS: NumRange = NumRange {
     low: 100,
@@ -518,7 +553,7 @@ const fn spawn_method(name: &'static CStr) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 44] = [
+pub static mut COMMANDS: [ngx_command_t; 46] = [
     main_str(c"passenger_root", offset_of!(MainConf, root)),
     ngx_command_t {
         name: static_cstr(c"passenger_log_level"),
@@ -720,6 +755,22 @@ pub static mut COMMANDS: [ngx_command_t; 44] = [
         offset_of!(LocConf, spawn_exception_status_code),
         &raw mut HTTP_STATUS,
     ),
+    // Concurrency. A count above 1 means threads whatever the model says; the `thread` model
+    // with no count means Passenger's default of 1 thread (see `thread_count_option`).
+    number(
+        c"passenger_thread_count",
+        false,
+        offset_of!(LocConf, thread_count),
+        &raw mut THREADS,
+    ),
+    ngx_command_t {
+        name: static_cstr(c"passenger_concurrency_model"),
+        type_: (ANY_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(set_concurrency_model),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: offset_of!(LocConf, concurrency_model),
+        post: ptr::null_mut(),
+    },
     ngx_command_t::empty(),
 ];
 
@@ -789,6 +840,41 @@ unsafe extern "C" fn set_spawn_method(
                          process; also smart-lv2) or direct (each process starts afresh; also \
                          conservative)",
                         String::from_utf8_lossy(bytes(&(*cmd).name)),
+                        String::from_utf8_lossy(name)
+                    ),
+                );
+                CONF_ERROR
+            }
+        }
+    })
+}
+
+/// `passenger_concurrency_model process|thread`.
+unsafe extern "C" fn set_concurrency_model(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    guard(CONF_ERROR, || unsafe {
+        let field = (conf as *mut u8).add((*cmd).offset) as *mut ngx_int_t;
+        if *field != UNSET {
+            return c"is duplicate".as_ptr() as *mut c_char;
+        }
+        let value = first_arg(cf);
+        let name = bytes(&value);
+        match CONCURRENCY_MODELS.iter().position(|m| m.as_bytes() == name) {
+            Some(i) => {
+                *field = i as ngx_int_t;
+                CONF_OK
+            }
+            None => {
+                conf_log(
+                    NGX_LOG_EMERG,
+                    cf,
+                    &format!(
+                        "passenger_concurrency_model: unknown model \"{}\"; use process (one \
+                         request at a time per process) or thread (passenger_thread_count \
+                         threads per process)",
                         String::from_utf8_lossy(name)
                     ),
                 );
@@ -1098,6 +1184,8 @@ pub unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
         c.app_file_descriptor_ulimit = UNSET;
         c.friendly_error_pages = UNSET;
         c.spawn_exception_status_code = UNSET;
+        c.thread_count = UNSET;
+        c.concurrency_model = UNSET;
 
         // Zeroed by pcalloc: bufs, ignore_headers, next_upstream, temp_path, hide_headers_hash,
         // store (off), cache (off), limit_rate (none).
@@ -1276,6 +1364,8 @@ unsafe fn merge(cf: *mut ngx_conf_t, prev: &mut LocConf, conf: &mut LocConf) -> 
         prev.spawn_exception_status_code,
         options::DEFAULT_SPAWN_EXCEPTION_STATUS_CODE as ngx_int_t,
     );
+    merge_int(&mut conf.thread_count, prev.thread_count, 1);
+    merge_int(&mut conf.concurrency_model, prev.concurrency_model, 0);
     if conf.app_root.len > 0
         && unsafe { ngx_conf_full_name((*cf).cycle, &mut conf.app_root, 0) } != NGX_OK as ngx_int_t
     {
@@ -1441,7 +1531,15 @@ unsafe fn merge_upstream(
 #[cfg(test)]
 mod tests {
     use super::{Identity, dedup_env_vars, env_var_problem, names_root, parse_number};
-    use super::{SPAWN_METHODS, parse_spawn_method};
+    use super::{SPAWN_METHODS, parse_spawn_method, thread_count_option};
+
+    #[test]
+    fn thread_count_is_sent_above_one_or_with_the_thread_model() {
+        assert_eq!(thread_count_option("process", 1), None);
+        assert_eq!(thread_count_option("process", 4), Some(4));
+        assert_eq!(thread_count_option("thread", 1), Some(1));
+        assert_eq!(thread_count_option("thread", 8), Some(8));
+    }
 
     #[test]
     fn spawn_methods_and_their_aliases() {

@@ -2,16 +2,27 @@
 //! header lines, each handed to the upstream module's known-header handlers so that
 //! Content-Length, Location, Content-Type and the like mean what they mean for proxy_pass.
 //! The body then streams through nginx's upstream machinery until Content-Length or EOF.
+//!
+//! HTTP/1.1 Upgrade (WebSockets): the client's `Upgrade` and `Connection` headers reach the core
+//! as `HTTP_UPGRADE` and `HTTP_CONNECTION`. When the core answers `101 Switching Protocols` to a
+//! request that asked to upgrade, `u->upgrade` makes nginx send the 101 (with the core's
+//! `Upgrade` header; nginx writes `Connection: upgrade` itself) and then relay raw bytes both
+//! ways between the client and the core's connection until either side closes, as proxy_pass
+//! does. The upstream read timeout (the location's `read_timeout`, 10 minutes by default: what
+//! `passenger_read_timeout` sets) still applies to the tunnel: it ends one on which the core
+//! sends nothing for that long, as `proxy_read_timeout` does for proxied WebSockets. A 101 to a
+//! request that did not ask for it is refused as an invalid response (502), never left to hang
+//! as a body without end.
 
 use std::ptr;
 
 use nginx_sys::{
     NGX_AGAIN, NGX_ERROR, NGX_HTTP_HEAD, NGX_HTTP_NO_CONTENT, NGX_HTTP_NOT_MODIFIED,
     NGX_HTTP_PARSE_HEADER_DONE, NGX_HTTP_SWITCHING_PROTOCOLS, NGX_HTTP_UPSTREAM_INVALID_HEADER,
-    NGX_LOG_ERR, NGX_OK, ngx_hash_find, ngx_http_parse_header_line, ngx_http_parse_status_line,
-    ngx_http_request_t, ngx_http_upstream_header_t, ngx_http_upstream_main_conf_t,
-    ngx_http_upstream_module, ngx_int_t, ngx_list_push, ngx_pnalloc, ngx_strlow, ngx_table_elt_t,
-    ngx_uint_t,
+    NGX_HTTP_VERSION_11, NGX_LOG_ERR, NGX_OK, ngx_hash_find, ngx_http_parse_header_line,
+    ngx_http_parse_status_line, ngx_http_request_t, ngx_http_upstream_header_t,
+    ngx_http_upstream_main_conf_t, ngx_http_upstream_module, ngx_int_t, ngx_list_push, ngx_pnalloc,
+    ngx_strlow, ngx_table_elt_t, ngx_uint_t,
 };
 
 use crate::handler::{RequestCtx, module};
@@ -114,12 +125,7 @@ unsafe fn headers(r: *mut ngx_http_request_t) -> ngx_int_t {
                 continue;
             }
             if res == rc(NGX_HTTP_PARSE_HEADER_DONE) {
-                if (*u).headers_in.status_n == NGX_HTTP_SWITCHING_PROTOCOLS as ngx_uint_t
-                    && !(*r).headers_in.upgrade.is_null()
-                {
-                    (*u).set_upgrade(1);
-                }
-                return rc(NGX_OK);
+                return header_done(r);
             }
             if res == rc(NGX_AGAIN) {
                 return res;
@@ -147,6 +153,49 @@ unsafe fn headers(r: *mut ngx_http_request_t) -> ngx_int_t {
             );
             return rc(NGX_HTTP_UPSTREAM_INVALID_HEADER);
         }
+    }
+}
+
+/// The whole header is in: a 101 becomes an upgraded tunnel if the client asked for one.
+unsafe fn header_done(r: *mut ngx_http_request_t) -> ngx_int_t {
+    unsafe {
+        let u = (*r).upstream;
+        if (*u).headers_in.status_n != NGX_HTTP_SWITCHING_PROTOCOLS as ngx_uint_t {
+            return rc(NGX_OK);
+        }
+        // The core's connection serves this request only, and never another after a 101.
+        (*u).set_keepalive(0);
+        if client_can_upgrade(r) {
+            log_debug(request_log(r), || {
+                "passenger: 101 Switching Protocols, the connection becomes a tunnel".to_string()
+            });
+            (*u).set_upgrade(1);
+            return rc(NGX_OK);
+        }
+        log_error(
+            NGX_LOG_ERR,
+            request_log(r),
+            0,
+            "passenger: the app answered 101 Switching Protocols to a request that did not ask \
+             to upgrade (no Upgrade header from an HTTP/1.1 client); answering 502 instead; the \
+             app must only switch protocols when the client asks it to",
+        );
+        rc(NGX_HTTP_UPSTREAM_INVALID_HEADER)
+    }
+}
+
+/// Whether the client asked to upgrade its connection in a way nginx can honour: an `Upgrade`
+/// header in an HTTP/1.1 request (HTTP/1.0 must ignore it, RFC 9110 section 7.8; in HTTP/2 and
+/// HTTP/3 it is not allowed), on the main request (a subrequest cannot take over the
+/// connection). The module sends `Upgrade` to the core only then.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn client_can_upgrade(r: *const ngx_http_request_t) -> bool {
+    unsafe {
+        !(*r).headers_in.upgrade.is_null()
+            && (*r).http_version == NGX_HTTP_VERSION_11 as ngx_uint_t
+            && ptr::eq((*r).main, r)
     }
 }
 

@@ -135,6 +135,9 @@ struct RequestInfo<'a> {
     content_type: Option<&'a [u8]>,
     /// Request headers in arrival order.
     headers: Vec<(&'a [u8], &'a [u8])>,
+    /// Whether nginx can switch this request's connection to a tunnel
+    /// ([`crate::response::client_can_upgrade`]); if not, `Upgrade` is not passed on.
+    can_upgrade: bool,
 }
 
 impl<'a> RequestInfo<'a> {
@@ -201,25 +204,30 @@ impl<'a> RequestInfo<'a> {
                 https,
                 content_type,
                 headers,
+                can_upgrade: crate::response::client_can_upgrade(r),
             }
         }
     }
 }
 
 /// Request headers that are not passed as `HTTP_*`: the two with CGI variables of their own,
-/// and `Proxy`, which would become `HTTP_PROXY` and be taken for a proxy setting ("httpoxy").
-fn skipped_header(name: &[u8]) -> bool {
+/// `Proxy`, which would become `HTTP_PROXY` and be taken for a proxy setting ("httpoxy"), and
+/// `Upgrade` when nginx could not honour a 101 for this request (so the app does not offer
+/// one).
+fn skipped_header(name: &[u8], can_upgrade: bool) -> bool {
     [&b"content-type"[..], b"content-length", b"proxy"]
         .iter()
         .any(|s| name.eq_ignore_ascii_case(s))
+        || (!can_upgrade && name.eq_ignore_ascii_case(b"upgrade"))
 }
 
 /// `HTTP_*` pairs: one per distinct CGI name (the core refuses a header with a key twice);
-/// repeated headers are joined with ", " (cookies with "; ").
-fn http_variables(headers: &[(&[u8], &[u8])]) -> Vec<(Vec<u8>, Vec<u8>)> {
+/// repeated headers are joined with ", " (cookies with "; "). `Upgrade` and `Connection` are
+/// passed like the others (as `HTTP_UPGRADE`, `HTTP_CONNECTION`) when the request can upgrade.
+fn http_variables(headers: &[(&[u8], &[u8])], can_upgrade: bool) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(headers.len());
     for (name, value) in headers {
-        if skipped_header(name) {
+        if skipped_header(name, can_upgrade) {
             continue;
         }
         let Some(key) = cgi_header_name(name) else {
@@ -251,7 +259,7 @@ fn build_header(
         &String::from_utf8_lossy(app.app_root),
         &String::from_utf8_lossy(app.app_env),
     );
-    let http = http_variables(&req.headers);
+    let http = http_variables(&req.headers, req.can_upgrade);
 
     let mut pairs: Vec<(&[u8], &[u8])> = vec![
         (b"CONTENT_LENGTH", content_length.as_bytes()),
@@ -294,4 +302,58 @@ fn build_header(
 
 fn until_nul(v: &[u8]) -> &[u8] {
     v.iter().position(|&b| b == 0).map_or(v, |i| &v[..i])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::http_variables;
+
+    fn names(headers: &[(&[u8], &[u8])], can_upgrade: bool) -> Vec<String> {
+        http_variables(headers, can_upgrade)
+            .into_iter()
+            .map(|(k, v)| {
+                format!(
+                    "{}={}",
+                    String::from_utf8_lossy(&k),
+                    String::from_utf8_lossy(&v)
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn upgrade_and_connection_reach_the_core_when_the_request_can_upgrade() {
+        let headers: [(&[u8], &[u8]); 4] = [
+            (b"Host", b"x"),
+            (b"Upgrade", b"websocket"),
+            (b"Connection", b"Upgrade"),
+            (b"Proxy", b"evil"),
+        ];
+        assert_eq!(
+            names(&headers, true),
+            [
+                "HTTP_HOST=x",
+                "HTTP_UPGRADE=websocket",
+                "HTTP_CONNECTION=Upgrade"
+            ]
+        );
+        assert_eq!(
+            names(&headers, false),
+            ["HTTP_HOST=x", "HTTP_CONNECTION=Upgrade"]
+        );
+    }
+
+    #[test]
+    fn repeated_headers_are_joined() {
+        let headers: [(&[u8], &[u8]); 4] = [
+            (b"Cookie", b"a=1"),
+            (b"X-A", b"1"),
+            (b"cookie", b"b=2"),
+            (b"x-a", b"2"),
+        ];
+        assert_eq!(
+            names(&headers, true),
+            ["HTTP_COOKIE=a=1; b=2", "HTTP_X_A=1, 2"]
+        );
+    }
 }
