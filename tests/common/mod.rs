@@ -201,8 +201,6 @@ impl Nginx {
              http {{\n\
              \x20   passenger_root {root};\n\
              \x20   passenger_ruby /usr/bin/ruby;\n\
-             \x20   passenger_python /usr/bin/python3;\n\
-             \x20   passenger_nodejs /usr/bin/node;\n\
              \x20   passenger_instance_registry_dir {dir}/registry;\n\
              \x20   passenger_log_file {dir}/passenger.log;\n\
              \x20   access_log off;\n\
@@ -235,9 +233,14 @@ impl Nginx {
         std::fs::create_dir_all(dir.0.join("registry")).unwrap();
         let ports: Vec<u16> = sites.iter().map(|_| free_port()).collect();
         let pairs: Vec<(u16, &Site)> = ports.iter().copied().zip(sites.iter()).collect();
+        // Debian's interpreters by full path: apps may run as nobody, who can't use a PATH
+        // entry under root's home (pyenv, nvm).
+        let http_extra = format!(
+            "passenger_python /usr/bin/python3;\npassenger_nodejs /usr/bin/node;\n{http_extra}"
+        );
         std::fs::write(
             dir.0.join("nginx.conf"),
-            Nginx::config_with(flavour, &dir.0, &pairs, http_extra),
+            Nginx::config_with(flavour, &dir.0, &pairs, &http_extra),
         )
         .unwrap();
         let child = nginx_command(flavour, &dir.0)
