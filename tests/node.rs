@@ -77,41 +77,17 @@ fn a_node_app_sees_the_request_as_the_client_sent_it(flavour: Flavour) {
 }
 
 fn a_node_app_gets_its_environment_and_its_output_is_logged(flavour: Flavour) {
-    let nginx = Nginx::start(
-        flavour,
-        &[Site {
-            app: test_app("node"),
-            extra: "passenger_app_env staging; passenger_env_var GREETING hi;".into(),
-        }],
-    );
-    let env = |name: &str| nginx.get(&format!("/env?{name}")).text();
-    assert_eq!(env("NODE_ENV"), "staging");
-    assert_eq!(env("GREETING"), "hi");
-    let pid = nginx.get("/").header("x-pid").unwrap().to_string();
-    assert_eq!(nginx.get("/log").text(), "logged");
-    for stream in ["stdout", "stderr"] {
-        let line = format!("App {pid} output: node app {pid} says hello on {stream}");
-        wait_until(&format!("`{line}` in the log"), || {
-            nginx.passenger_log().contains(&line)
-        });
-    }
+    check_env_and_output(flavour, "node", "node", "NODE_ENV");
 }
 
 fn a_node_app_that_throws_at_load_shows_the_error(flavour: Flavour) {
-    let app = Scratch::new("node-broken");
-    std::fs::write(
-        app.0.join("app.js"),
-        "throw new Error('boom: this node app is broken on purpose');\n",
-    )
-    .unwrap();
-    let nginx = Nginx::start(
+    let r = broken_app_response(
         flavour,
-        &[Site {
-            app: app.0.clone(),
-            extra: "passenger_app_env development;".into(),
-        }],
+        &[(
+            "app.js",
+            "throw new Error('boom: this node app is broken on purpose');\n",
+        )],
     );
-    let r = nginx.get("/");
     assert_eq!(r.status, 500, "{r:?}");
     assert!(
         r.text()

@@ -33,42 +33,16 @@ fn a_wsgi_app_is_detected_and_served(flavour: Flavour) {
 }
 
 fn a_wsgi_app_gets_its_environment_and_its_output_is_logged(flavour: Flavour) {
-    let nginx = Nginx::start(
-        flavour,
-        &[Site {
-            app: test_app("wsgi"),
-            extra: "passenger_app_env staging; passenger_env_var GREETING hi;".into(),
-        }],
-    );
-    let env = |name: &str| nginx.get(&format!("/env?{name}")).text();
-    assert_eq!(env("WSGI_ENV"), "staging");
-    assert_eq!(env("PYTHONUNBUFFERED"), "1");
-    assert_eq!(env("GREETING"), "hi");
-    let pid = nginx.get("/").header("x-pid").unwrap().to_string();
-    assert_eq!(nginx.get("/log").text(), "logged");
-    for stream in ["stdout", "stderr"] {
-        let line = format!("App {pid} output: wsgi app {pid} says hello on {stream}");
-        wait_until(&format!("`{line}` in the log"), || {
-            nginx.passenger_log().contains(&line)
-        });
-    }
+    check_env_and_output(flavour, "wsgi", "wsgi", "WSGI_ENV");
+    let nginx = Nginx::start(flavour, &[Site::app("wsgi")]);
+    assert_eq!(nginx.get("/env?PYTHONUNBUFFERED").text(), "1");
 }
 
 fn a_wsgi_app_that_fails_to_load_shows_the_error(flavour: Flavour) {
-    let app = Scratch::new("wsgi-broken");
-    std::fs::write(
-        app.0.join("passenger_wsgi.py"),
-        "import no_such_module_here\n",
-    )
-    .unwrap();
-    let nginx = Nginx::start(
+    let r = broken_app_response(
         flavour,
-        &[Site {
-            app: app.0.clone(),
-            extra: "passenger_app_env development;".into(),
-        }],
+        &[("passenger_wsgi.py", "import no_such_module_here\n")],
     );
-    let r = nginx.get("/");
     assert_eq!(r.status, 500, "{r:?}");
     let page = r.text();
     assert!(

@@ -94,15 +94,7 @@ impl Connections {
                 None => break,
             }
         }
-        let stream = UnixStream::connect(&process.socket_path)
-            .await
-            .map_err(|e| {
-                SessionError::ConnectFailed(format!(
-                    "could not connect to app {} on {}: {e}",
-                    process.pid,
-                    process.socket_path.display()
-                ))
-            })?;
+        let stream = session::connect(process).await?;
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| SessionError::ConnectFailed(format!("app {}: {e}", process.pid)))?;

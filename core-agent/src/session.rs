@@ -34,6 +34,20 @@ enum Upload {
     AppClosed,
 }
 
+/// Connects to the app's socket; a refusal means nothing was sent, so the request can go to
+/// another process.
+pub async fn connect(process: &Process) -> Result<UnixStream, SessionError> {
+    UnixStream::connect(&process.socket_path)
+        .await
+        .map_err(|e| {
+            SessionError::ConnectFailed(format!(
+                "could not connect to app {} on {}: {e}",
+                process.pid,
+                process.socket_path.display()
+            ))
+        })
+}
+
 /// Response header by which an app asks for out-of-band work after this request (Phusion
 /// Passenger's name); it is never passed on to the client.
 pub const OOB_WORK_HEADER: &str = "!~Request-OOB-Work";
@@ -56,15 +70,7 @@ pub async fn forward(
     process: &Process,
     powered_by: &str,
 ) -> Result<Forwarded, SessionError> {
-    let mut app = UnixStream::connect(&process.socket_path)
-        .await
-        .map_err(|e| {
-            SessionError::ConnectFailed(format!(
-                "could not connect to app {} on {}: {e}",
-                process.pid,
-                process.socket_path.display()
-            ))
-        })?;
+    let mut app = connect(process).await?;
     let pairs = header
         .pairs
         .iter()

@@ -125,6 +125,48 @@ impl Drop for Scratch {
     }
 }
 
+/// Serves test app `app` in the staging environment with `passenger_env_var GREETING hi`, and
+/// checks what every language's test app shows: `/env?NAME` answers `$NAME` (the environment
+/// name in `env_name`, and GREETING), `/` carries `X-Pid`, and `/log` prints
+/// `<lang> app <pid> says hello on stdout|stderr`, which must reach the log with the pid.
+pub fn check_env_and_output(flavour: Flavour, app: &str, lang: &str, env_name: &str) {
+    let nginx = Nginx::start(
+        flavour,
+        &[Site {
+            app: test_app(app),
+            extra: "passenger_app_env staging; passenger_env_var GREETING hi;".into(),
+        }],
+    );
+    let env = |name: &str| nginx.get(&format!("/env?{name}")).text();
+    assert_eq!(env(env_name), "staging");
+    assert_eq!(env("GREETING"), "hi");
+    let pid = nginx.get("/").header("x-pid").unwrap().to_string();
+    assert_eq!(nginx.get("/log").text(), "logged");
+    for stream in ["stdout", "stderr"] {
+        let line = format!("App {pid} output: {lang} app {pid} says hello on {stream}");
+        wait_until(&format!("`{line}` in the log"), || {
+            nginx.passenger_log().contains(&line)
+        });
+    }
+}
+
+/// Serves an app made of `files` (in a scratch dir) in development, and returns the response
+/// to `/`: for apps that fail to load.
+pub fn broken_app_response(flavour: Flavour, files: &[(&str, &str)]) -> Response {
+    let app = Scratch::new("broken-app");
+    for (name, content) in files {
+        std::fs::write(app.0.join(name), content).unwrap();
+    }
+    let nginx = Nginx::start(
+        flavour,
+        &[Site {
+            app: app.0.clone(),
+            extra: "passenger_app_env development;".into(),
+        }],
+    );
+    nginx.get("/")
+}
+
 /// A copy of test app `name` in a scratch directory (files keep their content, not owner).
 pub fn copy_app(name: &str) -> Scratch {
     let scratch = Scratch::new(name);
