@@ -14,6 +14,8 @@ require 'tmpdir'
 require 'fileutils'
 require 'securerandom'
 require 'rbconfig'
+require 'json'
+require 'digest'
 
 class RackLoadersTest < Minitest::Test
   LOADERS = File.expand_path('../../loaders', __dir__)
@@ -131,6 +133,8 @@ class RackLoadersTest < Minitest::Test
     in_r, in_w = IO.pipe
     out_r, out_w = IO.pipe
     err_path = File.join(@tmp, "#{script}.#{SecureRandom.hex(4)}.stderr")
+    # The app's own Gemfile decides about Bundler, not the test runner's environment.
+    env = { 'BUNDLE_GEMFILE' => nil }.merge(env)
     pid = Process.spawn(env, RbConfig.ruby, File.join(LOADERS, script),
                         chdir: @app, in: in_r, out: out_w, err: err_path)
     @started << pid
@@ -235,7 +239,7 @@ class RackLoadersTest < Minitest::Test
   end
 
   # A spawn command that must succeed; returns the child, its handshake done.
-  def spawn_child(preloader)
+  def spawn_child(preloader, extra = {}, concurrency: 1)
     items, fds = spawn_command(preloader)
     assert_equal 'ok', items[0], "spawn failed: #{items.inspect}\n#{File.read(preloader.stderr)}"
     assert_equal 2, items.size
@@ -249,7 +253,8 @@ class RackLoadersTest < Minitest::Test
     # Fresh password and socket dir for the child, as the core does.
     child_sockets = File.join(@tmp, "child-sockets-#{pid}")
     FileUtils.mkdir_p(child_sockets)
-    path = handshake(child, options(SecureRandom.hex(16), 'socket_dir' => child_sockets))
+    path = handshake(child, options(SecureRandom.hex(16), extra.merge('socket_dir' => child_sockets)),
+                     concurrency: concurrency)
     assert_equal child_sockets, File.dirname(path), "the child must use its own socket_dir"
     child
   end
@@ -277,8 +282,8 @@ class RackLoadersTest < Minitest::Test
     !File.exist?("/proc/#{pid}")
   end
 
-  def start_preloader(extra = {})
-    preloader = start('rack-preloader.rb')
+  def start_preloader(extra = {}, env = {})
+    preloader = start('rack-preloader.rb', env)
     handshake(preloader, options(SecureRandom.hex(16), extra), kind: 'spawn', protocol: 'preloader',
                                                                concurrency: 0)
     assert_match %r{/preloader\.[0-9a-f]{16}\z}, preloader.socket
@@ -429,5 +434,397 @@ class RackLoadersTest < Minitest::Test
   def test_preloader_reports_a_broken_app
     File.write(File.join(@app, 'config.ru'), BROKEN_CONFIG_RU)
     assert_error_block(start('rack-preloader.rb'))
+  end
+  # --- the Rack SPEC, over the session protocol -------------------------------------------------
+
+  CONFORMANCE_APP = File.join(__dir__, 'rack_conformance.ru')
+  MIB = 1024 * 1024
+
+  Response = Struct.new(:status, :headers, :body, :head, keyword_init: true) do
+    # All values of a header (case-insensitive name), in order.
+    def values(name)
+      headers.select { |k, _| k.casecmp?(name) }.map(&:last)
+    end
+
+    def json
+      JSON.parse(body)
+    end
+  end
+
+  def use_conformance_app
+    FileUtils.cp(CONFORMANCE_APP, File.join(@app, 'config.ru'))
+  end
+
+  # The session header the core would send for `uri`: PATH_INFO is the decoded path (as nginx
+  # gives it), REQUEST_URI the raw one.
+  def session_header(process, method, uri, body, env)
+    raw_path, query = uri.split('?', 2)
+    {
+      'CONTENT_LENGTH' => body.bytesize.to_s, 'SCGI' => '1', 'REQUEST_METHOD' => method,
+      'REQUEST_URI' => uri, 'PATH_INFO' => RackEnvDecode.unescape(raw_path), 'QUERY_STRING' => query.to_s,
+      'SCRIPT_NAME' => '', 'SERVER_NAME' => 'example.test', 'SERVER_PORT' => '8080',
+      'SERVER_PROTOCOL' => 'HTTP/1.1', 'REMOTE_ADDR' => '127.0.0.1', 'REMOTE_PORT' => '50000',
+      'DOCUMENT_ROOT' => File.join(@app, 'public'), 'HTTP_HOST' => 'example.test:8080',
+      'HTTP_USER_AGENT' => 'rack-loaders-test'
+    }.merge(env).merge('PASSENGER_CONNECT_PASSWORD' => process.password).compact
+  end
+
+  module RackEnvDecode
+    def self.unescape(text)
+      text.b.gsub(/%[0-9A-Fa-f]{2}/n) { |m| m[1, 2].hex.chr }
+    end
+  end
+
+  # Sends one session-protocol request and returns the open connection, for tests that talk
+  # on it further.
+  def open_session(process, method: 'GET', uri: '/', body: ''.b, env: {})
+    header = session_header(process, method, uri, body, env).map { |k, v| "#{k}\0#{v}\0".b }.join
+    sock = UNIXSocket.new(process.socket)
+    sock.write([header.bytesize].pack('N') + header)
+    sock.write(body) unless body.empty?
+    sock
+  end
+
+  def parse_response(data)
+    head, body = data.split("\r\n\r\n", 2)
+    lines = head.to_s.split("\r\n")
+    headers = lines.drop(1).map { |l| l.split(': ', 2) }
+    Response.new(status: lines.first.to_s, headers: headers, body: body.to_s, head: head.to_s)
+  end
+
+  # One request, its whole response (up to the connection's end).
+  def call_app(process, method: 'GET', uri: '/', body: ''.b, env: {})
+    sock = open_session(process, method: method, uri: uri, body: body, env: env)
+    parse_response(read_all(sock))
+  ensure
+    sock&.close
+  end
+
+  # Reads from the connection until `marker` has arrived; returns everything read.
+  def read_until(sock, marker, timeout = WAIT)
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
+    data = +''.b
+    until data.include?(marker)
+      chunk = sock.read_nonblock(65_536, exception: false)
+      case chunk
+      when nil then flunk "The connection ended before #{marker.inspect}; got #{data.inspect}"
+      when :wait_readable
+        left = deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC)
+        flunk "No #{marker.inspect} within #{timeout}s; got #{data.inspect}" if left <= 0
+        IO.select([sock], nil, nil, left)
+      else data << chunk
+      end
+    end
+    data
+  end
+
+  def start_conformance_loader(extra = {}, env = {}, concurrency: 1)
+    use_conformance_app
+    loader = start('rack-loader.rb', env)
+    handshake(loader, options(SecureRandom.hex(16), extra), concurrency: concurrency)
+    loader
+  end
+
+  def assert_ok(response, what)
+    assert_equal 'HTTP/1.1 200 OK', response.status, "#{what}: #{response.head}\n#{response.body[0, 2000]}"
+  end
+
+  # The request matrix, through Rack::Lint, on a process that serves the conformance app.
+  def run_request_matrix(process, stderr)
+    check_env_and_query(process)
+    check_post_form(process)
+    check_large_upload(process)
+    check_head_and_bodiless_statuses(process)
+    check_streaming_each_body(process)
+    check_large_response(process)
+    check_multi_value_headers(process)
+    check_to_path_and_call_bodies(process)
+    check_close_is_always_called(process, stderr)
+    check_full_hijack(process)
+    check_out_of_band_work(process)
+  end
+
+  def check_env_and_query(process)
+    response = call_app(process, uri: '/env/caf%C3%A9%20x%2Fy?a=1&b=caf%C3%A9',
+                                 env: { 'HTTPS' => 'on', 'HTTP_X_CUSTOM' => 'custom value' })
+    assert_ok response, 'GET with a query'
+    env = response.json
+    assert_equal 'GET', env['REQUEST_METHOD']
+    assert_equal '', env['SCRIPT_NAME']
+    assert_equal '/env/caf%C3%A9%20x%2Fy', env['PATH_INFO'], 'PATH_INFO is the raw, still percent-encoded path'
+    assert_equal 'a=1&b=caf%C3%A9', env['QUERY_STRING']
+    assert_equal 'example.test', env['SERVER_NAME']
+    assert_equal '8080', env['SERVER_PORT']
+    assert_equal 'HTTP/1.1', env['SERVER_PROTOCOL']
+    assert_equal 'custom value', env['HTTP_X_CUSTOM']
+    assert_equal 'example.test:8080', env['HTTP_HOST']
+    assert_equal 'https', env['rack.url_scheme']
+    refute env.key?('PASSENGER_CONNECT_PASSWORD'), 'the connect password is not shown to the app'
+    assert_equal true, env['rack.multiprocess']
+    assert_equal false, env['rack.run_once']
+    assert_equal true, env['rack.hijack?']
+    assert_equal true, env['rack.hijack callable']
+    assert_equal true, env['rack.input rewindable']
+    assert_equal 'Array', env['rack.response_finished']
+    assert_kind_of Array, env['rack.version']
+
+    plain = call_app(process, uri: '/env').json
+    assert_equal '', plain['QUERY_STRING'], 'QUERY_STRING is always present'
+    assert_equal 'http', plain['rack.url_scheme']
+  end
+
+  def check_post_form(process)
+    body = 'name=J%C3%BCrgen+M&list=a&list=b&empty='.b
+    response = call_app(process, method: 'POST', uri: '/form', body: body,
+                                 env: { 'CONTENT_TYPE' => 'application/x-www-form-urlencoded' })
+    assert_ok response, 'POST form'
+    assert_equal({ 'name' => 'Jürgen M', 'list' => 'b', 'empty' => '' }, response.json)
+  end
+
+  def check_large_upload(process)
+    body = Random.new(42).bytes(5 * MIB)
+    response = call_app(process, method: 'POST', uri: '/upload', body: body,
+                                 env: { 'CONTENT_TYPE' => 'application/octet-stream' })
+    assert_ok response, '5 MB upload'
+    digest = Digest::SHA256.hexdigest(body)
+    assert_equal({ 'size' => body.bytesize, 'sha256' => digest, 'sha256_after_rewind' => digest }, response.json)
+  end
+
+  def check_head_and_bodiless_statuses(process)
+    get = call_app(process, uri: '/text')
+    assert_ok get, 'GET /text'
+    assert_equal "some text\n", get.body
+    head = call_app(process, method: 'HEAD', uri: '/text')
+    assert_ok head, 'HEAD'
+    assert_equal ['10'], head.values('content-length'), 'HEAD keeps the headers'
+    assert_equal '', head.body, 'HEAD has no body'
+
+    no_content = call_app(process, uri: '/status/204')
+    assert_equal 'HTTP/1.1 204 No Content', no_content.status
+    assert_equal '', no_content.body
+    not_modified = call_app(process, uri: '/status/304')
+    assert_equal 'HTTP/1.1 304 Not Modified', not_modified.status
+    assert_equal ['"v1"'], not_modified.values('etag')
+    assert_equal '', not_modified.body
+  end
+
+  # The first chunk must reach the client while the app still holds the rest back.
+  def check_streaming_each_body(process)
+    gate_path = File.join(@tmp, "gate.#{SecureRandom.hex(4)}")
+    gate = UNIXServer.new(gate_path)
+    sock = open_session(process, uri: "/stream?socket=#{gate_path}")
+    received = read_until(sock, "first\n")
+    refute_includes received, 'second', 'the second chunk cannot exist before the gate opens'
+    flunk 'the app never waited at the gate' unless IO.select([gate], nil, nil, WAIT)
+    waiter = gate.accept
+    waiter.write("go\n")
+    waiter.close
+    response = parse_response(received + read_all(sock))
+    assert_ok response, 'streaming each body'
+    assert_equal "first\nsecond\n", response.body
+  ensure
+    sock&.close
+    gate&.close
+  end
+
+  def check_large_response(process)
+    response = call_app(process, uri: '/big?mb=50')
+    assert_ok response, '50 MB response'
+    assert_equal [(50 * MIB).to_s], response.values('content-length')
+    assert_equal 50 * MIB, response.body.bytesize
+    expected = Digest::SHA256.new
+    50.times { |i| expected << ((i % 251).chr * MIB) }
+    assert_equal expected.hexdigest, Digest::SHA256.hexdigest(response.body), 'the 50 MB body arrives intact'
+  end
+
+  def check_multi_value_headers(process)
+    cookies = call_app(process, uri: '/cookies')
+    assert_ok cookies, 'two Set-Cookie'
+    assert_equal %w[a=1 b=2], cookies.values('set-cookie'), 'one header line per value'
+    arrays = call_app(process, uri: '/raw/array-headers')
+    assert_equal %w[one two], arrays.values('x-multi'), 'Array values (Rack 3) give one line each'
+  end
+
+  def check_to_path_and_call_bodies(process)
+    file = call_app(process, uri: '/raw/to-path?id=to-path')
+    assert_ok file, 'to_path body'
+    assert_equal File.binread(File.join(@app, 'to-path.bin')), file.body, 'the file behind to_path is sent, not each'
+
+    streamed = call_app(process, uri: '/raw/call?id=call')
+    assert_ok streamed, 'call (streaming) body'
+    assert_equal "part 1\npart 2\n", streamed.body
+  end
+
+  def check_close_is_always_called(process, stderr)
+    assert_ok call_app(process, uri: '/close-probe?id=plain'), 'closing body'
+    assert_equal '', call_app(process, method: 'HEAD', uri: '/close-probe?id=head').body
+
+    failed = call_app(process, uri: '/each-raises?id=failed-each')
+    assert_equal 'HTTP/1.1 200 OK', failed.status, 'the head was out before each failed'
+    assert_equal "one\n", failed.body, 'the response ends where each failed'
+
+    crashed = call_app(process, uri: '/app-raises')
+    assert_equal 'HTTP/1.1 500 Internal Server Error', crashed.status
+
+    closed = call_app(process, uri: '/closed').json
+    %w[plain head failed-each to-path call].each do |id|
+      assert_includes closed, id, "close was called on the #{id} body"
+    end
+    log = stderr.is_a?(String) ? File.read(stderr) : stderr.read_nonblock(1 << 20, exception: false).to_s
+    assert_match(/this body fails on purpose/, log, 'the failure is logged on stderr')
+    assert_match(/this app fails on purpose/, log)
+  end
+
+  def check_full_hijack(process)
+    sock = open_session(process, uri: '/hijack')
+    got = read_until(sock, "hijacked\n")
+    sock.write("ping\n")
+    got << read_all(sock)
+    response = parse_response(got)
+    assert_equal 'HTTP/1.1 200 OK', response.status
+    assert_equal ['yes'], response.values('x-hijacked'), 'the app wrote the whole response itself'
+    assert_equal "hijacked\necho: ping\n", response.body, 'nothing from the loader after the hijack'
+    assert_ok call_app(process, uri: '/text'), 'the loader serves on after a hijack'
+  ensure
+    sock&.close
+  end
+
+  def check_out_of_band_work(process)
+    asked = call_app(process, uri: '/oob')
+    assert_ok asked, 'OOB request'
+    assert_includes asked.head.split("\r\n"), '!~Request-OOB-Work: true',
+                    'the head tells the core, in exactly that form'
+    assert_equal "oob requested\n", asked.body
+
+    header = { 'REQUEST_METHOD' => 'OOBW', 'REQUEST_URI' => '/', 'PATH_INFO' => '/', 'QUERY_STRING' => '',
+               'CONTENT_LENGTH' => '0', 'PASSENGER_CONNECT_PASSWORD' => process.password }
+    data = header.map { |k, v| "#{k}\0#{v}\0" }.join
+    answer = UNIXSocket.open(process.socket) do |sock|
+      sock.write([data.bytesize].pack('N') + data)
+      read_all(sock)
+    end
+    assert_equal "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", answer
+
+    runs = call_app(process, uri: '/oob-runs').json
+    assert_equal({ 'oob_runs' => 1, 'oobw_reached_app' => false }, runs,
+                 'OOBW runs the :oob_work callbacks, not the app')
+  end
+
+  def test_request_matrix_through_rack_lint_direct
+    loader = start_conformance_loader
+    run_request_matrix(loader, loader.stderr)
+    assert_equal false, call_app(loader, uri: '/env').json['rack.multithread'], 'one thread: not multithreaded'
+  end
+
+  def test_request_matrix_through_rack_lint_in_a_smart_spawned_child
+    use_conformance_app
+    preloader = start_preloader
+    child = spawn_child(preloader)
+    run_request_matrix(child, child.stderr)
+    assert_equal child.pid, call_app(child, uri: '/env').json['pid'], 'the child serves, not the preloader'
+  end
+
+  # With a Rack 3 gem installed, the same matrix runs against Rack 3's Lint.
+  def test_request_matrix_through_rack_3_lint
+    require 'rubygems'
+    unless Gem::Specification.find_all_by_name('rack', '>= 3').any?
+      reason = "no Rack 3 gem is installed for #{RUBY_DESCRIPTION} (only Debian's Rack #{rack_release}); " \
+               'install one (gem install rack) to run the matrix against Rack 3'
+      warn "skipped: #{reason}"
+      skip reason
+    end
+    activate = File.join(@tmp, 'rack3.rb')
+    File.write(activate, "gem 'rack', '>= 3'\n")
+    loader = start_conformance_loader({}, 'RUBYOPT' => "-r#{activate}")
+    assert_operator call_app(loader, uri: '/env').json['rack'].to_i, :>=, 3
+    run_request_matrix(loader, loader.stderr)
+  end
+
+  def rack_release
+    IO.popen([RbConfig.ruby, '-e', 'require "rack"; print Rack.release'], err: File::NULL, &:read)
+  end
+
+  def test_base_uri_splits_script_name_and_path_info_on_segment_boundaries
+    loader = start_conformance_loader({ 'base_uri' => '/sub' })
+    {
+      '/sub/env/x%20y' => ['/sub', '/env/x%20y'],
+      '/sub' => ['/sub', ''],
+      '/sub/' => ['/sub', '/'],
+      '/s%75b/env' => ['/s%75b', '/env'],
+      '/subway/env' => ['', '/subway/env']
+    }.each do |uri, (script_name, path_info)|
+      env = call_app(loader, uri: uri).json
+      assert_equal [script_name, path_info], [env['SCRIPT_NAME'], env['PATH_INFO']], "for #{uri}"
+    end
+    # nginx rewrote or normalised the URI: the path it routed is the one that counts.
+    env = call_app(loader, uri: '/sub/a/../env', env: { 'PATH_INFO' => '/sub/env' }).json
+    assert_equal ['/sub', '/env'], [env['SCRIPT_NAME'], env['PATH_INFO']]
+  end
+
+  # 4 requests that each wait until all 4 are inside the app: they overlap in time only if
+  # 4 threads serve them at once.
+  def assert_serves_four_at_once(process)
+    id = SecureRandom.hex(4)
+    clients = Array.new(4) { Thread.new { call_app(process, uri: "/slow?id=#{id}&n=4") } }
+    results = clients.map do |client|
+      flunk "A slow request did not finish within #{WAIT}s" unless client.join(WAIT)
+      assert_ok client.value, 'slow request'
+      client.value.json
+    end
+    assert_equal [process.pid], results.map { |r| r['pid'] }.uniq, 'one process serves them all'
+    assert_equal [true], results.map { |r| r['multithread'] }.uniq, 'rack.multithread is true'
+    latest_start = results.map { |r| r['start'] }.max
+    earliest_end = results.map { |r| r['end'] }.min
+    assert_operator latest_start, :<, earliest_end,
+                    "all 4 requests were in the app at the same time: #{results.inspect}"
+  end
+
+  def test_thread_count_serves_concurrent_requests_direct
+    loader = start_conformance_loader({ 'thread_count' => '4' }, {}, concurrency: 4)
+    assert_serves_four_at_once(loader)
+  end
+
+  def test_thread_count_serves_concurrent_requests_in_a_smart_spawned_child
+    use_conformance_app
+    preloader = start_preloader('thread_count' => '4')
+    child = spawn_child(preloader, { 'thread_count' => '4' }, concurrency: 4)
+    assert_serves_four_at_once(child)
+  end
+
+  # --- Bundler ---------------------------------------------------------------------------------
+
+  def test_a_gemfile_naming_a_missing_gem_gives_the_error_block
+    File.write(File.join(@app, 'Gemfile'), "gem 'passenger-rs-test-no-such-gem'\n")
+    loader = start('rack-loader.rb')
+    assert_equal '!> I have control 1.0', loader.stdout.protocol_line
+    loader.stdin.write("You have control 1.0\n#{options('pw').map { |k, v| "#{k}: #{v}\n" }.join}\n")
+    assert_equal '!> Error', loader.stdout.protocol_line
+    assert_equal '!> html: false', loader.stdout.protocol_line
+    message = loader.stdout.read_to_eof.join("\n")
+    assert_match(/Could not find gem|cannot load such file/, message)
+    assert_match(/passenger-rs-test-no-such-gem/, message) if message.include?('Could not find gem')
+    assert_equal 1, wait_exit(loader, 'the loader').exitstatus
+  end
+
+  def test_a_gemfile_naming_only_rack_loads_through_bundler
+    unless system(RbConfig.ruby, '-e', 'require "bundler"', out: File::NULL, err: File::NULL)
+      reason = "Bundler is not installed for #{RUBY_DESCRIPTION} (Debian: ruby-bundler)"
+      warn "skipped: #{reason}"
+      skip reason
+    end
+    File.write(File.join(@app, 'Gemfile'), "gem 'rack'\n")
+    File.write(File.join(@app, 'config.ru'), <<~'RUBY')
+      run lambda { |env|
+        body = "bundler=#{defined?(Bundler) ? Bundler::VERSION : 'none'} gemfile=#{ENV['BUNDLE_GEMFILE']} " \
+               "setup=#{$LOADED_FEATURES.any? { |f| f.end_with?('bundler/setup.rb') }}\n"
+        [200, { 'content-type' => 'text/plain' }, [body]]
+      }
+    RUBY
+    loader = start('rack-loader.rb')
+    handshake(loader, options(SecureRandom.hex(16)))
+    response = call_app(loader, uri: '/')
+    assert_ok response, 'app with a Gemfile'
+    assert_match(/\Abundler=\d\S* gemfile=#{Regexp.escape(File.join(@app, 'Gemfile'))} setup=true\n\z/, response.body)
+    assert_empty loader.stdout.app_output.grep(/Resolving/), "Bundler's chatter goes to stderr, not the handshake"
   end
 end
