@@ -28,10 +28,11 @@
 #
 # The child has its own session (setsid) and those pipes as fds 0/1/2, and starts over the
 # loader handshake on them: `!> I have control 1.0`, then it reads `You have control 1.0` and
-# fresh options (its own connect_password and socket_dir), calls the app's
-# :starting_worker_process callbacks with forked = true, and reports `!> Ready`,
-# `!> socket: main;unix:<path>;session;1`, `!> `. It then serves the session protocol like the
-# direct loader, until a byte or EOF on its stdin.
+# fresh options (its own connect_password and socket_dir; thread_count and base_uri as for a
+# direct loader), calls the app's :starting_worker_process callbacks with forked = true, and
+# reports `!> Ready`, `!> socket: main;unix:<path>;session;<thread_count>`, `!> `. It then
+# serves the session protocol like the direct loader (threads, OOBW and all), until a byte or
+# EOF on its stdin. The app's bundle (Gemfile) is set up once, in the preloader.
 #
 # The preloader reaps its children, and exits (removing its socket) on a byte or EOF on its stdin,
 # or after max_preloader_idle_time seconds without a spawn command. Its children live on.

@@ -14,10 +14,13 @@
 #   /stream?socket=P   an each-body: "first\n", then waits for a line on the unix socket P
 #                      (which the test writes only after it has received "first"), then "second\n"
 #   /big?mb=N          N MiB, chunk i made of byte (i % 251), with content-length
-#   /close-probe?id=X  a body that records its close under X
+#   /close-probe?id=X  a body that records its close under X, and a rack.response_finished
+#                      callback that records its call
 #   /each-raises?id=X  a body that fails in each after its first chunk (and records its close)
 #   /app-raises        the app raises
 #   /closed            the ids of the bodies closed so far, as JSON
+#   /finished          the rack.response_finished calls of /close-probe so far, as JSON
+#   /partial-hijack    partial hijack: a rack.hijack response header that writes the body
 #   /hijack            full hijack: writes a response itself, then echoes one line from another
 #                      thread after call has returned
 #   /slow?id=X&n=N     waits (at most 5 s) until N requests with that id are in the app at the
@@ -34,6 +37,7 @@ require 'socket'
 
 RACK3 = Rack.release.to_i >= 3
 $closed = []
+$finished = []
 $oob_runs = 0
 $oobw_reached_app = false
 $barrier = Hash.new(0)
@@ -213,13 +217,24 @@ checked = lambda do |env|
     [200, { 'content-type' => 'application/octet-stream', 'content-length' => (mib * BigBody::MIB).to_s },
      BigBody.new(mib)]
   when '/close-probe'
-    [200, { 'content-type' => 'text/plain' }, ClosingBody.new(q['id'], ["closing body\n"])]
+    id = q['id']
+    env['rack.response_finished'] << lambda { |_env, status, _headers, error|
+      $finished << [id, status, error&.message]
+    }
+    [200, { 'content-type' => 'text/plain' }, ClosingBody.new(id, ["closing body\n"])]
   when '/each-raises'
     [200, { 'content-type' => 'text/plain' }, ClosingBody.new(q['id'], ["one\n", "two\n"], fail_after: 1)]
   when '/app-raises'
     raise 'this app fails on purpose'
   when '/closed'
     json(200, $closed)
+  when '/finished'
+    json(200, $finished)
+  when '/partial-hijack'
+    [200, { 'content-type' => 'text/plain', 'rack.hijack' => lambda { |io|
+      io.write("partial\n")
+      io.close
+    } }, []]
   when '/hijack'
     io = env['rack.hijack'].call
     io.write("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-hijacked: yes\r\nconnection: close\r\n\r\nhijacked\n")

@@ -666,6 +666,9 @@ class RackLoadersTest < Minitest::Test
     crashed = call_app(process, uri: '/app-raises')
     assert_equal 'HTTP/1.1 500 Internal Server Error', crashed.status
 
+    assert_equal [['plain', 200, nil], ['head', 200, nil]], call_app(process, uri: '/finished').json,
+                 'rack.response_finished callbacks run after each response'
+
     closed = call_app(process, uri: '/closed').json
     %w[plain head failed-each to-path call].each do |id|
       assert_includes closed, id, "close was called on the #{id} body"
@@ -685,6 +688,12 @@ class RackLoadersTest < Minitest::Test
     assert_equal ['yes'], response.values('x-hijacked'), 'the app wrote the whole response itself'
     assert_equal "hijacked\necho: ping\n", response.body, 'nothing from the loader after the hijack'
     assert_ok call_app(process, uri: '/text'), 'the loader serves on after a hijack'
+
+    partial = call_app(process, uri: '/partial-hijack')
+    assert_ok partial, 'partial hijack'
+    assert_equal ['text/plain'], partial.values('content-type')
+    assert_empty partial.values('rack.hijack'), 'rack.* headers are not sent'
+    assert_equal "partial\n", partial.body
   ensure
     sock&.close
   end
@@ -789,6 +798,16 @@ class RackLoadersTest < Minitest::Test
     preloader = start_preloader('thread_count' => '4')
     child = spawn_child(preloader, { 'thread_count' => '4' }, concurrency: 4)
     assert_serves_four_at_once(child)
+  end
+
+  def test_the_app_can_set_the_advertised_concurrency
+    File.write(File.join(@app, 'config.ru'), <<~'RUBY')
+      PhusionPassenger.advertised_concurrency_level = 0
+      run lambda { |env| [200, { 'content-type' => 'text/plain' }, ['ok']] }
+    RUBY
+    loader = start('rack-loader.rb')
+    handshake(loader, options(SecureRandom.hex(16), 'thread_count' => '2'), concurrency: 0)
+    assert_equal 'ok', call_app(loader, uri: '/').body
   end
 
   # --- Bundler ---------------------------------------------------------------------------------
