@@ -800,6 +800,34 @@ class RackLoadersTest < Minitest::Test
     assert_serves_four_at_once(child)
   end
 
+  # Stopping (stdin closed) refuses new connections at once, and lets the request in progress
+  # finish before the process exits.
+  def test_a_request_in_progress_finishes_when_stdin_closes
+    loader = start_conformance_loader({ 'thread_count' => '2' }, {}, concurrency: 2)
+    gate_path = File.join(@tmp, 'gate')
+    gate = UNIXServer.new(gate_path)
+    sock = open_session(loader, uri: "/stream?socket=#{gate_path}")
+    received = read_until(sock, "first\n")
+    loader.stdin.close
+    wait_until('the stopping loader did not close its socket') do
+      UNIXSocket.new(loader.socket).close
+      false
+    rescue Errno::ECONNREFUSED, Errno::ENOENT
+      true
+    end
+    flunk 'the app never waited at the gate' unless IO.select([gate], nil, nil, WAIT)
+    waiter = gate.accept
+    waiter.write("go\n")
+    waiter.close
+    response = parse_response(received + read_all(sock))
+    assert_equal "first\nsecond\n", response.body, 'the request in progress was served to its end'
+    assert_equal 0, wait_exit(loader, 'the loader').exitstatus
+    refute File.exist?(loader.socket), 'the loader removes its socket'
+  ensure
+    sock&.close
+    gate&.close
+  end
+
   def test_the_app_can_set_the_advertised_concurrency
     File.write(File.join(@app, 'config.ru'), <<~'RUBY')
       PhusionPassenger.advertised_concurrency_level = 0

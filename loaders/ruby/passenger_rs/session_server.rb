@@ -23,7 +23,7 @@ module PassengerRs
       Handshake.fail_startup("Cannot create the app's socket in #{dir}", e)
     end
 
-    # Serves with `threads` threads until a byte or EOF arrives on stdin; then stops accepting
+    # Serves with `threads` threads until a byte or EOF arrives on stdin; then closes the socket
     # and waits for the requests in progress (the core sends SIGTERM if they take too long).
     # `on_ready` is called once the threads accept.
     def serve(handler, server, threads, on_ready: nil)
@@ -39,6 +39,9 @@ module PassengerRs
       graceful = true
     ensure
       stop_w&.close
+      # New connections are refused from now on (the core can send them to another process);
+      # threads waiting in select on the socket get an IOError and leave.
+      server.close unless server.closed?
       # On SIGTERM, or `exit` in the app, nobody waits for the requests in progress.
       workers&.each(&:join) if graceful
       stop_r&.close
