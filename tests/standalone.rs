@@ -1,87 +1,1076 @@
-//! `passenger start` (the README's first command) serves an app on the bundled nginx, and
-//! Ctrl-C stops everything. Needs `scripts/build` to have run.
+//! `passenger start`, `stop` and `status` as a person uses them: the bundled nginx, the
+//! example apps with real Ruby, Python and Node, real signals. Needs `scripts/build`.
+//!
+//! Every instance gets its own registry dir and TMPDIR (where its runtime dir goes) in a
+//! scratch dir, so a test can check that nothing of it is left: no process, no instance dir,
+//! no runtime dir, no pid file. Waits are bounded (common::PATIENCE) and say what they waited
+//! for; `passenger start` prints its banner only once nginx serves, so the tests wait for it.
 
 mod common;
 
 use common::*;
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-#[test]
-fn passenger_start_serves_the_example_and_stops_on_sigint() {
-    let registry = Scratch::new("standalone");
-    let port = free_port();
-    let mut child = Command::new(buildout().join("bin/passenger"))
-        .arg("start")
-        .arg(repo().join("examples/hello-rack"))
-        .args(["--port", &port.to_string(), "--address", "127.0.0.1"])
-        .arg("--log-file")
-        .arg(registry.0.join("passenger.log"))
-        .env("PASSENGER_INSTANCE_REGISTRY_DIR", &registry.0)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("passenger start runs");
-    wait_until(&format!("passenger start listening on port {port}"), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    let r = http(port, "GET", "/hello", &[], b"");
-    assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(r.text(), "Hello from passenger-rs! You asked for /hello\n");
+fn passenger() -> Command {
+    Command::new(buildout().join("bin/passenger"))
+}
 
-    let inst = instance_dirs(&registry.0)
-        .pop()
-        .expect("an instance directory in the registry");
-    let read = |f: &str| {
-        std::fs::read_to_string(inst.join(f))
-            .unwrap()
+fn example(name: &str) -> PathBuf {
+    repo().join("examples").join(name)
+}
+
+/// A scratch area for one instance: TMPDIR (the runtime dir goes there) and the registry.
+struct Area {
+    tmp: Scratch,
+    registry: Scratch,
+}
+
+impl Area {
+    fn new() -> Area {
+        Area {
+            tmp: Scratch::writable_by_apps("sa-tmp"),
+            registry: Scratch::new("sa-reg"),
+        }
+    }
+
+    /// `passenger <args>` isolated in this area.
+    fn passenger(&self) -> Command {
+        let mut cmd = passenger();
+        cmd.env("TMPDIR", &self.tmp.0)
+            .env("PASSENGER_INSTANCE_REGISTRY_DIR", &self.registry.0);
+        cmd
+    }
+
+    fn instance_dir(&self) -> PathBuf {
+        let dirs = instance_dirs(&self.registry.0);
+        assert_eq!(dirs.len(), 1, "one instance directory expected: {dirs:?}");
+        dirs.into_iter().next().unwrap()
+    }
+
+    /// The watchdog, the core and every process below it, plus everything below `supervisor`
+    /// (nginx, its workers, and the agents it adopted).
+    fn pids(&self, supervisor: i32) -> Vec<i32> {
+        let inst = self.instance_dir();
+        let read = |f: &str| -> i32 {
+            std::fs::read_to_string(inst.join(f))
+                .unwrap_or_else(|e| panic!("{f} in {}: {e}", inst.display()))
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        let core = read("core.pid");
+        let mut pids = vec![supervisor, read("watchdog.pid"), core];
+        pids.extend(descendants(core));
+        pids.extend(descendants(supervisor));
+        pids.sort();
+        pids.dedup();
+        pids
+    }
+
+    /// Nothing of the instance is left: right now, not eventually.
+    fn assert_nothing_left(&self, pids: &[i32], what: &str) {
+        let alive_now: Vec<String> = pids
+            .iter()
+            .filter(|&&p| alive(p))
+            .map(|p| {
+                format!(
+                    "{p} ({})",
+                    std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                        .unwrap_or_default()
+                        .replace('\0', " ")
+                )
+            })
+            .collect();
+        assert!(
+            alive_now.is_empty(),
+            "{what}: processes of the instance still run: {alive_now:?}"
+        );
+        let left = |dir: &Path| -> Vec<PathBuf> {
+            std::fs::read_dir(dir)
+                .unwrap()
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with("passenger")
+                })
+                .collect()
+        };
+        assert_eq!(
+            left(&self.registry.0),
+            Vec::<PathBuf>::new(),
+            "{what}: registry"
+        );
+        assert_eq!(left(&self.tmp.0), Vec::<PathBuf>::new(), "{what}: TMPDIR");
+    }
+}
+
+/// A `passenger start` in the foreground, past its banner.
+struct Running {
+    child: Child,
+    banner: Vec<String>,
+    stderr: Arc<Mutex<String>>,
+    _stdout: Receiver<String>,
+}
+
+impl Running {
+    fn start(mut cmd: Command) -> Running {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("passenger start runs");
+        let (tx, rx) = channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let deadline = Instant::now() + PATIENCE;
+        let mut banner = Vec::new();
+        loop {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => {
+                    let last = line.starts_with("Press Ctrl-C");
+                    banner.push(line);
+                    if last {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let status = child.try_wait().ok().flatten();
+                    let _ = child.kill();
+                    panic!(
+                        "passenger start printed no complete banner ({e:?}; exited: {status:?}); stdout: {banner:#?}\nstderr:\n{}",
+                        stderr.lock().unwrap()
+                    );
+                }
+            }
+        }
+        Running {
+            child,
+            banner,
+            stderr,
+            _stdout: rx,
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// The value of a banner line (`"Accessible via:"` → `http://...`).
+    fn banner(&self, label: &str) -> String {
+        self.banner
+            .iter()
+            .find_map(|l| l.strip_prefix(label))
+            .unwrap_or_else(|| panic!("no {label:?} in the banner {:#?}", self.banner))
             .trim()
-            .parse::<i32>()
-            .unwrap()
-    };
-    let core = read("core.pid");
-    let mut pids = vec![read("watchdog.pid"), core];
-    pids.extend(descendants(core));
-    pids.extend(descendants(child.id() as i32));
+            .to_string()
+    }
 
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let status = child.wait().unwrap();
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Waits (bounded) for `passenger start` to exit.
+    fn wait(&mut self, what: &str) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: passenger start did not exit within {PATIENCE:?}; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.signal(libc::SIGTERM);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn curl(args: &[&str]) -> Output {
+    Command::new("curl")
+        .args(["-sS", "--max-time", "60"])
+        .args(args)
+        .output()
+        .expect("curl runs")
+}
+
+fn curl_text(args: &[&str]) -> String {
+    let out = curl(args);
+    assert!(
+        out.status.success(),
+        "curl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Starts `app` in the foreground on a free port, fetches /hello, stops it with `sig` and
+/// checks that it exits 0 leaving nothing behind.
+fn serve_and_stop(app: &str, expected_body: &str, sig: i32) {
+    let area = Area::new();
+    let port = free_port();
+    let pid_file = area.tmp.0.join("sa.pid");
+    let mut cmd = area.passenger();
+    cmd.arg("start")
+        .arg(example(app))
+        .args(["--port", &port.to_string(), "--address", "127.0.0.1"])
+        .arg("--pid-file")
+        .arg(&pid_file);
+    let mut run = Running::start(cmd);
+    assert_eq!(
+        run.banner("Accessible via:"),
+        format!("http://127.0.0.1:{port}/")
+    );
+    assert_eq!(run.banner("Environment:"), "development");
+    assert_eq!(run.banner("Log file:"), "this terminal");
+    let kind = match app {
+        "hello-rack" => "rack, config.ru",
+        "hello-wsgi" => "wsgi, passenger_wsgi.py",
+        _ => "node, app.js",
+    };
+    assert_eq!(
+        run.banner("App:"),
+        format!("{} ({kind})", example(app).display())
+    );
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap(),
+        format!("{}\n", run.pid()),
+        "the pid file names the passenger start process"
+    );
+
+    let r = http(port, "GET", "/hello", &[], b"");
+    assert_eq!(r.status, 200, "{r:?}\nstderr:\n{}", run.stderr());
+    assert_eq!(r.text(), expected_body);
+
+    let pids = area.pids(run.pid());
+    run.signal(sig);
+    let status = run.wait("after the stop signal");
     assert!(
         status.success(),
-        "passenger start exited with {status} after SIGINT"
+        "passenger start exited with {status}; stderr:\n{}",
+        run.stderr()
     );
-    wait_all_gone(&pids, "after Ctrl-C of passenger start");
-    wait_until("instance directory removed", || !inst.exists());
+    assert!(!pid_file.exists(), "the pid file is removed");
+    area.assert_nothing_left(&pids, "after the stop signal");
 }
 
 #[test]
-fn passenger_start_refuses_a_port_in_use_in_one_line() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = taken.local_addr().unwrap().port();
-    let out = Command::new(buildout().join("bin/passenger"))
-        .arg("start")
-        .arg(repo().join("examples/hello-rack"))
-        .args(["--port", &port.to_string(), "--address", "127.0.0.1"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        err.trim(),
-        format!("passenger: cannot listen on 127.0.0.1:{port}: the port is already in use")
+fn the_rack_example_serves_and_ctrl_c_leaves_nothing() {
+    serve_and_stop(
+        "hello-rack",
+        "Hello from passenger-rs! You asked for /hello\n",
+        libc::SIGINT,
     );
 }
 
 #[test]
-fn passenger_start_names_the_files_it_looked_for() {
-    let empty = Scratch::new("noapp");
-    let out = Command::new(buildout().join("bin/passenger"))
-        .arg("start")
-        .arg(&empty.0)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+fn the_wsgi_example_serves_and_ctrl_c_leaves_nothing() {
+    serve_and_stop(
+        "hello-wsgi",
+        "Hello from passenger-rs (WSGI)! You asked for /hello\n",
+        libc::SIGINT,
+    );
+}
+
+#[test]
+fn the_node_example_serves_and_ctrl_c_leaves_nothing() {
+    serve_and_stop(
+        "hello-node",
+        "Hello from passenger-rs (Node.js)! You asked for /hello\n",
+        libc::SIGINT,
+    );
+}
+
+#[test]
+fn sigterm_stops_as_cleanly_as_ctrl_c() {
+    serve_and_stop(
+        "hello-rack",
+        "Hello from passenger-rs! You asked for /hello\n",
+        libc::SIGTERM,
+    );
+}
+
+#[test]
+fn daemonize_status_and_stop_round_trip() {
+    let area = Area::new();
+    let app = Scratch::new("sa-app");
+    std::fs::copy(example("hello-rack/config.ru"), app.0.join("config.ru")).unwrap();
+    let port = free_port();
+    let in_app = |args: &[&str]| -> Output {
+        area.passenger()
+            .current_dir(&app.0)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let port_s = port.to_string();
+
+    // The command returns once the background instance serves; nothing of it holds our pipes.
+    let out = in_app(&[
+        "start",
+        "--daemonize",
+        "--port",
+        &port_s,
+        "--address",
+        "127.0.0.1",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        err.contains("looked for config.ru, passenger_wsgi.py, app.js"),
-        "{err}"
+        out.status.success(),
+        "passenger start -d: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The default pid file and log file: in the app directory, named after the port.
+    let pid_file = app.0.join(format!("passenger.{port}.pid"));
+    let log_file = app.0.join(format!("passenger.{port}.log"));
+    assert!(
+        stdout.contains(&format!("Log file:       {}", log_file.display())),
+        "{stdout}"
+    );
+    let text = std::fs::read_to_string(&pid_file).expect("the pid file exists once start returns");
+    assert!(text.ends_with('\n'), "{text:?}");
+    let pid: i32 = text.trim().parse().expect("the pid file holds a pid");
+    assert!(alive(pid), "PID {pid} of the pid file runs");
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+    let argv: Vec<&str> = cmdline.split('\0').collect();
+    assert!(
+        argv[0].ends_with("bin/passenger") && argv[1] == "start",
+        "the pid file names the background passenger start: {argv:?}"
+    );
+    assert_ne!(parent_of(pid), Some(std::process::id() as i32));
+    assert!(stdout.contains(&format!("(PID {pid})")), "{stdout}");
+
+    let r = http(port, "GET", "/daemon", &[], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.text(), "Hello from passenger-rs! You asked for /daemon\n");
+
+    let out = in_app(&["status", "--port", &port_s]);
+    let status_text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{status_text}");
+    assert!(
+        status_text.starts_with(&format!(
+            "passenger-rs is running on PID {pid}, according to the pid file {}\n",
+            pid_file.display()
+        )),
+        "{status_text}"
+    );
+    assert!(
+        status_text.contains(&format!("Accessible via: http://127.0.0.1:{port}/")),
+        "{status_text}"
+    );
+
+    // A second start on the same pid file is refused before anything starts.
+    let out = in_app(&[
+        "start",
+        "--daemonize",
+        "--port",
+        &port_s,
+        "--address",
+        "127.0.0.1",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("already running on PID {pid}")),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let pids = area.pids(pid);
+    let out = in_app(&["stop", "--port", &port_s]);
+    assert!(
+        out.status.success(),
+        "passenger stop: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("Stopped passenger-rs (PID {pid}).\n")
+    );
+    // stop returns when the instance is gone.
+    area.assert_nothing_left(&pids, "after passenger stop");
+    assert!(!pid_file.exists(), "the pid file is removed");
+    let log = std::fs::read_to_string(&log_file).unwrap();
+    assert!(log.contains("Shutdown complete"), "{log}");
+
+    let out = in_app(&["status", "--port", &port_s]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "passenger-rs is not running: there is no pid file {}\n",
+            pid_file.display()
+        )
+    );
+    let out = in_app(&["stop", "--port", &port_s]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("passenger: nothing to stop: "),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = in_app(&["stop", "--port", &port_s, "--ignore-pid-not-found"]);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn ssl_with_a_self_signed_certificate() {
+    let area = Area::new();
+    let certs = Scratch::new("sa-cert");
+    let (cert, key) = (certs.0.join("cert.pem"), certs.0.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (port, ssl_port) = (free_port(), free_port());
+    let mut cmd = area.passenger();
+    cmd.arg("start")
+        .arg(example("hello-rack"))
+        .args(["--address", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--ssl", "--ssl-port", &ssl_port.to_string()])
+        .arg("--ssl-certificate")
+        .arg(&cert)
+        .arg("--ssl-certificate-key")
+        .arg(&key)
+        .arg("--pid-file")
+        .arg(area.tmp.0.join("ssl.pid"));
+    let mut run = Running::start(cmd);
+    assert_eq!(
+        run.banner("Accessible via:"),
+        format!("http://127.0.0.1:{port}/")
+    );
+    assert!(
+        run.banner
+            .contains(&format!("                https://127.0.0.1:{ssl_port}/")),
+        "{:#?}",
+        run.banner
+    );
+    let url = format!("https://127.0.0.1:{ssl_port}/secure");
+    let body = curl_text(&["--cacert", cert.to_str().unwrap(), &url]);
+    assert_eq!(body, "Hello from passenger-rs! You asked for /secure\n");
+    // Without the certificate, curl refuses: it really is TLS with our certificate.
+    assert!(!curl(&[&url]).status.success());
+    // Plain HTTP on --port alongside.
+    assert_eq!(
+        http(port, "GET", "/plain", &[], b"").text(),
+        "Hello from passenger-rs! You asked for /plain\n"
+    );
+    let pids = area.pids(run.pid());
+    run.signal(libc::SIGINT);
+    assert!(run.wait("SSL instance").success());
+    area.assert_nothing_left(&pids, "SSL instance");
+}
+
+#[test]
+fn ipv6_address() {
+    let area = Area::new();
+    let port = free_port();
+    let mut cmd = area.passenger();
+    cmd.arg("start")
+        .arg(example("hello-wsgi"))
+        .args(["--address", "::1", "--port", &port.to_string()])
+        .arg("--pid-file")
+        .arg(area.tmp.0.join("v6.pid"));
+    let mut run = Running::start(cmd);
+    assert_eq!(
+        run.banner("Accessible via:"),
+        format!("http://[::1]:{port}/")
+    );
+    let body = curl_text(&["-g", &format!("http://[::1]:{port}/v6")]);
+    assert_eq!(body, "Hello from passenger-rs (WSGI)! You asked for /v6\n");
+    let pids = area.pids(run.pid());
+    run.signal(libc::SIGTERM);
+    assert!(run.wait("IPv6 instance").success());
+    area.assert_nothing_left(&pids, "IPv6 instance");
+}
+
+#[test]
+fn unix_socket_and_stop_of_a_foreground_instance() {
+    let area = Area::new();
+    let socket = area.tmp.0.join("web.sock");
+    let pid_file = area.tmp.0.join("sock.pid");
+    let mut cmd = area.passenger();
+    cmd.arg("start")
+        .arg(example("hello-node"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--pid-file")
+        .arg(&pid_file);
+    let mut run = Running::start(cmd);
+    assert_eq!(
+        run.banner("Accessible via:"),
+        format!("unix:{}", socket.display())
+    );
+    let body = curl_text(&[
+        "--unix-socket",
+        socket.to_str().unwrap(),
+        "http://localhost/sock",
+    ]);
+    assert_eq!(
+        body,
+        "Hello from passenger-rs (Node.js)! You asked for /sock\n"
+    );
+
+    let pids = area.pids(run.pid());
+    let out = area
+        .passenger()
+        .args(["stop", "--pid-file"])
+        .arg(&pid_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(run.wait("after passenger stop").success());
+    assert!(!socket.exists(), "the socket file is removed");
+    area.assert_nothing_left(&pids, "after passenger stop");
+}
+
+/// Defaults < Passengerfile.json < PASSENGER_* < flags, seen by the app itself.
+#[test]
+fn passengerfile_environment_and_flags_layer_in_order() {
+    let area = Area::new();
+    let app = Scratch::new("sa-layers");
+    std::fs::write(
+        app.0.join("config.ru"),
+        "run lambda { |env|\n  keys = %w[RACK_ENV FROM_FILE OVERRIDDEN FROM_FLAG]\n  \
+         [200, { 'content-type' => 'text/plain' }, [keys.map { |k| \"#{k}=#{ENV[k]}\" }.join(' ')]]\n}\n",
+    )
+    .unwrap();
+    let (file_port, env_port) = (free_port(), free_port());
+    std::fs::write(
+        app.0.join("Passengerfile.json"),
+        format!(
+            r#"{{"address": "127.0.0.1", "port": {file_port}, "environment": "from_file",
+                "max_pool_size": 2, "envvars": {{"FROM_FILE": "file", "OVERRIDDEN": "file"}}}}"#
+        ),
+    )
+    .unwrap();
+    let mut cmd = area.passenger();
+    cmd.arg("start")
+        .arg(&app.0)
+        .env("PASSENGER_PORT", env_port.to_string())
+        .env("PASSENGER_APP_ENV", "from_env")
+        .env("PASSENGER_ENVVARS", r#"{"OVERRIDDEN": "env"}"#)
+        .args(["--environment", "from_flag", "--envvar", "FROM_FLAG=flag"])
+        .arg("--pid-file")
+        .arg(area.tmp.0.join("layers.pid"));
+    let mut run = Running::start(cmd);
+    assert_eq!(
+        run.banner("Accessible via:"),
+        format!("http://127.0.0.1:{env_port}/")
+    );
+    assert_eq!(run.banner("Environment:"), "from_flag");
+    let r = http(env_port, "GET", "/", &[], b"");
+    assert_eq!(
+        r.text(),
+        "RACK_ENV=from_flag FROM_FILE=file OVERRIDDEN=env FROM_FLAG=flag",
+        "{r:?}"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", file_port)).is_err(),
+        "the file's port is overridden by PASSENGER_PORT"
+    );
+    let pids = area.pids(run.pid());
+    run.signal(libc::SIGINT);
+    assert!(run.wait("layered instance").success());
+    area.assert_nothing_left(&pids, "layered instance");
+}
+
+// ---- The generated config: each option onto its directive ----
+
+fn debug_config(args: &[&str], envs: &[(&str, &str)]) -> String {
+    let area = Area::new();
+    let out = area
+        .passenger()
+        .args(["start", "--debug-nginx-config"])
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "--debug-nginx-config {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn assert_lines(config: &str, lines: &[&str]) {
+    for l in lines {
+        assert!(
+            config.lines().any(|c| c.trim() == *l),
+            "no line {l:?} in the config:\n{config}"
+        );
+    }
+}
+
+#[test]
+fn debug_nginx_config_maps_each_option_onto_its_directive() {
+    let rack = example("hello-rack");
+    let config = debug_config(
+        &[
+            rack.to_str().unwrap(),
+            "--address",
+            "127.0.0.1",
+            "--port",
+            "4123",
+            "-e",
+            "staging",
+            "--max-pool-size",
+            "4",
+            "--min-instances",
+            "2",
+            "--spawn-method",
+            "direct",
+            "--app-type",
+            "rack",
+            "--startup-file",
+            "config.ru",
+            "--ruby",
+            "/usr/bin/ruby",
+            "--python",
+            "/usr/bin/python3",
+            "--nodejs",
+            "/usr/bin/node",
+            "--envvar",
+            "GREETING=say \"hi\"",
+            "--log-file",
+            "/tmp/sa-debug.log",
+            "--log-level",
+            "5",
+            "--static-files-dir",
+            "/srv/static",
+            "--no-friendly-error-pages",
+            "--max-requests",
+            "100",
+            "--max-request-queue-size",
+            "7",
+            "--instance-registry-dir",
+            "/tmp",
+            "--user",
+            "nobody",
+            "--socket-backlog",
+            "511",
+        ],
+        &[],
+    );
+    assert_lines(
+        &config,
+        &[
+            "listen 127.0.0.1:4123 backlog=511;",
+            "passenger_app_env \"staging\";",
+            "passenger_max_pool_size 4;",
+            "passenger_min_instances 2;",
+            "passenger_spawn_method direct;",
+            "passenger_app_type rack;",
+            "passenger_startup_file \"config.ru\";",
+            "passenger_ruby \"/usr/bin/ruby\";",
+            "passenger_python \"/usr/bin/python3\";",
+            "passenger_nodejs \"/usr/bin/node\";",
+            "passenger_env_var GREETING \"say \\\"hi\\\"\";",
+            "passenger_log_file \"/tmp/sa-debug.log\";",
+            "error_log \"/tmp/sa-debug.log\" info;",
+            "passenger_log_level 5;",
+            "root \"/srv/static\";",
+            "passenger_friendly_error_pages off;",
+            "passenger_max_requests 100;",
+            "passenger_max_request_queue_size 7;",
+            "passenger_instance_registry_dir \"/tmp\";",
+            "user \"nobody\" \"nogroup\";",
+            "passenger_user \"nobody\";",
+            "passenger_group \"nogroup\";",
+            &format!("passenger_app_root \"{}\";", rack.display()),
+        ],
+    );
+    // Defaults: 0.0.0.0:3000, development, the app's public dir, the deliberate backlog.
+    let config = debug_config(&[example("hello-node").to_str().unwrap()], &[]);
+    assert_lines(
+        &config,
+        &[
+            "listen 0.0.0.0:3000 backlog=2048;",
+            "passenger_app_env \"development\";",
+            "passenger_app_type node;",
+            "error_log stderr notice;",
+            &format!(
+                "root \"{}\";",
+                example("hello-node").join("public").display()
+            ),
+        ],
+    );
+    assert!(
+        !config.contains("passenger_friendly_error_pages"),
+        "{config}"
+    );
+    // IPv6 and a unix socket.
+    let config = debug_config(
+        &[
+            example("hello-wsgi").to_str().unwrap(),
+            "-a",
+            "::",
+            "-p",
+            "4124",
+        ],
+        &[],
+    );
+    assert_lines(&config, &["listen [::]:4124 backlog=2048;"]);
+    let config = debug_config(
+        &[
+            example("hello-wsgi").to_str().unwrap(),
+            "--socket",
+            "/tmp/x.sock",
+        ],
+        &[("PASSENGER_FRIENDLY_ERROR_PAGES", "true")],
+    );
+    assert_lines(
+        &config,
+        &[
+            "listen \"unix:/tmp/x.sock\" backlog=2048;",
+            "passenger_friendly_error_pages on;",
+        ],
+    );
+}
+
+#[test]
+fn a_custom_nginx_config_template_is_used() {
+    let dir = Scratch::new("sa-tpl");
+    let template = dir.0.join("my.conf.template");
+    let original =
+        std::fs::read_to_string(repo().join("nginx-conf/standalone.conf.template")).unwrap();
+    std::fs::write(
+        &template,
+        original.replace(
+            "server_name _;",
+            "server_name _;\n        add_header X-Custom-Template yes;",
+        ),
+    )
+    .unwrap();
+    let config = debug_config(
+        &[
+            example("hello-rack").to_str().unwrap(),
+            "--nginx-config-template",
+            template.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_lines(&config, &["add_header X-Custom-Template yes;"]);
+
+    // And nginx really runs it.
+    let area = Area::new();
+    let port = free_port();
+    let mut cmd = area.passenger();
+    cmd.arg("start")
+        .arg(example("hello-rack"))
+        .args(["--address", "127.0.0.1", "--port", &port.to_string()])
+        .arg("--pid-file")
+        .arg(area.tmp.0.join("tpl.pid"))
+        .env("PASSENGER_NGINX_CONFIG_TEMPLATE", &template);
+    let mut run = Running::start(cmd);
+    let r = http(port, "GET", "/", &[], b"");
+    assert_eq!(r.header("x-custom-template"), Some("yes"), "{r:?}");
+    let pids = area.pids(run.pid());
+    run.signal(libc::SIGINT);
+    assert!(run.wait("custom template").success());
+    area.assert_nothing_left(&pids, "custom template");
+}
+
+// ---- Bad input: one clear line, a non-zero exit, nothing started ----
+
+/// Runs `passenger <args>` in a fresh area; checks that it started nothing (no runtime dir,
+/// no instance dir, no process naming the area); returns its exit code and stderr.
+fn refused(args: &[&str], envs: &[(&str, &str)]) -> (i32, String) {
+    refused_as(None, args, envs)
+}
+
+fn refused_as(user: Option<&str>, args: &[&str], envs: &[(&str, &str)]) -> (i32, String) {
+    let area = Area::new();
+    let mut cmd = match user {
+        Some(user) => {
+            let mut c = Command::new("setpriv");
+            c.args([
+                &format!("--reuid={user}"),
+                "--regid=nogroup",
+                "--clear-groups",
+                "--",
+            ])
+            .arg(buildout().join("bin/passenger"));
+            c
+        }
+        None => passenger(),
+    };
+    let out = cmd
+        .args(args)
+        .envs(envs.iter().copied())
+        .env("TMPDIR", &area.tmp.0)
+        .env("PASSENGER_INSTANCE_REGISTRY_DIR", &area.registry.0)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "",
+        "nothing on stdout for {args:?}"
+    );
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "one line on stderr for {args:?}: {stderr}"
+    );
+    area.assert_nothing_left(&[], &format!("refused {args:?}"));
+    let needle = area.tmp.0.to_string_lossy().into_owned();
+    for entry in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains(&needle),
+            "a process of the refused start runs: {}",
+            String::from_utf8_lossy(&cmdline)
+        );
+    }
+    (
+        out.status.code().expect("exited"),
+        stderr.trim_end().to_string(),
+    )
+}
+
+#[test]
+fn a_port_in_use_is_refused_in_one_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let rack = example("hello-rack");
+    let (code, err) = refused(
+        &[
+            "start",
+            rack.to_str().unwrap(),
+            "--port",
+            &port,
+            "--address",
+            "127.0.0.1",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        format!(
+            "passenger: cannot listen on 127.0.0.1:{port}: the port is already in use; choose another with --port"
+        )
+    );
+}
+
+#[test]
+fn a_privileged_port_as_non_root_is_refused() {
+    let rack = example("hello-rack");
+    let writable = Scratch::writable_by_apps("sa-nobody");
+    let pid_file = writable.0.join("p.pid");
+    let (code, err) = refused_as(
+        Some("nobody"),
+        &[
+            "start",
+            rack.to_str().unwrap(),
+            "--port",
+            "80",
+            "--address",
+            "127.0.0.1",
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "passenger: cannot listen on 127.0.0.1:80: ports below 1024 need root, and you are nobody"
+    );
+}
+
+#[test]
+fn an_address_not_on_this_host_is_refused() {
+    let rack = example("hello-rack");
+    let (code, err) = refused(
+        &[
+            "start",
+            rack.to_str().unwrap(),
+            "--address",
+            "192.0.2.1",
+            "--port",
+            "3000",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "passenger: cannot listen on 192.0.2.1:3000: the address is not on this host"
+    );
+}
+
+#[test]
+fn an_unknown_app_dir_is_refused() {
+    let (code, err) = refused(&["start", "/nonexistent/app"], &[]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "passenger: the app directory /nonexistent/app does not exist"
+    );
+}
+
+#[test]
+fn an_unknown_option_is_refused() {
+    let (code, err) = refused(&["start", "--frobnicate", "3"], &[]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        err,
+        "passenger: unknown option --frobnicate for `passenger start`; see `passenger start --help`"
+    );
+}
+
+#[test]
+fn an_invalid_passengerfile_is_refused() {
+    let app = Scratch::new("sa-badfile");
+    std::fs::copy(example("hello-rack/config.ru"), app.0.join("config.ru")).unwrap();
+    let file = app.0.join("Passengerfile.json");
+    std::fs::write(&file, "{\"port\": 3000\n \"address\": \"127.0.0.1\"}\n").unwrap();
+    let (code, err) = refused(&["start", app.0.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        format!(
+            "passenger: {} is not valid JSON: expected `,` or `}}` at line 2 column 2; fix it or move it away",
+            file.display()
+        )
+    );
+    std::fs::write(&file, r#"{"port": "three thousand"}"#).unwrap();
+    let (code, err) = refused(&["start", app.0.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        format!(
+            "passenger: \"port\" in {} must be a port number from 1 to 65535, not \"three thousand\"",
+            file.display()
+        )
+    );
+}
+
+#[test]
+fn no_app_found_names_the_files_looked_for() {
+    let empty = Scratch::new("sa-noapp");
+    let (code, err) = refused(&["start", empty.0.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        format!(
+            "passenger: no app found in {}: looked for config.ru, passenger_wsgi.py, app.js (or name the startup file with --startup-file and --app-type)",
+            empty.0.display()
+        )
+    );
+}
+
+#[test]
+fn bad_values_name_their_source() {
+    let rack = example("hello-rack");
+    let rack = rack.to_str().unwrap();
+    let (code, err) = refused(&["start", rack], &[("PASSENGER_PORT", "http")]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "passenger: PASSENGER_PORT must be a port number from 1 to 65535, not \"http\""
+    );
+    let (code, err) = refused(&["start", rack, "--log-level", "9"], &[]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "passenger: --log-level must be a whole number from 0 to 7, not \"9\""
+    );
+    let (code, err) = refused(&["start", rack, "--spawn-method", "fast"], &[]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "passenger: --spawn-method: unknown spawn method \"fast\"; use smart or direct"
+    );
+    let (code, err) = refused(&["start", rack, "--ssl"], &[]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "passenger: --ssl needs --ssl-certificate (the SSL certificate)"
+    );
+    let (code, err) = refused(&["start", rack, "--user", "no-such-user-here"], &[]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "passenger: --user: there is no user \"no-such-user-here\" on this host"
+    );
+}
+
+#[test]
+fn thread_count_and_sticky_sessions_are_not_supported_yet() {
+    let rack = example("hello-rack");
+    let rack = rack.to_str().unwrap();
+    let (code, err) = refused(&["start", rack, "--thread-count", "4"], &[]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "passenger: --thread-count is not supported yet: the nginx module has no passenger_thread_count directive"
+    );
+    let (code, err) = refused(&["start", rack], &[("PASSENGER_STICKY_SESSIONS", "true")]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "passenger: PASSENGER_STICKY_SESSIONS is not supported yet: the nginx module has no passenger_sticky_sessions directive"
     );
 }
