@@ -104,6 +104,19 @@ impl<S: Spawner> RequestServer<S> {
 
         let powered_by = response::powered_by(app_options::show_version_in_header(&header));
         let describe = describe_request(&header);
+        // OOBW is the core's own pseudo-request to a process (out-of-band work); a client
+        // must not be able to trigger that work.
+        if header.get_str("REQUEST_METHOD") == Some("OOBW") {
+            tracing::warn!("Refused {describe} with 405: OOBW is reserved for the core");
+            let page = error_page(
+                405,
+                "This request method is not allowed.",
+                None,
+                &powered_by,
+            );
+            let _ = conn.write_all(&page).await;
+            return;
+        }
         let options = match AppOptions::from_header(&header) {
             Ok(o) => o,
             Err(e) => {
