@@ -1074,3 +1074,81 @@ fn thread_count_and_sticky_sessions_are_not_supported_yet() {
         "passenger: PASSENGER_STICKY_SESSIONS is not supported yet: the nginx module has no passenger_sticky_sessions directive"
     );
 }
+
+/// nginx refusing its config (here a template with a directive it does not know) ends
+/// `passenger start` with exit 1 and nginx's own reason, in the foreground and in the
+/// background, and leaves nothing behind.
+#[test]
+fn nginx_refusing_its_config_is_reported() {
+    let dir = Scratch::new("sa-badtpl");
+    let template = dir.0.join("bad.conf.template");
+    let original =
+        std::fs::read_to_string(repo().join("nginx-conf/standalone.conf.template")).unwrap();
+    std::fs::write(
+        &template,
+        original.replace(
+            "server_name _;",
+            "server_name _;\n        no_such_directive on;",
+        ),
+    )
+    .unwrap();
+    for daemonize in [false, true] {
+        let area = Area::new();
+        let log = area.tmp.0.join("bad.log");
+        let mut cmd = area.passenger();
+        cmd.arg("start")
+            .arg(example("hello-rack"))
+            .args(["--address", "127.0.0.1", "--port", &free_port().to_string()])
+            .arg("--pid-file")
+            .arg(area.tmp.0.join("bad.pid"))
+            .arg("--nginx-config-template")
+            .arg(&template)
+            .stdin(Stdio::null());
+        if daemonize {
+            cmd.arg("--daemonize").arg("--log-file").arg(&log);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "daemonize {daemonize}: {stderr}"
+        );
+        assert!(
+            stderr.contains("unknown directive \"no_such_directive\""),
+            "daemonize {daemonize}: nginx's reason is shown: {stderr}"
+        );
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("passenger: nginx could not start (exit status 1)"),
+            "daemonize {daemonize}: {stderr}"
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "", "no banner");
+        let _ = std::fs::remove_file(&log);
+        area.assert_nothing_left(&[], "nginx refused its config");
+    }
+}
+
+/// Even SIGKILL of `passenger start` stops the instance: nginx gets SIGTERM when its parent
+/// dies, and the agents stop when nginx is gone.
+#[test]
+fn sigkill_of_passenger_start_still_stops_everything() {
+    let area = Area::new();
+    let port = free_port();
+    let mut cmd = area.passenger();
+    cmd.arg("start")
+        .arg(example("hello-rack"))
+        .args(["--address", "127.0.0.1", "--port", &port.to_string()])
+        .arg("--pid-file")
+        .arg(area.tmp.0.join("kill.pid"));
+    let mut run = Running::start(cmd);
+    assert_eq!(http(port, "GET", "/", &[], b"").status, 200);
+    let inst = area.instance_dir();
+    let pids = area.pids(run.pid());
+    run.signal(libc::SIGKILL);
+    run.wait("after SIGKILL");
+    wait_all_gone(&pids, "after SIGKILL of passenger start");
+    wait_until("instance directory removed after SIGKILL", || {
+        !inst.exists()
+    });
+}
