@@ -12,6 +12,7 @@ for_both_nginx! {
     a_node_app_sees_the_request_as_the_client_sent_it,
     a_node_app_gets_its_environment_and_its_output_is_logged,
     a_node_app_that_throws_at_load_shows_the_error,
+    an_explicit_type_and_startup_file_are_honoured,
 }
 
 fn a_node_app_is_detected_and_served(flavour: Flavour) {
@@ -94,4 +95,21 @@ fn a_node_app_that_throws_at_load_shows_the_error(flavour: Flavour) {
             .contains("boom: this node app is broken on purpose"),
         "{r:?}"
     );
+}
+
+fn an_explicit_type_and_startup_file_are_honoured(flavour: Flavour) {
+    // server.js, not app.js: nothing to detect; passenger_app_type and passenger_startup_file
+    // say what to run.
+    let app = Scratch::new("node-server-js");
+    std::fs::copy(test_app("node").join("app.js"), app.0.join("server.js")).unwrap();
+    let nginx = Nginx::start(
+        flavour,
+        &[Site {
+            app: app.0.clone(),
+            extra: "passenger_app_type node; passenger_startup_file server.js;".into(),
+        }],
+    );
+    let r = nginx.get("/");
+    assert_eq!(r.status, 200, "{r:?}\n{}", nginx.passenger_log());
+    assert_eq!(r.text(), "hello from node\n");
 }

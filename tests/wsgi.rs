@@ -11,6 +11,7 @@ for_both_nginx! {
     a_wsgi_app_is_detected_and_served,
     a_wsgi_app_gets_its_environment_and_its_output_is_logged,
     a_wsgi_app_that_fails_to_load_shows_the_error,
+    an_explicit_type_and_startup_file_are_honoured,
 }
 
 fn a_wsgi_app_is_detected_and_served(flavour: Flavour) {
@@ -53,4 +54,25 @@ fn a_wsgi_app_that_fails_to_load_shows_the_error(flavour: Flavour) {
         page.contains("Python module the app needs"),
         "the hint: {page}"
     );
+}
+
+fn an_explicit_type_and_startup_file_are_honoured(flavour: Flavour) {
+    // app.py, not passenger_wsgi.py: passenger_app_type and passenger_startup_file say what
+    // to run.
+    let app = Scratch::new("wsgi-app-py");
+    std::fs::copy(
+        test_app("wsgi").join("passenger_wsgi.py"),
+        app.0.join("app.py"),
+    )
+    .unwrap();
+    let nginx = Nginx::start(
+        flavour,
+        &[Site {
+            app: app.0.clone(),
+            extra: "passenger_app_type wsgi; passenger_startup_file app.py;".into(),
+        }],
+    );
+    let r = nginx.get("/");
+    assert_eq!(r.status, 200, "{r:?}\n{}", nginx.passenger_log());
+    assert_eq!(r.text(), "hello from wsgi\n");
 }
