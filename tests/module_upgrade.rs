@@ -8,15 +8,15 @@
 #[macro_use]
 mod common;
 
+use common::fake_core::*;
 use common::*;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-/// A stand-in for the watchdog at `<root>/agents/passenger-watchdog`. It reports a "core" on a
-/// unix socket that serves each connection on its own thread, by the request's `PATH_INFO`:
+/// The stand-in core (the watchdog script after [`WATCHDOG_PREAMBLE`]): it serves each
+/// connection on its own thread, by the request's `PATH_INFO`:
 ///
 /// - `/ws`: checks that `HTTP_UPGRADE` is `websocket` and `HTTP_CONNECTION` mentions upgrade
 ///   (else a 400 saying what it got), answers 101 with `welcome\n` in the same write, then
@@ -26,24 +26,8 @@ use std::time::{Duration, Instant};
 ///
 /// It writes what it saw and did to `events.log` beside itself, and exits when nginx's master
 /// is gone (EOF on the lifeline, fd 4).
-const FAKE_WATCHDOG: &str = r#"#!/usr/bin/env python3
-import os, select, socket, threading
-
-agents = os.path.dirname(os.path.abspath(__file__))
-path = os.path.join(agents, "core.sock")
-if os.path.exists(path):
-    os.unlink(path)
-server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-server.bind(path)
-server.listen(64)
-os.chmod(path, 0o777)  # nginx's workers may run as another user
-
-report = b"".join(item + b"\0" for item in [b"ok", agents.encode(), path.encode(), b"password"])
-os.write(3, len(report).to_bytes(2, "big") + report)
-os.close(3)
-if os.fork() > 0:
-    os._exit(0)
-os.setsid()
+const UPGRADE_CORE: &str = r#"
+import threading
 
 lock = threading.Lock()
 
@@ -51,28 +35,6 @@ def event(line):
     with lock:
         with open(os.path.join(agents, "events.log"), "a") as f:
             f.write(line + "\n")
-
-def read_request(conn):
-    data = b""
-    while b":" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return None, b""
-        data += chunk
-    length, rest = data.split(b":", 1)
-    length = int(length)
-    while len(rest) < length + 1:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return None, b""
-        rest += chunk
-    items = rest[:length].split(b"\0")[:-1]
-    pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in zip(items[0::2], items[1::2])]
-    return pairs, rest[length + 1:]
-
-def respond(conn, status, body):
-    conn.sendall(b"HTTP/1.1 %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
-                 b"Connection: close\r\n\r\n" % (status, len(body)) + body)
 
 def echo(conn, name, pending):
     if pending:
@@ -130,64 +92,19 @@ while True:
         threading.Thread(target=handle, args=(conn,), daemon=True).start()
 "#;
 
-/// nginx in the foreground with the stand-in core; stopped on drop.
-struct FakeCore {
-    dir: Scratch,
-    port: u16,
-    child: Child,
+/// nginx with [`UPGRADE_CORE`] as its stand-in core.
+fn fake_core(flavour: Flavour) -> FakeCoreNginx {
+    FakeCoreNginx::start(
+        flavour,
+        &FakeCore {
+            label: "upgrade",
+            core: UPGRADE_CORE,
+            ..FakeCore::default()
+        },
+    )
 }
 
-impl FakeCore {
-    fn start(flavour: Flavour) -> FakeCore {
-        let dir = Scratch::new("upgrade");
-        let agents = dir.0.join("fakeroot/agents");
-        std::fs::create_dir_all(&agents).unwrap();
-        std::fs::create_dir_all(dir.0.join("registry")).unwrap();
-        let watchdog = agents.join("passenger-watchdog");
-        std::fs::write(&watchdog, FAKE_WATCHDOG).unwrap();
-        std::fs::set_permissions(
-            &watchdog,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-
-        let port = free_port();
-        let conf = Nginx::config_with(flavour, &dir.0, &[(port, &Site::app("echo"))], "");
-        let real_root = format!("passenger_root {};", buildout().display());
-        assert!(conf.contains(&real_root), "{conf}");
-        let conf = conf.replace(
-            &real_root,
-            &format!("passenger_root {};", dir.0.join("fakeroot").display()),
-        );
-        std::fs::write(dir.0.join("nginx.conf"), conf).unwrap();
-        let child = nginx_command(flavour, &dir.0)
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("nginx runs");
-        let mut nginx = FakeCore { dir, port, child };
-        let deadline = Instant::now() + PATIENCE;
-        while let Err(e) = TcpStream::connect(("127.0.0.1", port)) {
-            if let Some(status) = nginx.child.try_wait().unwrap() {
-                panic!(
-                    "nginx ({flavour:?}) exited with {status} at start:\n{}",
-                    nginx.error_log()
-                );
-            }
-            assert!(
-                e.kind() == ErrorKind::ConnectionRefused && Instant::now() < deadline,
-                "nginx does not listen on {port} ({e}):\n{}",
-                nginx.error_log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        nginx
-    }
-
-    fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.0.join("error.log")).unwrap_or_default()
-    }
-
+impl FakeCoreNginx {
     fn events_path(&self) -> PathBuf {
         self.dir.0.join("fakeroot/agents/events.log")
     }
@@ -268,13 +185,6 @@ impl FakeCore {
     }
 }
 
-impl Drop for FakeCore {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
 /// Reads a response head up to and including the empty line, byte by byte (so nothing after
 /// it is consumed).
 fn read_head(s: &mut TcpStream) -> Result<String, String> {
@@ -335,14 +245,6 @@ fn binary(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
 }
 
-/// The `KEY\tVALUE` lines of the core's answer to a plain request, as pairs.
-fn keys(body: &str) -> Vec<(String, String)> {
-    body.lines()
-        .filter_map(|l| l.split_once('\t'))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
 fn value<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
     pairs
         .iter()
@@ -351,7 +253,7 @@ fn value<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
 }
 
 fn an_upgraded_connection_carries_raw_bytes_both_ways(flavour: Flavour) {
-    let nginx = FakeCore::start(flavour);
+    let nginx = fake_core(flavour);
     // Bytes the client sends right behind its request head travel once the tunnel is open.
     let mut s = nginx.tunnel(b"early bytes\n");
     nginx.wait_event("HTTP/1.1 /ws: HTTP_UPGRADE=websocket HTTP_CONNECTION=Upgrade");
@@ -365,7 +267,7 @@ fn an_upgraded_connection_carries_raw_bytes_both_ways(flavour: Flavour) {
     // A plain request on the same server while the tunnel is open.
     let r = http(nginx.port, "GET", "/plain?x=1", &[], b"");
     assert_eq!(r.status, 200, "{r:?}\n{}", nginx.logs());
-    let plain = keys(&r.text());
+    let plain = scgi_pairs(&r.text());
     assert_eq!(value(&plain, "PATH_INFO"), Some("/plain"), "{plain:?}");
     assert_eq!(value(&plain, "HTTP_UPGRADE"), None, "{plain:?}");
 
@@ -384,7 +286,7 @@ fn an_upgraded_connection_carries_raw_bytes_both_ways(flavour: Flavour) {
 }
 
 fn the_core_closing_ends_the_tunnel(flavour: Flavour) {
-    let nginx = FakeCore::start(flavour);
+    let nginx = fake_core(flavour);
     let mut s = nginx.tunnel(b"");
     round_trip(&mut s, b"one\n");
     s.write_all(b"QUIT\n").unwrap();
@@ -404,7 +306,7 @@ fn the_core_closing_ends_the_tunnel(flavour: Flavour) {
 }
 
 fn tunnels_are_independent(flavour: Flavour) {
-    let nginx = FakeCore::start(flavour);
+    let nginx = fake_core(flavour);
     let mut tunnels: Vec<TcpStream> = (0..4).map(|_| nginx.tunnel(b"")).collect();
     for round in 0..3 {
         for (i, s) in tunnels.iter_mut().enumerate() {
@@ -422,7 +324,7 @@ fn tunnels_are_independent(flavour: Flavour) {
 }
 
 fn upgrade_is_not_offered_to_the_core_when_nginx_could_not_honour_it(flavour: Flavour) {
-    let nginx = FakeCore::start(flavour);
+    let nginx = fake_core(flavour);
     // HTTP/1.0 has no Upgrade (a server must ignore it): the core does not see it, while
     // Connection travels as any header does.
     let (mut s, head) = nginx.open(
@@ -435,7 +337,7 @@ fn upgrade_is_not_offered_to_the_core_when_nginx_could_not_honour_it(flavour: Fl
     );
     let mut body = Vec::new();
     s.read_to_end(&mut body).unwrap();
-    let pairs = keys(&String::from_utf8_lossy(&body));
+    let pairs = scgi_pairs(&String::from_utf8_lossy(&body));
     assert_eq!(
         value(&pairs, "SERVER_PROTOCOL"),
         Some("HTTP/1.0"),
@@ -456,7 +358,7 @@ fn upgrade_is_not_offered_to_the_core_when_nginx_could_not_honour_it(flavour: Fl
         b"",
     );
     assert_eq!(r.status, 200, "{r:?}");
-    let pairs = keys(&r.text());
+    let pairs = scgi_pairs(&r.text());
     assert_eq!(
         value(&pairs, "HTTP_UPGRADE"),
         Some("h2c, websocket"),
@@ -469,7 +371,7 @@ fn upgrade_is_not_offered_to_the_core_when_nginx_could_not_honour_it(flavour: Fl
 /// whose body never ends (the core keeps the connection open): the module turns it into a 502
 /// with a line in the error log, and nginx drops the core's connection.
 fn a_101_the_client_did_not_ask_for_is_a_502(flavour: Flavour) {
-    let nginx = FakeCore::start(flavour);
+    let nginx = fake_core(flavour);
     let started = Instant::now();
     let r = http(nginx.port, "GET", "/rogue", &[], b"");
     assert_eq!(r.status, 502, "{r:?}\n{}", nginx.logs());

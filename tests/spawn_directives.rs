@@ -7,67 +7,10 @@
 #[macro_use]
 mod common;
 
+use common::config_check::*;
+use common::fake_core::*;
 use common::*;
 use passenger_protocol::options;
-use std::io::ErrorKind;
-use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
-
-/// Writes the test configuration (one server for the echo app) with `http_extra` in the http
-/// block and `server_extra` in the server block, and runs `nginx -t` on it.
-fn nginx_t(flavour: Flavour, dir: &Path, http_extra: &str, server_extra: &str) -> (bool, String) {
-    std::fs::create_dir_all(dir.join("registry")).unwrap();
-    let site = Site {
-        extra: server_extra.to_string(),
-        ..Site::app("echo")
-    };
-    let conf = Nginx::config_with(flavour, dir, &[(free_port(), &site)], http_extra);
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let out = nginx_command(flavour, dir).arg("-t").output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// The 1-based line of the configuration that contains `text`.
-fn line_of(dir: &Path, text: &str) -> usize {
-    let conf = std::fs::read_to_string(dir.join("nginx.conf")).unwrap();
-    conf.lines()
-        .position(|l| l.contains(text))
-        .unwrap_or_else(|| panic!("{text:?} is not in the configuration:\n{conf}"))
-        + 1
-}
-
-/// A bad use of a directive: where it goes, the configuration text, the line that is wrong,
-/// and what the error must say.
-struct Bad {
-    http: &'static str,
-    server: &'static str,
-    /// Text of the offending line.
-    at: &'static str,
-    says: &'static [&'static str],
-}
-
-const fn in_http(text: &'static str, says: &'static [&'static str]) -> Bad {
-    Bad {
-        http: text,
-        server: "",
-        at: text,
-        says,
-    }
-}
-
-const fn in_server(text: &'static str, says: &'static [&'static str]) -> Bad {
-    Bad {
-        http: "",
-        server: text,
-        at: text,
-        says,
-    }
-}
 
 const BAD: &[Bad] = &[
     in_server(
@@ -204,31 +147,7 @@ const BAD: &[Bad] = &[
 ];
 
 fn bad_values_fail_nginx_t_naming_value_file_and_line(flavour: Flavour) {
-    let mut failures = Vec::new();
-    for bad in BAD {
-        let dir = Scratch::new("spawn-bad");
-        let (ok, err) = nginx_t(flavour, &dir.0, bad.http, bad.server);
-        let place = format!(
-            "{}:{}",
-            dir.0.join("nginx.conf").display(),
-            line_of(&dir.0, bad.at)
-        );
-        let missing: Vec<&str> = bad
-            .says
-            .iter()
-            .copied()
-            .chain([place.as_str()])
-            .filter(|s| !err.contains(s))
-            .collect();
-        if ok || !missing.is_empty() {
-            failures.push(format!(
-                "{:?}: nginx -t {}; missing from its error {missing:?}:\n{err}",
-                bad.at,
-                if ok { "passed" } else { "failed" }
-            ));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert_bad_values_fail_nginx_t(flavour, "spawn-bad", BAD);
 }
 
 /// Every directive with good values, at every level it is allowed at.
@@ -285,152 +204,34 @@ fn good_values_pass_nginx_t(flavour: Flavour) {
     let dir = Scratch::new("spawn-good");
     std::fs::create_dir_all(dir.0.join("errors")).unwrap();
     std::fs::write(dir.0.join("errors/spawn.html"), "<h1>sorry</h1>").unwrap();
-    let (ok, err) = nginx_t(flavour, &dir.0, GOOD_HTTP, GOOD_SERVER);
-    assert!(ok, "nginx -t refused good values:\n{err}");
-    assert!(
-        !err.contains("[emerg]") && !err.contains("[warn]"),
-        "nginx -t complained:\n{err}"
-    );
+    assert_nginx_t_passes(flavour, &dir.0, GOOD_HTTP, GOOD_SERVER);
 }
 
 // ---------------------------------------------------------------------------------------------
 // What the module sends
 
-/// A stand-in for the watchdog at `<root>/agents/passenger-watchdog`: it reports a "core" on a
-/// unix socket that answers each request with the SCGI header it received, one `KEY\tVALUE`
-/// line per pair, and exits when nginx's master is gone (EOF on the lifeline, fd 4).
-const FAKE_WATCHDOG: &str = r#"#!/usr/bin/env python3
-import os, select, socket
-
-agents = os.path.dirname(os.path.abspath(__file__))
-path = os.path.join(agents, "core.sock")
-if os.path.exists(path):
-    os.unlink(path)
-server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-server.bind(path)
-server.listen(64)
-os.chmod(path, 0o777)  # nginx's workers may run as another user
-
-report = b"".join(item + b"\0" for item in [b"ok", agents.encode(), path.encode(), b"password"])
-os.write(3, len(report).to_bytes(2, "big") + report)
-os.close(3)
-if os.fork() > 0:
-    os._exit(0)
-os.setsid()
-
-def answer(conn):
-    data = b""
-    while b":" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return
-        data += chunk
-    length, rest = data.split(b":", 1)
-    length = int(length)
-    while len(rest) < length + 1:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return
-        rest += chunk
-    items = rest[:length].split(b"\0")[:-1]
-    body = b"".join(k + b"\t" + v + b"\n" for k, v in zip(items[0::2], items[1::2]))
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
-                 b"Connection: close\r\n\r\n" % len(body) + body)
-
-while True:
-    readable, _, _ = select.select([server, 4], [], [])
-    if 4 in readable and not os.read(4, 1):
-        break
-    if server in readable:
-        conn, _ = server.accept()
-        try:
-            answer(conn)
-        finally:
-            conn.close()
-"#;
-
-/// nginx in the foreground with the stand-in core; stopped on drop.
-struct FakeCoreNginx {
-    dir: Scratch,
-    port: u16,
-    child: Child,
+/// nginx with the stand-in core that answers with the SCGI header it received.
+fn fake_core(flavour: Flavour, http_extra: &str, server_extra: &str) -> FakeCoreNginx {
+    FakeCoreNginx::start(
+        flavour,
+        &FakeCore {
+            label: "spawn-keys",
+            core: ECHO_HEADER_CORE,
+            http_extra,
+            server_extra,
+            // For `passenger_custom_error_page errors/spawn.html` (relative to nginx's prefix).
+            files: &[("errors/spawn.html", "<h1>sorry</h1>")],
+        },
+    )
 }
 
 impl FakeCoreNginx {
-    fn start(flavour: Flavour, http_extra: &str, server_extra: &str) -> FakeCoreNginx {
-        let dir = Scratch::new("spawn-keys");
-        let agents = dir.0.join("fakeroot/agents");
-        std::fs::create_dir_all(&agents).unwrap();
-        std::fs::create_dir_all(dir.0.join("registry")).unwrap();
-        // For `passenger_custom_error_page errors/spawn.html` (relative to nginx's prefix).
-        std::fs::create_dir_all(dir.0.join("errors")).unwrap();
-        std::fs::write(dir.0.join("errors/spawn.html"), "<h1>sorry</h1>").unwrap();
-        let watchdog = agents.join("passenger-watchdog");
-        std::fs::write(&watchdog, FAKE_WATCHDOG).unwrap();
-        std::fs::set_permissions(
-            &watchdog,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-
-        let port = free_port();
-        let site = Site {
-            extra: server_extra.to_string(),
-            ..Site::app("echo")
-        };
-        let conf = Nginx::config_with(flavour, &dir.0, &[(port, &site)], http_extra);
-        let real_root = format!("passenger_root {};", buildout().display());
-        assert!(conf.contains(&real_root), "{conf}");
-        let conf = conf.replace(
-            &real_root,
-            &format!("passenger_root {};", dir.0.join("fakeroot").display()),
-        );
-        std::fs::write(dir.0.join("nginx.conf"), conf).unwrap();
-        let child = nginx_command(flavour, &dir.0)
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("nginx runs");
-        let mut nginx = FakeCoreNginx { dir, port, child };
-        let deadline = Instant::now() + PATIENCE;
-        while let Err(e) = TcpStream::connect(("127.0.0.1", port)) {
-            if let Some(status) = nginx.child.try_wait().unwrap() {
-                panic!(
-                    "nginx ({flavour:?}) exited with {status} at start:\n{}",
-                    nginx.error_log()
-                );
-            }
-            assert!(
-                e.kind() == ErrorKind::ConnectionRefused && Instant::now() < deadline,
-                "nginx does not listen on {port} ({e}):\n{}",
-                nginx.error_log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        nginx
-    }
-
-    fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.0.join("error.log")).unwrap_or_default()
-    }
-
     /// The `PASSENGER_*` pairs the module sent for a GET of `path`.
     fn keys(&self, path: &str) -> Vec<(String, String)> {
-        let r = http(self.port, "GET", path, &[], b"");
-        assert_eq!(r.status, 200, "GET {path}: {r:?}\n{}", self.error_log());
-        r.text()
-            .lines()
-            .filter_map(|l| l.split_once('\t'))
+        scgi_pairs(&self.get_ok(path).text())
+            .into_iter()
             .filter(|(k, _)| k.starts_with("PASSENGER_"))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
-    }
-}
-
-impl Drop for FakeCoreNginx {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
     }
 }
 
@@ -463,7 +264,7 @@ fn env(list: &[(&str, &str)]) -> Option<Vec<(String, String)>> {
 }
 
 fn defaults_send_the_documented_keys_and_leave_out_the_unset_ones(flavour: Flavour) {
-    let nginx = FakeCoreNginx::start(flavour, "", "");
+    let nginx = fake_core(flavour, "", "");
     let keys = nginx.keys("/");
     let expect: &[(&str, Option<&str>)] = &[
         (options::PYTHON, Some("python3")),
@@ -525,7 +326,7 @@ fn keys_follow_inheritance_http_server_location_if(flavour: Flavour) {
             }
         }
 ";
-    let nginx = FakeCoreNginx::start(flavour, http_extra, server_extra);
+    let nginx = fake_core(flavour, http_extra, server_extra);
 
     // Inherited from http; the rest at their defaults.
     let root = nginx.keys("/");

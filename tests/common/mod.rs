@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod config_check;
+pub mod fake_core;
+
 /// How long anything in a test may take before it is a failure (never a timing assertion).
 /// Defines one test per nginx flavour from functions taking a [`Flavour`], so that a failure
 /// names the build it happened with. (Test files declare `#[macro_use] mod common;`.)
