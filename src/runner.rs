@@ -302,23 +302,33 @@ fn is_exit(status: &WaitStatus) -> bool {
     matches!(status, WaitStatus::Exited(..) | WaitStatus::Signaled(..))
 }
 
-/// Once nginx is gone: waits until every process left (the agents, app processes) has exited,
-/// then SIGTERM and SIGKILL to whatever overstays.
+/// Once nginx is gone: waits until every process left (the agents, app processes) has exited;
+/// SIGTERM to whatever overstays LEAVE_TIMEOUT (at once after a second stop signal), SIGKILL
+/// KILL_TIMEOUT later.
 fn collect_everything() {
     let start = Instant::now();
     let mut termed = false;
+    let mut termed_at = start;
     let mut killed = false;
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             Err(Errno::ECHILD) => return,
             Ok(WaitStatus::StillAlive) => {
                 let waited = start.elapsed();
-                if !termed && (waited > LEAVE_TIMEOUT || SIGNALS.load(SeqCst) >= 2) {
-                    signal_children(Signal::SIGTERM);
+                let hurry = SIGNALS.load(SeqCst) >= 2;
+                if !termed && (waited > LEAVE_TIMEOUT || hurry) {
+                    if !hurry {
+                        eprintln!(
+                            "passenger: processes of the instance still run {} s after nginx stopped; sending them SIGTERM",
+                            LEAVE_TIMEOUT.as_secs()
+                        );
+                    }
+                    signal_descendants(Signal::SIGTERM);
                     termed = true;
+                    termed_at = Instant::now();
                 }
-                if !killed && waited > LEAVE_TIMEOUT + KILL_TIMEOUT {
-                    signal_children(Signal::SIGKILL);
+                if termed && !killed && termed_at.elapsed() > KILL_TIMEOUT {
+                    signal_descendants(Signal::SIGKILL);
                     killed = true;
                 }
                 std::thread::sleep(POLL);
@@ -329,10 +339,17 @@ fn collect_everything() {
     }
 }
 
-fn signal_children(sig: Signal) {
-    let me = std::process::id() as i32;
-    for pid in control::children_of(me) {
-        eprintln!("passenger: process {pid} is still running; sending it {sig}");
+/// Signals every process below us (the agents we adopted, their apps, orphaned apps).
+fn signal_descendants(sig: Signal) {
+    let mut todo = vec![std::process::id() as i32];
+    let mut all = Vec::new();
+    while let Some(p) = todo.pop() {
+        for c in control::children_of(p) {
+            all.push(c);
+            todo.push(c);
+        }
+    }
+    for pid in all {
         let _ = kill(Pid::from_raw(pid), sig);
     }
 }

@@ -1152,3 +1152,133 @@ fn sigkill_of_passenger_start_still_stops_everything() {
         !inst.exists()
     });
 }
+
+/// A slow app: /slow says it started (a file), then waits until it is released (another
+/// file) or 120 s pass.
+fn slow_app(area: &Area) -> (Scratch, PathBuf, PathBuf) {
+    let app = Scratch::new("sa-slow");
+    std::fs::write(
+        app.0.join("config.ru"),
+        "run lambda { |env|\n  if env['PATH_INFO'] == '/slow'\n    File.write(ENV['STARTED'], 'x')\n    \
+         2400.times { break if File.exist?(ENV['RELEASE']); sleep 0.05 }\n  end\n  \
+         [200, { 'content-type' => 'text/plain' }, [\"finished #{env['PATH_INFO']}\\n\"]]\n}\n",
+    )
+    .unwrap();
+    (app, area.tmp.0.join("started"), area.tmp.0.join("release"))
+}
+
+fn start_slow(area: &Area, app: &Path, started: &Path, release: &Path) -> (Running, u16) {
+    let port = free_port();
+    let mut cmd = area.passenger();
+    cmd.arg("start")
+        .arg(app)
+        .args(["--address", "127.0.0.1", "--port", &port.to_string()])
+        .arg("--pid-file")
+        .arg(area.tmp.0.join("slow.pid"))
+        .arg("--envvar")
+        .arg(format!("STARTED={}", started.display()))
+        .arg("--envvar")
+        .arg(format!("RELEASE={}", release.display()));
+    (Running::start(cmd), port)
+}
+
+/// Raw GET in a thread: the whole response, or what arrived before the connection closed.
+fn get_in_background(port: u16, path: &str) -> std::thread::JoinHandle<Vec<u8>> {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        raw
+    })
+}
+
+#[test]
+fn ctrl_c_lets_the_request_in_flight_finish_and_a_second_one_stops_at_once() {
+    // Graceful: the request in flight when Ctrl-C comes gets its whole response.
+    let area = Area::new();
+    let (app, started, release) = slow_app(&area);
+    let (mut run, port) = start_slow(&area, &app.0, &started, &release);
+    let request = get_in_background(port, "/slow");
+    wait_until("the app is handling /slow", || started.exists());
+    let pids = area.pids(run.pid());
+    run.signal(libc::SIGINT);
+    wait_until("passenger start says it is stopping", || {
+        run.stderr().contains("stopping gracefully")
+    });
+    std::fs::write(&release, "").unwrap();
+    let r = parse_response(&request.join().unwrap());
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.text(), "finished /slow\n");
+    assert!(run.wait("graceful stop").success(), "{}", run.stderr());
+    area.assert_nothing_left(&pids, "graceful stop");
+    drop(run);
+
+    // At once: a second Ctrl-C does not wait for the app (which would wait 120 s).
+    let area = Area::new();
+    let (app, started, release) = slow_app(&area);
+    let (mut run, port) = start_slow(&area, &app.0, &started, &release);
+    let request = get_in_background(port, "/slow");
+    wait_until("the app is handling /slow", || started.exists());
+    let pids = area.pids(run.pid());
+    run.signal(libc::SIGINT);
+    wait_until("passenger start says it is stopping", || {
+        run.stderr().contains("stopping gracefully")
+    });
+    run.signal(libc::SIGINT);
+    assert!(run.wait("immediate stop").success(), "{}", run.stderr());
+    area.assert_nothing_left(&pids, "immediate stop");
+    let _ = request.join();
+}
+
+/// `--user` (as root): nginx's workers and the app run as that user.
+#[test]
+fn user_runs_the_workers_and_the_app_as_that_user() {
+    let area = Area::new();
+    let port = free_port();
+    let mut cmd = area.passenger();
+    cmd.arg("start")
+        .arg(example("hello-rack"))
+        .args(["--address", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--user", "www-data"])
+        .arg("--pid-file")
+        .arg(area.tmp.0.join("user.pid"));
+    let mut run = Running::start(cmd);
+    assert_eq!(http(port, "GET", "/", &[], b"").status, 200);
+    let id = Command::new("id")
+        .args(["-u", "www-data"])
+        .output()
+        .unwrap();
+    let www_data: u32 = String::from_utf8_lossy(&id.stdout).trim().parse().unwrap();
+    let nginx_master = children(run.pid())
+        .into_iter()
+        .find(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .unwrap_or_default()
+                .starts_with("nginx: master")
+        })
+        .expect("nginx's master is a child of passenger start");
+    let workers = children(nginx_master);
+    assert!(!workers.is_empty());
+    for w in workers {
+        assert_eq!(uid_of(w), Some(www_data), "worker {w}");
+    }
+    let inst = area.instance_dir();
+    let core: i32 = std::fs::read_to_string(inst.join("core.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let apps = descendants(core);
+    assert!(!apps.is_empty(), "the app runs");
+    for a in apps {
+        assert_eq!(uid_of(a), Some(www_data), "app process {a}");
+    }
+    let pids = area.pids(run.pid());
+    run.signal(libc::SIGINT);
+    assert!(run.wait("--user instance").success());
+    area.assert_nothing_left(&pids, "--user instance");
+}
