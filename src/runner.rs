@@ -69,8 +69,7 @@ pub fn run(cfg: &StartConfig, root: &Path, template: &str) -> Result<(), String>
             let _ = std::fs::File::from(read_end).read_to_string(&mut report);
             match report.split_once('\n') {
                 Some(("ok", _)) => {
-                    print!("{}", banner::banner(cfg, child.as_raw(), true));
-                    let _ = std::io::stdout().flush();
+                    show(&banner::banner(cfg, child.as_raw(), true));
                     Ok(())
                 }
                 Some(("error", message)) => Err(message.trim_end().to_string()),
@@ -102,6 +101,13 @@ pub fn run(cfg: &StartConfig, root: &Path, template: &str) -> Result<(), String>
             std::process::exit(code);
         }
     }
+}
+
+/// Prints to stdout, ignoring a closed stdout (`passenger start | head` must not stop us).
+fn show(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
 }
 
 /// stdin from /dev/null, stdout and stderr to the log file.
@@ -219,8 +225,7 @@ fn supervise(
                 let _ = pipe.write_all(b"ok\n");
             }
             None => {
-                print!("{}", banner::banner(cfg, our_pid, false));
-                let _ = std::io::stdout().flush();
+                show(&banner::banner(cfg, our_pid, false));
             }
         }
     }
