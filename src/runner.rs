@@ -82,6 +82,8 @@ pub fn run(cfg: &StartConfig, root: &Path, template: &str) -> Result<(), String>
         nix::unistd::ForkResult::Child => {
             drop(read_end);
             let _ = nix::unistd::setsid();
+            // Every path in `cfg` is absolute: do not keep the caller's directory busy.
+            let _ = std::env::set_current_dir("/");
             redirect_stdio(&log_fd);
             drop(log_fd);
             let mut report = Some(std::fs::File::from(write_end));
