@@ -73,10 +73,6 @@ matrix! {
     chunked_request_body,
     head_has_the_headers_of_get_and_no_body,
     status_204_and_304_have_no_body,
-    #[ignore = "the module buffers app responses (its upstream buffering merges to on, and there is \
-                no passenger_buffer_response directive; Phusion Passenger's default is off): the \
-                first chunk stays in nginx until the app ends the response. It streams with the \
-                app's X-Accel-Buffering: no, so the core does not hold it back"]
     streaming_response,
     large_response_of_50_mb,
     multi_value_headers,

@@ -14,6 +14,7 @@ for_both_nginx! {
     four_threads_serve_four_slow_requests_at_once_in_one_process,
     out_of_band_work_runs_after_the_request_that_asked,
     a_full_hijack_takes_over_an_upgraded_connection,
+    a_slow_client_does_not_hold_the_app_process,
 }
 
 fn site(extra: &str) -> Site {
@@ -121,4 +122,33 @@ fn a_full_hijack_takes_over_an_upgraded_connection(flavour: Flavour) {
         reader.read_line(&mut line).unwrap();
         assert_eq!(line, format!("echo: {text}\n"));
     }
+}
+
+fn a_slow_client_does_not_hold_the_app_process(flavour: Flavour) {
+    // One process that takes one request at a time.
+    let nginx = Nginx::start_with(flavour, &[site("")], "passenger_max_pool_size 1;");
+    assert_eq!(nginx.get("/oob-count").status, 200);
+    // A client asks for 32 MB and reads only the start of it.
+    let mut slow = TcpStream::connect(("127.0.0.1", nginx.port())).unwrap();
+    slow.set_read_timeout(Some(PATIENCE)).unwrap();
+    slow.write_all(b"GET /big?32 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut start = [0u8; 12];
+    std::io::Read::read_exact(&mut slow, &mut start).unwrap();
+    assert_eq!(&start, b"HTTP/1.1 200");
+    // The app has handed its whole response to the core, so its process serves the next
+    // request while the slow client still has most of the 32 MB to read.
+    let r = nginx.get("/oob-count");
+    assert_eq!(
+        r.status,
+        200,
+        "{r:?}\n{}\n{}",
+        nginx.passenger_log(),
+        nginx.error_log()
+    );
+    // And the slow client still gets all of it.
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut slow, &mut rest).unwrap();
+    let body_start = rest.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(rest.len() - body_start, 32 << 20);
 }

@@ -5,6 +5,7 @@
 //! kept alive and reused (hyper does the HTTP/1.1 framing).
 
 use crate::pool::Process;
+use crate::relay::{self, Backlog};
 use crate::response::{self, ResponseHead};
 use crate::session::{self, Forwarded, SessionError};
 use bytes::Bytes;
@@ -269,27 +270,28 @@ pub async fn forward(
             client_w.flush().await.map_err(gone)?;
             return Ok(Exchange::Upgraded(response));
         }
-        let body = response.body_mut();
-        let mut complete = true;
-        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
-        {
-            match frame {
-                Ok(frame) => {
-                    if let Some(data) = frame.data_ref() {
-                        client_w.write_all(data).await.map_err(gone)?;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        "Reading the response body of app {pid} failed: {e}; the response is cut short"
-                    );
-                    complete = false;
-                    break;
-                }
+        let pumped = relay::relay(
+            &mut relay::HyperBody(response.body_mut()),
+            &mut client_w,
+            relay::HIGH_WATERMARK,
+        )
+        .await
+        .map_err(gone)?;
+        let complete = match pumped.source_error {
+            None => true,
+            Some(e) => {
+                tracing::warn!(
+                    "Reading the response body of app {pid} failed: {e}; the response is cut short"
+                );
+                false
             }
-        }
-        client_w.flush().await.map_err(gone)?;
-        Ok(Exchange::Done { complete, sender })
+        };
+        let backlog = pumped.backlog;
+        Ok(Exchange::Done {
+            complete,
+            sender,
+            backlog,
+        })
     };
     let exchanged = {
         tokio::pin!(feed, exchange);
@@ -306,10 +308,21 @@ pub async fn forward(
     };
     match exchanged {
         // The connection is reused once the whole exchange went through.
-        (Exchange::Done { complete, sender }, still_feeding) => {
+        (
+            Exchange::Done {
+                complete,
+                sender,
+                backlog,
+            },
+            still_feeding,
+        ) => {
             if complete && !still_feeding {
                 connections.checkin(process, sender);
             }
+            return Ok(Forwarded {
+                oob_work: false,
+                backlog,
+            });
         }
         (Exchange::Upgraded(response), _) => match hyper::upgrade::on(response).await {
             Ok(upgraded) => {
@@ -331,6 +344,8 @@ enum Exchange {
         /// The whole response body was read (the connection can be reused).
         complete: bool,
         sender: SendRequest<ChannelBody>,
+        /// What nginx has not taken yet.
+        backlog: Backlog,
     },
     /// The app switched protocols: the rest is a tunnel.
     Upgraded(hyper::Response<hyper::body::Incoming>),

@@ -7,6 +7,7 @@
 mod app_options;
 mod http_session;
 mod pool;
+mod relay;
 mod request_server;
 mod response;
 mod session;

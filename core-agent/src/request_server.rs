@@ -190,19 +190,27 @@ impl<S: Spawner> RequestServer<S> {
             match forwarded {
                 Ok(forwarded) => {
                     tracing::debug!("Served {describe} with app {}", process.pid);
-                    if forwarded.oob_work {
-                        // Asked before this request's slot is freed, so that no other
-                        // request slips in; the work starts when the process is idle.
-                        let ready = self.pool.request_oob_work(&process);
-                        drop(checkout);
+                    // The app is done: its process is released before the rest of the
+                    // response goes to a possibly slow client. Out-of-band work is asked for
+                    // before the release, so that no other request slips in.
+                    let oob_ready = if forwarded.oob_work {
+                        self.pool.request_oob_work(&process)
+                    } else {
+                        None
+                    };
+                    drop(checkout);
+                    if let Err(e) = forwarded.backlog.write_to(&mut conn).await {
+                        tracing::debug!(
+                            "{describe}: nginx went away before the end of the response: {e}"
+                        );
+                    }
+                    if let Some(ready) = oob_ready {
                         let _ = conn.shutdown().await;
                         drop(conn);
-                        if let Some(ready) = ready {
-                            if ready.await.is_ok() {
-                                session::out_of_band_work(&process).await;
-                            }
-                            self.pool.finish_oob_work(&process);
+                        if ready.await.is_ok() {
+                            session::out_of_band_work(&process).await;
                         }
+                        self.pool.finish_oob_work(&process);
                         return;
                     }
                 }

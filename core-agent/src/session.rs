@@ -3,6 +3,7 @@
 //! normalised head, and is streamed to nginx.
 
 use crate::pool::Process;
+use crate::relay::{self, Backlog};
 use crate::response::{self, MAX_HEAD};
 use passenger_protocol::options::CONNECT_PASSWORD;
 use passenger_protocol::scgi::ScgiHeader;
@@ -52,11 +53,13 @@ pub async fn connect(process: &Process) -> Result<UnixStream, SessionError> {
 /// Passenger's name); it is never passed on to the client.
 pub const OOB_WORK_HEADER: &str = "!~Request-OOB-Work";
 
-/// What came of a forwarded request, beyond its response.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// What came of a forwarded request. The app is done with it; the `backlog` of its response
+/// still has to be written to nginx (after the process has been released).
+#[derive(Default)]
 pub struct Forwarded {
     /// The app asked for out-of-band work.
     pub oob_work: bool,
+    pub backlog: Backlog,
 }
 
 /// Forwards one request to `process` and its response back to `client`. `early_body` holds the
@@ -110,6 +113,7 @@ pub async fn forward(
     }
     Ok(Forwarded {
         oob_work: relayed.oob_work,
+        backlog: relayed.backlog,
     })
 }
 
@@ -171,6 +175,7 @@ where
 struct Relayed {
     upgraded: bool,
     oob_work: bool,
+    backlog: Backlog,
 }
 
 /// Writes the session header and exactly `content_length` body bytes, streamed from nginx.
@@ -272,9 +277,10 @@ where
     let before = head.headers.len();
     head.headers
         .retain(|(name, _)| !name.eq_ignore_ascii_case(OOB_WORK_HEADER));
-    let relayed = Relayed {
+    let mut relayed = Relayed {
         upgraded: head.status == 101,
         oob_work: head.headers.len() != before,
+        backlog: Backlog::default(),
     };
     let mut out = response::render_head(&head, powered_by);
     out.extend_from_slice(&buf[used..filled]);
@@ -283,21 +289,19 @@ where
         client.flush().await.map_err(gone)?;
         return Ok(relayed);
     }
-    buf.truncate(COPY_BUFFER);
-    loop {
-        let n = match app.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) => {
-                // The head is out already; all that can be done is cut the response short.
-                tracing::warn!(
-                    "Reading the response body of app {pid} failed: {e}; the response is cut short"
-                );
-                break;
-            }
-        };
-        client.write_all(&buf[..n]).await.map_err(gone)?;
+    let pumped = relay::relay(
+        &mut relay::ReadToEnd::new(app),
+        client,
+        relay::HIGH_WATERMARK,
+    )
+    .await
+    .map_err(gone)?;
+    if let Some(e) = pumped.source_error {
+        // The head is out already; all that can be done is cut the response short.
+        tracing::warn!(
+            "Reading the response body of app {pid} failed: {e}; the response is cut short"
+        );
     }
-    client.flush().await.map_err(gone)?;
+    relayed.backlog = pumped.backlog;
     Ok(relayed)
 }

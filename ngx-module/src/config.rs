@@ -553,7 +553,7 @@ const fn spawn_method(name: &'static CStr) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 46] = [
+pub static mut COMMANDS: [ngx_command_t; 47] = [
     main_str(c"passenger_root", offset_of!(MainConf, root)),
     ngx_command_t {
         name: static_cstr(c"passenger_log_level"),
@@ -690,6 +690,13 @@ pub static mut COMMANDS: [ngx_command_t; 46] = [
         offset: offset_of!(LocConf, env_vars),
         post: ptr::null_mut(),
     },
+    // Off by default, as in Passenger: responses stream to the client, and the core itself
+    // buffers for slow clients, so apps are released either way.
+    flag(
+        c"passenger_buffer_response",
+        false,
+        offset_of!(LocConf, upstream) + offset_of!(ngx_http_upstream_conf_t, buffering),
+    ),
     flag(
         c"passenger_load_shell_envvars",
         false,
@@ -1419,7 +1426,7 @@ unsafe fn merge_upstream(
 
     merge_uint(&mut conf.store_access, prev.store_access, 0o600);
     merge_uint(&mut conf.next_upstream_tries, prev.next_upstream_tries, 0);
-    merge_int(&mut conf.buffering, prev.buffering, 1);
+    merge_int(&mut conf.buffering, prev.buffering, 0);
     merge_int(&mut conf.request_buffering, prev.request_buffering, 1);
     merge_int(&mut conf.ignore_client_abort, prev.ignore_client_abort, 0);
     merge_int(&mut conf.force_ranges, prev.force_ranges, 0);

@@ -3,6 +3,7 @@
 #   /oob         asks for out-of-band work (Passenger's response header)
 #   /oob-count   how many times the :oob_work callback ran in this process
 #   /hijack      full hijack: answers 101 itself, then echoes each line it reads
+#   /big?MB      an MB-megabyte body
 $oob_count = 0
 PhusionPassenger.on_event(:oob_work) { $oob_count += 1 } if defined?(PhusionPassenger)
 
@@ -15,6 +16,10 @@ app = lambda do |env|
     [200, { 'content-type' => 'text/plain' }, ["#{Process.pid} #{t0} #{t1} #{env['rack.multithread']}"]]
   when '/oob'
     [200, { 'content-type' => 'text/plain', '!~Request-OOB-Work' => 'true' }, ['oob requested']]
+  when '/big'
+    mb = env['QUERY_STRING'].to_i
+    [200, { 'content-type' => 'application/octet-stream', 'content-length' => (mb << 20).to_s },
+     Array.new(mb) { 'x' * (1 << 20) }]
   when '/oob-count'
     [200, { 'content-type' => 'text/plain' }, [$oob_count.to_s]]
   when '/hijack'

@@ -1,0 +1,208 @@
+//! Copying a response body from an app to nginx without letting a slow client hold the app:
+//! the core reads the app as fast as it writes (up to a high watermark per response, beyond
+//! which it stops reading) while writing to nginx at the client's pace. When the app is done,
+//! what the client has not taken yet is handed back as a [`Backlog`], so that the app's
+//! process can be released before the rest is written.
+
+use bytes::{Buf, Bytes};
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Most of one response held in the core for a slow client (Passenger's
+/// `passenger_response_buffer_high_watermark` default).
+pub const HIGH_WATERMARK: usize = 128 * 1024 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Where response body bytes come from. `next_chunk` must be cancel-safe: the relay drops it
+/// when the client side is ready first.
+pub trait ChunkSource {
+    /// The next bytes; `Ok(None)` at the end of the body.
+    fn next_chunk(&mut self) -> impl Future<Output = io::Result<Option<Bytes>>>;
+}
+
+/// The body of a session-protocol response: everything until the app closes the connection.
+pub struct ReadToEnd<'a, R> {
+    reader: &'a mut R,
+    buf: Vec<u8>,
+}
+
+impl<'a, R: AsyncRead + Unpin> ReadToEnd<'a, R> {
+    pub fn new(reader: &'a mut R) -> Self {
+        ReadToEnd {
+            reader,
+            buf: vec![0; READ_CHUNK],
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> ChunkSource for ReadToEnd<'_, R> {
+    async fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
+        // AsyncRead::read is cancel-safe: no bytes are lost if the future is dropped.
+        let n = self.reader.read(&mut self.buf).await?;
+        Ok((n > 0).then(|| Bytes::copy_from_slice(&self.buf[..n])))
+    }
+}
+
+/// The body of a hyper response (http_session).
+pub struct HyperBody<'a>(pub &'a mut hyper::body::Incoming);
+
+impl ChunkSource for HyperBody<'_> {
+    async fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
+        use http_body::Body;
+        loop {
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut *self.0).poll_frame(cx)).await;
+            match frame {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(io::Error::other(e)),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Ok(Some(data));
+                    }
+                    // Trailers: nothing to pass on over HTTP/1.0-style framing.
+                }
+            }
+        }
+    }
+}
+
+/// Response bytes the client has not taken yet.
+#[derive(Default)]
+pub struct Backlog {
+    chunks: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl Backlog {
+    fn push(&mut self, chunk: Bytes) {
+        self.len += chunk.len();
+        self.chunks.push_back(chunk);
+    }
+
+    fn front(&self) -> Option<Bytes> {
+        self.chunks.front().cloned()
+    }
+
+    fn consume(&mut self, mut n: usize) {
+        self.len -= n;
+        while n > 0 {
+            let front = self
+                .chunks
+                .front_mut()
+                .expect("consumed more than was there");
+            let take = n.min(front.len());
+            front.advance(take);
+            n -= take;
+            if front.is_empty() {
+                self.chunks.pop_front();
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Writes what is left to the client.
+    pub async fn write_to<W: AsyncWrite + Unpin>(self, client: &mut W) -> io::Result<()> {
+        for chunk in self.chunks {
+            client.write_all(&chunk).await?;
+        }
+        client.flush().await
+    }
+}
+
+/// How a relay ended.
+pub struct Relayed {
+    /// What the client has not taken yet.
+    pub backlog: Backlog,
+    /// The source failed (the response is cut short).
+    pub source_error: Option<io::Error>,
+}
+
+/// Copies `source` to `client` until the source ends, holding at most `limit` bytes the
+/// client has not taken; returns what is left. An error writing to the client is returned as
+/// such: the client is gone.
+pub async fn relay<S: ChunkSource, W: AsyncWrite + Unpin>(
+    source: &mut S,
+    client: &mut W,
+    limit: usize,
+) -> io::Result<Relayed> {
+    let mut backlog = Backlog::default();
+    loop {
+        let front = backlog.front();
+        tokio::select! {
+            chunk = source.next_chunk(), if backlog.len < limit => match chunk {
+                Ok(Some(chunk)) => backlog.push(chunk),
+                Ok(None) => return Ok(Relayed { backlog, source_error: None }),
+                Err(e) => return Ok(Relayed { backlog, source_error: Some(e) }),
+            },
+            // AsyncWrite::write is cancel-safe too.
+            written = client.write(front.as_deref().unwrap_or_default()), if front.is_some() => {
+                match written? {
+                    0 => return Err(io::ErrorKind::WriteZero.into()),
+                    n => backlog.consume(n),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_client_that_does_not_read_does_not_hold_the_source() {
+        // The "client" is a pipe nobody reads, with a small buffer: the whole body still gets
+        // read from the source, and comes back as the backlog.
+        let body: Vec<u8> = (0..3_000_000u32).map(|i| i as u8).collect();
+        let mut source: &[u8] = &body;
+        let (mut client, mut reader) = tokio::io::duplex(4096);
+        let relayed = relay(
+            &mut ReadToEnd::new(&mut source),
+            &mut client,
+            HIGH_WATERMARK,
+        )
+        .await
+        .unwrap();
+        assert!(relayed.source_error.is_none());
+        assert!(relayed.backlog.len() >= body.len() - 4096);
+        // Then the client reads it all, in order.
+        let reading = tokio::spawn(async move {
+            let mut got = Vec::new();
+            reader.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        relayed.backlog.write_to(&mut client).await.unwrap();
+        drop(client);
+        assert!(reading.await.unwrap() == body);
+    }
+
+    #[tokio::test]
+    async fn the_watermark_bounds_what_is_held() {
+        let body: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut source: &[u8] = &body;
+        let (mut client, mut reader) = tokio::io::duplex(1024);
+        let relaying = async {
+            let relayed = relay(&mut ReadToEnd::new(&mut source), &mut client, 100_000)
+                .await
+                .unwrap();
+            // Never more than the limit plus one read is held.
+            let held = relayed.backlog.len();
+            relayed.backlog.write_to(&mut client).await.unwrap();
+            drop(client);
+            held
+        };
+        let reading = async {
+            let mut got = Vec::new();
+            reader.read_to_end(&mut got).await.unwrap();
+            got
+        };
+        let (held, got) = tokio::join!(relaying, reading);
+        assert!(held <= 100_000 + READ_CHUNK, "{held} bytes held");
+        assert!(got == body, "the body arrives intact and in order");
+    }
+}
