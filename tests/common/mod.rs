@@ -459,6 +459,14 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        // A failing test shows what nginx and the agents said (the scratch dir goes away).
+        if std::thread::panicking() {
+            eprintln!(
+                "--- nginx error log ---\n{}\n--- passenger log ---\n{}",
+                self.error_log(),
+                self.passenger_log()
+            );
+        }
         if let Some(pid) = self.daemon_pid {
             unsafe { libc::kill(pid, libc::SIGTERM) };
         }
