@@ -4,6 +4,7 @@
 use crate::binding::{self, Endpoint, Listener};
 use crate::detect::{self, App};
 use crate::settings::Layer;
+use passenger_protocol::options::AppType;
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_PORT: u16 = 3000;
@@ -15,10 +16,7 @@ pub const DEFAULT_TEMPLATE: &str = "nginx-conf/standalone.conf.template";
 
 /// Options of Phusion Passenger Standalone that the module cannot honour yet, with the
 /// directive each needs: refused, never silently ignored.
-const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
-    ("thread_count", "passenger_thread_count"),
-    ("sticky_sessions", "passenger_sticky_sessions"),
-];
+const NOT_SUPPORTED_YET: &[(&str, &str)] = &[("sticky_sessions", "passenger_sticky_sessions")];
 
 /// The identity nginx's workers and the apps run as (`--user`, when started as root).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +43,8 @@ pub struct StartConfig {
     pub min_instances: Option<u64>,
     pub max_requests: Option<u64>,
     pub max_request_queue_size: Option<u64>,
+    /// Threads per app process (1 to [`crate::settings::MAX_THREAD_COUNT`]).
+    pub thread_count: Option<u64>,
     /// Normalised to `smart` or `direct`.
     pub spawn_method: Option<&'static str>,
     pub ruby: Option<String>,
@@ -220,6 +220,14 @@ pub fn resolve(layer: &Layer, app_dir: &Path, root: &Path) -> Result<StartConfig
         }
     };
 
+    let thread_count = layer.number("thread_count");
+    if thread_count.is_some() && app.app_type == AppType::Node {
+        warnings.push(format!(
+            "{} has no effect on a Node.js app: its one thread takes many requests at once",
+            layer.source("thread_count")
+        ));
+    }
+
     let daemonize = layer.flag("daemonize").unwrap_or(false);
     let log_file = match layer.path("log_file") {
         Some(p) => Some(p.to_path_buf()),
@@ -259,6 +267,7 @@ pub fn resolve(layer: &Layer, app_dir: &Path, root: &Path) -> Result<StartConfig
         min_instances: layer.number("min_instances"),
         max_requests: layer.number("max_requests"),
         max_request_queue_size: layer.number("max_request_queue_size"),
+        thread_count,
         spawn_method,
         ruby: layer.text("ruby").map(str::to_string),
         python: layer.text("python").map(str::to_string),

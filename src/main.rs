@@ -135,7 +135,7 @@ struct StartArgs {
     /// Requests that may wait for a process, per app [default: 100]
     #[arg(long, value_name = "NUMBER")]
     max_request_queue_size: Option<String>,
-    /// Threads per app process (not supported yet).
+    /// Threads per Ruby or Python app process, 1 to 1024 [default: 1]
     #[arg(long, value_name = "NUMBER")]
     thread_count: Option<String>,
     /// Route each client to the same process (not supported yet).

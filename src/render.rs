@@ -90,6 +90,7 @@ pub fn values(cfg: &StartConfig, root: &Path, run_dir: &Path) -> Vec<(&'static s
             "passenger_max_request_queue_size",
             cfg.max_request_queue_size,
         ),
+        ("passenger_thread_count", cfg.thread_count),
     ] {
         if let Some(n) = value {
             app.push(format!("{directive} {n};"));

@@ -53,6 +53,13 @@ const AT_LEAST_ONE: Kind = Kind::Number {
     min: 1,
     max: u32::MAX as u64,
 };
+/// The most threads per app process: the nginx module's and the core's limit for
+/// `passenger_thread_count`.
+pub const MAX_THREAD_COUNT: u64 = 1024;
+const THREADS: Kind = Kind::Number {
+    min: 1,
+    max: MAX_THREAD_COUNT,
+};
 
 /// Every option that can be layered (`--debug-nginx-config` is a flag only).
 pub const SPECS: &[Spec] = &[
@@ -162,7 +169,7 @@ pub const SPECS: &[Spec] = &[
         "thread_count",
         "PASSENGER_THREAD_COUNT",
         "--thread-count",
-        AT_LEAST_ONE,
+        THREADS,
     ),
     spec(
         "sticky_sessions",
@@ -475,6 +482,7 @@ pub fn parse_json(kind: Kind, v: &Json, base: &Path, source: &Source) -> Result<
             expected(kind),
             match v {
                 Json::String(s) => format!("{s:?}"),
+                Json::Number(n) => n.to_string(),
                 other => json_kind(other).to_string(),
             }
         )
@@ -589,6 +597,16 @@ mod tests {
         assert!(
             err.starts_with("/app/Passengerfile.json is not valid JSON: "),
             "{err}"
+        );
+        let err = from_json_text(
+            r#"{"thread_count": 1025}"#,
+            Path::new("/app/Passengerfile.json"),
+            Path::new("/app"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "\"thread_count\" in /app/Passengerfile.json must be a whole number from 1 to 1024, not 1025"
         );
         let err = from_json_text("[1]", Path::new("/a/P.json"), Path::new("/a")).unwrap_err();
         assert!(err.contains("must hold a JSON object"), "{err}");

@@ -52,6 +52,19 @@ impl Area {
         dirs.into_iter().next().unwrap()
     }
 
+    /// `integration_mode` in the instance's `properties.json`, as tools read it.
+    fn integration_mode(&self) -> String {
+        let path = self.instance_dir().join("properties.json");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{}: {e}: {text}", path.display()));
+        json["integration_mode"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no integration_mode in {}: {text}", path.display()))
+            .to_string()
+    }
+
     /// The watchdog, the core and every process below it, plus everything below `supervisor`
     /// (nginx, its workers, and the agents it adopted).
     fn pids(&self, supervisor: i32) -> Vec<i32> {
@@ -276,6 +289,12 @@ fn serve_and_stop(app: &str, expected_body: &str, sig: i32) {
     let r = http(port, "GET", "/hello", &[], b"");
     assert_eq!(r.status, 200, "{r:?}\nstderr:\n{}", run.stderr());
     assert_eq!(r.text(), expected_body);
+    // The template's `passenger_ctl integration_mode standalone` reached the watchdog.
+    assert_eq!(
+        area.integration_mode(),
+        "standalone",
+        "integration_mode in properties.json"
+    );
 
     let pids = area.pids(run.pid());
     run.signal(sig);
@@ -548,12 +567,18 @@ fn unix_socket_and_stop_of_a_foreground_instance() {
         .arg("--socket")
         .arg(&socket)
         .arg("--pid-file")
-        .arg(&pid_file);
+        .arg(&pid_file)
+        .env("PASSENGER_THREAD_COUNT", "2");
     let mut run = Running::start(cmd);
     assert_eq!(
         run.banner("Accessible via:"),
         format!("unix:{}", socket.display())
     );
+    wait_until("a note that threads do not apply to Node.js", || {
+        run.stderr().contains(
+            "passenger: note: PASSENGER_THREAD_COUNT has no effect on a Node.js app: its one thread takes many requests at once",
+        )
+    });
     let body = curl_text(&[
         "--unix-socket",
         socket.to_str().unwrap(),
@@ -703,6 +728,8 @@ fn debug_nginx_config_maps_each_option_onto_its_directive() {
             "nobody",
             "--socket-backlog",
             "511",
+            "--thread-count",
+            "4",
         ],
         &[],
     );
@@ -727,6 +754,7 @@ fn debug_nginx_config_maps_each_option_onto_its_directive() {
             "passenger_friendly_error_pages off;",
             "passenger_max_requests 100;",
             "passenger_max_request_queue_size 7;",
+            "passenger_thread_count 4;",
             "passenger_instance_registry_dir \"/tmp\";",
             "user \"nobody\" \"nogroup\";",
             "passenger_user \"nobody\";",
@@ -743,16 +771,16 @@ fn debug_nginx_config_maps_each_option_onto_its_directive() {
             "passenger_app_env \"development\";",
             "passenger_app_type node;",
             "error_log stderr notice;",
+            "passenger_ctl integration_mode standalone;",
             &format!(
                 "root \"{}\";",
                 example("hello-node").join("public").display()
             ),
         ],
     );
-    assert!(
-        !config.contains("passenger_friendly_error_pages"),
-        "{config}"
-    );
+    for absent in ["passenger_friendly_error_pages", "passenger_thread_count"] {
+        assert!(!config.contains(absent), "{absent} by default:\n{config}");
+    }
     // IPv6 and a unix socket.
     let config = debug_config(
         &[
@@ -771,15 +799,31 @@ fn debug_nginx_config_maps_each_option_onto_its_directive() {
             "--socket",
             "/tmp/x.sock",
         ],
-        &[("PASSENGER_FRIENDLY_ERROR_PAGES", "true")],
+        &[
+            ("PASSENGER_FRIENDLY_ERROR_PAGES", "true"),
+            ("PASSENGER_THREAD_COUNT", "8"),
+        ],
     );
     assert_lines(
         &config,
         &[
             "listen \"unix:/tmp/x.sock\" backlog=2048;",
             "passenger_friendly_error_pages on;",
+            "passenger_thread_count 8;",
         ],
     );
+    // And from Passengerfile.json, as a number or a string.
+    for value in ["16", "\"16\""] {
+        let app = Scratch::new("sa-threads-file");
+        std::fs::copy(example("hello-rack/config.ru"), app.0.join("config.ru")).unwrap();
+        std::fs::write(
+            app.0.join("Passengerfile.json"),
+            format!(r#"{{"thread_count": {value}}}"#),
+        )
+        .unwrap();
+        let config = debug_config(&[app.0.to_str().unwrap()], &[]);
+        assert_lines(&config, &["passenger_thread_count 16;"]);
+    }
 }
 
 #[test]
@@ -1045,6 +1089,35 @@ fn bad_values_name_their_source() {
         err,
         "passenger: --ssl needs --ssl-certificate (the SSL certificate)"
     );
+    for count in ["0", "1025", "many"] {
+        let (code, err) = refused(&["start", rack, "--thread-count", count], &[]);
+        assert_eq!(code, 1);
+        assert_eq!(
+            err,
+            format!(
+                "passenger: --thread-count must be a whole number from 1 to 1024, not \"{count}\""
+            )
+        );
+    }
+    let (code, err) = refused(&["start", rack], &[("PASSENGER_THREAD_COUNT", "2000")]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "passenger: PASSENGER_THREAD_COUNT must be a whole number from 1 to 1024, not \"2000\""
+    );
+    let app = Scratch::new("sa-threads-bad");
+    std::fs::copy(example("hello-rack/config.ru"), app.0.join("config.ru")).unwrap();
+    let file = app.0.join("Passengerfile.json");
+    std::fs::write(&file, r#"{"thread_count": 0}"#).unwrap();
+    let (code, err) = refused(&["start", app.0.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        format!(
+            "passenger: \"thread_count\" in {} must be a whole number from 1 to 1024, not 0",
+            file.display()
+        )
+    );
     let (code, err) = refused(&["start", rack, "--user", "no-such-user-here"], &[]);
     assert_eq!(code, 1);
     assert_eq!(
@@ -1054,14 +1127,14 @@ fn bad_values_name_their_source() {
 }
 
 #[test]
-fn thread_count_and_sticky_sessions_are_not_supported_yet() {
+fn sticky_sessions_are_not_supported_yet() {
     let rack = example("hello-rack");
     let rack = rack.to_str().unwrap();
-    let (code, err) = refused(&["start", rack, "--thread-count", "4"], &[]);
+    let (code, err) = refused(&["start", rack, "--sticky-sessions"], &[]);
     assert_eq!(code, 1);
     assert_eq!(
         err,
-        "passenger: --thread-count is not supported yet: the nginx module has no passenger_thread_count directive"
+        "passenger: --sticky-sessions is not supported yet: the nginx module has no passenger_sticky_sessions directive"
     );
     let (code, err) = refused(&["start", rack], &[("PASSENGER_STICKY_SESSIONS", "true")]);
     assert_eq!(code, 1);
@@ -1277,4 +1350,96 @@ fn user_runs_the_workers_and_the_app_as_that_user() {
     run.signal(libc::SIGINT);
     assert!(run.wait("--user instance").success());
     area.assert_nothing_left(&pids, "--user instance");
+}
+
+/// A Rack app whose every request sleeps 0.5 s and answers `PID START END`, its process id
+/// and the monotonic clock (system-wide, so comparable across processes) before and after.
+fn timed_app() -> Scratch {
+    let app = Scratch::new("sa-threads");
+    std::fs::write(
+        app.0.join("config.ru"),
+        "run lambda { |env|\n  \
+         t0 = Process.clock_gettime(Process::CLOCK_MONOTONIC)\n  sleep 0.5\n  \
+         t1 = Process.clock_gettime(Process::CLOCK_MONOTONIC)\n  \
+         [200, { 'content-type' => 'text/plain' }, [format('%d %.6f %.6f', Process.pid, t0, t1)]]\n}\n",
+    )
+    .unwrap();
+    app
+}
+
+/// One request of [`timed_app`]: who served it and when.
+#[derive(Debug)]
+struct Served {
+    pid: i32,
+    start: f64,
+    end: f64,
+}
+
+/// `passenger start` of [`timed_app`] with at most one process and `extra` flags; `n` requests
+/// sent at once; what each says.
+fn serve_at_once(extra: &[&str], n: usize) -> Vec<Served> {
+    let area = Area::new();
+    let app = timed_app();
+    let port = free_port();
+    let mut cmd = area.passenger();
+    cmd.arg("start")
+        .arg(&app.0)
+        .args(["--address", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--max-pool-size", "1"])
+        .args(extra)
+        .arg("--pid-file")
+        .arg(area.tmp.0.join("threads.pid"));
+    let mut run = Running::start(cmd);
+    // The process is up before the measured requests (its spawn is not part of them).
+    assert_eq!(http(port, "GET", "/warm-up", &[], b"").status, 200);
+    let requests: Vec<_> = (0..n)
+        .map(|i| std::thread::spawn(move || http(port, "GET", &format!("/r{i}"), &[], b"")))
+        .collect();
+    let served = requests
+        .into_iter()
+        .map(|t| {
+            let r = t.join().unwrap();
+            assert_eq!(r.status, 200, "{r:?}\nstderr:\n{}", run.stderr());
+            let text = r.text();
+            let f: Vec<&str> = text.split(' ').collect();
+            assert_eq!(f.len(), 3, "{text:?}");
+            Served {
+                pid: f[0].parse().unwrap(),
+                start: f[1].parse().unwrap(),
+                end: f[2].parse().unwrap(),
+            }
+        })
+        .collect();
+    let pids = area.pids(run.pid());
+    run.signal(libc::SIGINT);
+    assert!(run.wait("threaded instance").success(), "{}", run.stderr());
+    area.assert_nothing_left(&pids, "threaded instance");
+    served
+}
+
+/// `--thread-count 4`: one process serves four slow requests at the same time (all four were
+/// in progress at one instant: the latest start is before the earliest end). Without it the
+/// same process serves them one after another.
+#[test]
+fn thread_count_serves_concurrent_requests_from_one_process() {
+    let served = serve_at_once(&["--thread-count", "4"], 4);
+    let pid = served[0].pid;
+    assert!(
+        served.iter().all(|s| s.pid == pid),
+        "one process served them all: {served:#?}"
+    );
+    let latest_start = served.iter().map(|s| s.start).fold(f64::MIN, f64::max);
+    let earliest_end = served.iter().map(|s| s.end).fold(f64::MAX, f64::min);
+    assert!(
+        latest_start < earliest_end,
+        "the four requests were in progress at once: {served:#?}"
+    );
+
+    let mut served = serve_at_once(&[], 2);
+    assert_eq!(served[0].pid, served[1].pid, "{served:#?}");
+    served.sort_by(|a, b| a.start.total_cmp(&b.start));
+    assert!(
+        served[1].start >= served[0].end,
+        "one thread: the second request began after the first ended: {served:#?}"
+    );
 }

@@ -54,6 +54,8 @@ pub unsafe extern "C" fn init_process(_cycle: *mut ngx_cycle_t) -> ngx_int_t {
 pub struct Core {
     /// The `passenger_root` the watchdog was started from.
     pub root: Vec<u8>,
+    /// The `passenger_ctl integration_mode` it was started with.
+    pub integration_mode: &'static str,
     pub socket_path: String,
     pub password: String,
     /// `unix:<socket_path>`, the peer name in nginx's log lines.
@@ -107,6 +109,21 @@ unsafe fn init(cycle: *mut ngx_cycle_t) -> ngx_int_t {
                 )
             };
         }
+        if core.integration_mode != mcf.integration_mode() {
+            unsafe {
+                log_error(
+                    NGX_LOG_WARN,
+                    log,
+                    0,
+                    &format!(
+                        "passenger: passenger_ctl integration_mode changed from {} to {}; the \
+                         running agents keep the old one until nginx is restarted",
+                        core.integration_mode,
+                        mcf.integration_mode()
+                    ),
+                )
+            };
+        }
         return ok;
     }
     let root = PathBuf::from(OsStr::from_bytes(mcf.root()));
@@ -117,6 +134,7 @@ unsafe fn init(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         log_level: mcf.log_level,
         log_file: non_empty(mcf.log_file()),
         registry_dir: non_empty(mcf.registry_dir()),
+        integration_mode: mcf.integration_mode(),
     };
     match start_watchdog(&args) {
         Ok(core) => {
@@ -133,6 +151,7 @@ unsafe fn init(cycle: *mut ngx_cycle_t) -> ngx_int_t {
             };
             let _ = CORE.set(Core {
                 root: mcf.root().to_vec(),
+                integration_mode: mcf.integration_mode(),
                 ..core
             });
             ok
@@ -181,6 +200,8 @@ struct WatchdogArgs {
     log_level: ngx_int_t,
     log_file: Option<PathBuf>,
     registry_dir: Option<PathBuf>,
+    /// `nginx` or `standalone` (`passenger_ctl integration_mode`).
+    integration_mode: &'static str,
 }
 
 /// Spawns the watchdog, reaps its first (daemonizing) process and reads its report.
@@ -199,7 +220,7 @@ fn start_watchdog(args: &WatchdogArgs) -> Result<Core, String> {
         .arg("--report-fd")
         .arg(REPORT_FD.to_string())
         .arg("--integration-mode")
-        .arg("nginx")
+        .arg(args.integration_mode)
         .arg("--server-software")
         .arg(server_software)
         .arg("--log-level")
@@ -420,6 +441,7 @@ impl Core {
             (std::mem::offset_of!(libc::sockaddr_un, sun_path) + path.len() + 1) as libc::socklen_t;
         Ok(Core {
             root: Vec::new(),
+            integration_mode: "",
             peer_name: format!("unix:{socket_path}"),
             socket_path,
             password,

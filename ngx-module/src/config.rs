@@ -51,6 +51,8 @@ pub struct MainConf {
     /// `passenger_default_group` (never root); unset = the default user's primary group.
     pub default_group: ngx_str_t,
     pub disable_log_prefix: ngx_flag_t,
+    /// `passenger_ctl integration_mode`: index into [`INTEGRATION_MODES`].
+    pub integration_mode: ngx_int_t,
 }
 
 impl MainConf {
@@ -70,6 +72,57 @@ impl MainConf {
     pub fn default_group(&self) -> &[u8] {
         unsafe { bytes(&self.default_group) }
     }
+    /// How the agents were started, for the instance's `properties.json`.
+    pub fn integration_mode(&self) -> &'static str {
+        usize::try_from(self.integration_mode)
+            .ok()
+            .and_then(|i| INTEGRATION_MODES.get(i).copied())
+            .unwrap_or(INTEGRATION_MODES[0])
+    }
+}
+
+/// The values of `passenger_ctl integration_mode`, in index order (the first is the default):
+/// how the agents were started (by a site's own nginx, or by `passenger start`), which the
+/// watchdog records in the instance's `properties.json`.
+const INTEGRATION_MODES: [&str; 2] = ["nginx", "standalone"];
+
+/// The settings `passenger_ctl NAME VALUE` knows: each name, the values it accepts, and the
+/// setting a value (by its index) makes.
+type CtlSetting = (&'static str, &'static [&'static str], fn(ngx_int_t) -> Ctl);
+const CTL_SETTINGS: [CtlSetting; 1] =
+    [("integration_mode", &INTEGRATION_MODES, Ctl::IntegrationMode)];
+
+/// A `passenger_ctl` setting, parsed.
+#[derive(Debug, PartialEq, Eq)]
+enum Ctl {
+    /// Index into [`INTEGRATION_MODES`].
+    IntegrationMode(ngx_int_t),
+}
+
+/// Parses `passenger_ctl NAME VALUE`; the error is the message for the error log.
+fn parse_ctl(name: &[u8], value: &[u8]) -> Result<Ctl, String> {
+    let Some((known, values, make)) = CTL_SETTINGS.iter().find(|(n, ..)| n.as_bytes() == name)
+    else {
+        let names: Vec<&str> = CTL_SETTINGS.iter().map(|(n, ..)| *n).collect();
+        return Err(format!(
+            "passenger_ctl: unknown setting \"{}\"; known: {}",
+            String::from_utf8_lossy(name).escape_debug(),
+            names.join(", ")
+        ));
+    };
+    let Some(index) = values.iter().position(|v| v.as_bytes() == value) else {
+        let (last, rest) = values.split_last().unwrap_or((&"", &[]));
+        let choices = if rest.is_empty() {
+            last.to_string()
+        } else {
+            format!("{} or {last}", rest.join(", "))
+        };
+        return Err(format!(
+            "passenger_ctl {known}: invalid value \"{}\"; use {choices}",
+            String::from_utf8_lossy(value).escape_debug()
+        ));
+    };
+    Ok(make(index as ngx_int_t))
 }
 
 /// Configuration of a location (also of the http and server blocks, merged downwards).
@@ -553,7 +606,7 @@ const fn spawn_method(name: &'static CStr) -> ngx_command_t {
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 47] = [
+pub static mut COMMANDS: [ngx_command_t; 48] = [
     main_str(c"passenger_root", offset_of!(MainConf, root)),
     ngx_command_t {
         name: static_cstr(c"passenger_log_level"),
@@ -778,6 +831,15 @@ pub static mut COMMANDS: [ngx_command_t; 47] = [
         offset: offset_of!(LocConf, concurrency_model),
         post: ptr::null_mut(),
     },
+    // Raw settings for the agents (repeatable, one name per line).
+    ngx_command_t {
+        name: static_cstr(c"passenger_ctl"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE2) as ngx_uint_t,
+        set: Some(set_ctl),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
     ngx_command_t::empty(),
 ];
 
@@ -888,6 +950,36 @@ unsafe extern "C" fn set_concurrency_model(
                 CONF_ERROR
             }
         }
+    })
+}
+
+/// `passenger_ctl NAME VALUE` (repeatable; each name at most once).
+unsafe extern "C" fn set_ctl(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    guard(CONF_ERROR, || unsafe {
+        let mcf = &mut *(conf as *mut MainConf);
+        let args = (*(*cf).args).elts as *const ngx_str_t;
+        let (name, value) = (bytes(&*args.add(1)), bytes(&*args.add(2)));
+        let (setting, slot, parsed) = match parse_ctl(name, value) {
+            Ok(Ctl::IntegrationMode(mode)) => ("integration_mode", &mut mcf.integration_mode, mode),
+            Err(message) => {
+                conf_log(NGX_LOG_EMERG, cf, &message);
+                return CONF_ERROR;
+            }
+        };
+        if *slot != UNSET {
+            conf_log(
+                NGX_LOG_EMERG,
+                cf,
+                &format!("passenger_ctl {setting} is duplicate; set it once"),
+            );
+            return CONF_ERROR;
+        }
+        *slot = parsed;
+        CONF_OK
     })
 }
 
@@ -1114,6 +1206,7 @@ pub unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
             (*mcf).stat_throttle_rate = UNSET;
             (*mcf).user_switching = UNSET;
             (*mcf).disable_log_prefix = UNSET;
+            (*mcf).integration_mode = UNSET;
         }
         mcf as *mut c_void
     })
@@ -1143,6 +1236,7 @@ pub unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) 
         );
         merge_int(&mut mcf.user_switching, UNSET, 1);
         merge_int(&mut mcf.disable_log_prefix, UNSET, 0);
+        merge_int(&mut mcf.integration_mode, UNSET, 0);
         merge_str(
             &mut mcf.default_user,
             ngx_str_t {
@@ -1537,8 +1631,35 @@ unsafe fn merge_upstream(
 
 #[cfg(test)]
 mod tests {
+    use super::{Ctl, INTEGRATION_MODES, parse_ctl};
     use super::{Identity, dedup_env_vars, env_var_problem, names_root, parse_number};
     use super::{SPAWN_METHODS, parse_spawn_method, thread_count_option};
+
+    #[test]
+    fn ctl_knows_integration_mode_and_names_what_it_knows() {
+        let mode = |v: &[u8]| match parse_ctl(b"integration_mode", v) {
+            Ok(Ctl::IntegrationMode(i)) => Ok(INTEGRATION_MODES[i as usize]),
+            Err(e) => Err(e),
+        };
+        assert_eq!(mode(b"nginx"), Ok("nginx"));
+        assert_eq!(mode(b"standalone"), Ok("standalone"));
+        assert_eq!(
+            mode(b"apache"),
+            Err(
+                "passenger_ctl integration_mode: invalid value \"apache\"; use nginx or standalone"
+                    .to_string()
+            )
+        );
+        assert!(mode(b"Standalone").is_err());
+        assert!(mode(b"").is_err());
+        assert_eq!(
+            parse_ctl(b"frobnicate", b"1"),
+            Err(
+                "passenger_ctl: unknown setting \"frobnicate\"; known: integration_mode"
+                    .to_string()
+            )
+        );
+    }
 
     #[test]
     fn thread_count_is_sent_above_one_or_with_the_thread_model() {
