@@ -7,7 +7,7 @@
 use crate::pool::Process;
 use crate::relay::{self, Backlog};
 use crate::response::{self, ResponseHead};
-use crate::session::{self, Forwarded, SessionError};
+use crate::session::{self, Forwarded, RequestBody, SessionError};
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use hyper::client::conn::http1::SendRequest;
@@ -17,11 +17,10 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
-const COPY_BUFFER: usize = 64 * 1024;
 /// Idle connections kept per app process.
 const MAX_IDLE_PER_PROCESS: usize = 32;
 
@@ -177,32 +176,17 @@ fn build_request(
     request.body(body).map_err(|e| e.to_string())
 }
 
-/// Feeds the request body from nginx into the channel: `early` first, then the rest.
+/// Feeds the request body from nginx into the channel.
 async fn feed_body<R: AsyncRead + Unpin>(
     client: &mut R,
     early: &[u8],
     content_length: u64,
     tx: mpsc::Sender<Bytes>,
 ) -> Result<(), SessionError> {
-    let early = &early[..early.len().min(content_length as usize)];
-    if !early.is_empty() && tx.send(Bytes::copy_from_slice(early)).await.is_err() {
-        return Ok(()); // the app no longer reads the body
-    }
-    let mut remaining = content_length - early.len() as u64;
-    while remaining > 0 {
-        let mut buf = vec![0u8; COPY_BUFFER.min(remaining as usize)];
-        let n = client.read(&mut buf).await.map_err(|e| {
-            SessionError::ClientGone(format!("reading the request body from nginx failed: {e}"))
-        })?;
-        if n == 0 {
-            return Err(SessionError::ClientGone(format!(
-                "nginx closed the connection with {remaining} bytes of the request body still to come"
-            )));
-        }
-        remaining -= n as u64;
-        buf.truncate(n);
-        if tx.send(Bytes::from(buf)).await.is_err() {
-            return Ok(());
+    let mut body = RequestBody::new(early, content_length);
+    while let Some(piece) = body.next(client).await? {
+        if tx.send(piece).await.is_err() {
+            return Ok(()); // the app no longer reads the body
         }
     }
     Ok(())

@@ -5,6 +5,7 @@
 use crate::pool::Process;
 use crate::relay::{self, Backlog};
 use crate::response::{self, MAX_HEAD};
+use bytes::Bytes;
 use passenger_protocol::options::CONNECT_PASSWORD;
 use passenger_protocol::scgi::ScgiHeader;
 use passenger_protocol::session::encode_header;
@@ -178,6 +179,51 @@ struct Relayed {
     backlog: Backlog,
 }
 
+/// The request body as nginx sends it: the bytes that arrived with the SCGI header, then the
+/// rest of CONTENT_LENGTH from the connection, in pieces.
+pub struct RequestBody<'a> {
+    early: &'a [u8],
+    remaining: u64,
+}
+
+impl<'a> RequestBody<'a> {
+    pub fn new(early_body: &'a [u8], content_length: u64) -> Self {
+        let early = &early_body[..early_body.len().min(content_length as usize)];
+        RequestBody {
+            early,
+            remaining: content_length - early.len() as u64,
+        }
+    }
+
+    /// The next piece; `None` once CONTENT_LENGTH bytes went by.
+    pub async fn next<R: AsyncRead + Unpin>(
+        &mut self,
+        client: &mut R,
+    ) -> Result<Option<Bytes>, SessionError> {
+        if !self.early.is_empty() {
+            return Ok(Some(Bytes::copy_from_slice(std::mem::take(
+                &mut self.early,
+            ))));
+        }
+        if self.remaining == 0 {
+            return Ok(None);
+        }
+        let mut buf = vec![0u8; COPY_BUFFER.min(self.remaining as usize)];
+        let n = client.read(&mut buf).await.map_err(|e| {
+            SessionError::ClientGone(format!("reading the request body from nginx failed: {e}"))
+        })?;
+        if n == 0 {
+            return Err(SessionError::ClientGone(format!(
+                "nginx closed the connection with {} bytes of the request body still to come",
+                self.remaining
+            )));
+        }
+        self.remaining -= n as u64;
+        buf.truncate(n);
+        Ok(Some(Bytes::from(buf)))
+    }
+}
+
 /// Writes the session header and exactly `content_length` body bytes, streamed from nginx.
 async fn send_request<W, R>(
     app: &mut W,
@@ -190,24 +236,12 @@ where
     W: AsyncWrite + Unpin,
     R: AsyncRead + Unpin,
 {
-    let early = &early_body[..early_body.len().min(content_length as usize)];
-    if app.write_all(session_header).await.is_err() || app.write_all(early).await.is_err() {
+    if app.write_all(session_header).await.is_err() {
         return Ok(Upload::AppClosed);
     }
-    let mut remaining = content_length - early.len() as u64;
-    let mut buf = vec![0u8; COPY_BUFFER.min(remaining as usize).max(1)];
-    while remaining > 0 {
-        let want = buf.len().min(remaining as usize);
-        let n = client.read(&mut buf[..want]).await.map_err(|e| {
-            SessionError::ClientGone(format!("reading the request body from nginx failed: {e}"))
-        })?;
-        if n == 0 {
-            return Err(SessionError::ClientGone(format!(
-                "nginx closed the connection with {remaining} bytes of the request body still to come"
-            )));
-        }
-        remaining -= n as u64;
-        if app.write_all(&buf[..n]).await.is_err() {
+    let mut body = RequestBody::new(early_body, content_length);
+    while let Some(piece) = body.next(client).await? {
+        if app.write_all(&piece).await.is_err() {
             return Ok(Upload::AppClosed);
         }
     }
