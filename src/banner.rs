@@ -7,12 +7,7 @@ pub fn banner(cfg: &StartConfig, pid: i32, background: bool) -> String {
         "=============== passenger-rs {} started ===============",
         passenger_protocol::VERSION
     );
-    let mut urls: Vec<String> = cfg
-        .listeners
-        .iter()
-        .map(|l| l.endpoint.url(l.ssl))
-        .collect();
-    urls.dedup();
+    let urls = cfg.urls();
     let mut out = String::new();
     out.push_str(&title);
     out.push('\n');

@@ -289,6 +289,18 @@ pub fn resolve(layer: &Layer, app_dir: &Path, root: &Path) -> Result<StartConfig
 }
 
 impl StartConfig {
+    /// Where the instance is accessible, one URL per distinct listener (the banner and
+    /// `standalone.json` list these).
+    pub fn urls(&self) -> Vec<String> {
+        let mut urls: Vec<String> = self
+            .listeners
+            .iter()
+            .map(|l| l.endpoint.url(l.ssl))
+            .collect();
+        urls.dedup();
+        urls
+    }
+
     /// The pid file and the log file can be written (not needed to print the config).
     pub fn check_files(&self) -> Result<(), String> {
         if let Some(log) = &self.log_file {

@@ -19,12 +19,7 @@ pub const INFO_FILE: &str = "standalone.json";
 const STOP_TIMEOUT: Duration = Duration::from_secs(90);
 
 pub fn write_info(run_dir: &Path, cfg: &StartConfig, pid: i32) -> Result<(), String> {
-    let mut urls: Vec<String> = cfg
-        .listeners
-        .iter()
-        .map(|l| l.endpoint.url(l.ssl))
-        .collect();
-    urls.dedup();
+    let urls = cfg.urls();
     let info = serde_json::json!({
         "pid": pid,
         "app_root": cfg.app.root,

@@ -36,13 +36,17 @@ pub struct Spec {
     pub kind: Kind,
 }
 
-const fn spec(key: &'static str, env: &'static str, flag: &'static str, kind: Kind) -> Spec {
-    Spec {
-        key,
-        env,
-        flag,
-        kind,
-    }
+/// One [`Spec`]: its key, its environment variable without the `PASSENGER_` prefix, its flag
+/// without the leading `--`, its kind.
+macro_rules! spec {
+    ($key:literal, $env:literal, $flag:literal, $kind:expr) => {
+        Spec {
+            key: $key,
+            env: concat!("PASSENGER_", $env),
+            flag: concat!("--", $flag),
+            kind: $kind,
+        }
+    };
 }
 
 const COUNT: Kind = Kind::Number {
@@ -63,131 +67,91 @@ const THREADS: Kind = Kind::Number {
 
 /// Every option that can be layered (`--debug-nginx-config` is a flag only).
 pub const SPECS: &[Spec] = &[
-    spec("address", "PASSENGER_ADDRESS", "--address", Kind::Text),
-    spec("port", "PASSENGER_PORT", "--port", Kind::Port),
-    spec(
-        "socket_file",
-        "PASSENGER_SOCKET_FILE",
-        "--socket",
-        Kind::Path,
-    ),
-    spec(
+    spec!("address", "ADDRESS", "address", Kind::Text),
+    spec!("port", "PORT", "port", Kind::Port),
+    spec!("socket_file", "SOCKET_FILE", "socket", Kind::Path),
+    spec!(
         "socket_backlog",
-        "PASSENGER_SOCKET_BACKLOG",
-        "--socket-backlog",
-        AT_LEAST_ONE,
+        "SOCKET_BACKLOG",
+        "socket-backlog",
+        AT_LEAST_ONE
     ),
-    spec(
-        "environment",
-        "PASSENGER_APP_ENV",
-        "--environment",
-        Kind::Text,
-    ),
-    spec(
+    spec!("environment", "APP_ENV", "environment", Kind::Text),
+    spec!(
         "max_pool_size",
-        "PASSENGER_MAX_POOL_SIZE",
-        "--max-pool-size",
-        AT_LEAST_ONE,
+        "MAX_POOL_SIZE",
+        "max-pool-size",
+        AT_LEAST_ONE
     ),
-    spec(
-        "min_instances",
-        "PASSENGER_MIN_INSTANCES",
-        "--min-instances",
-        COUNT,
-    ),
-    spec(
-        "spawn_method",
-        "PASSENGER_SPAWN_METHOD",
-        "--spawn-method",
-        Kind::Text,
-    ),
-    spec("app_type", "PASSENGER_APP_TYPE", "--app-type", Kind::Text),
-    spec(
-        "startup_file",
-        "PASSENGER_STARTUP_FILE",
-        "--startup-file",
-        Kind::Text,
-    ),
-    spec("ruby", "PASSENGER_RUBY", "--ruby", Kind::Text),
-    spec("python", "PASSENGER_PYTHON", "--python", Kind::Text),
-    spec("nodejs", "PASSENGER_NODEJS", "--nodejs", Kind::Text),
-    spec("envvars", "PASSENGER_ENVVARS", "--envvar", Kind::EnvVars),
-    spec("log_file", "PASSENGER_LOG_FILE", "--log-file", Kind::Path),
-    spec(
+    spec!("min_instances", "MIN_INSTANCES", "min-instances", COUNT),
+    spec!("spawn_method", "SPAWN_METHOD", "spawn-method", Kind::Text),
+    spec!("app_type", "APP_TYPE", "app-type", Kind::Text),
+    spec!("startup_file", "STARTUP_FILE", "startup-file", Kind::Text),
+    spec!("ruby", "RUBY", "ruby", Kind::Text),
+    spec!("python", "PYTHON", "python", Kind::Text),
+    spec!("nodejs", "NODEJS", "nodejs", Kind::Text),
+    spec!("envvars", "ENVVARS", "envvar", Kind::EnvVars),
+    spec!("log_file", "LOG_FILE", "log-file", Kind::Path),
+    spec!(
         "log_level",
-        "PASSENGER_LOG_LEVEL",
-        "--log-level",
-        Kind::Number { min: 0, max: 7 },
+        "LOG_LEVEL",
+        "log-level",
+        Kind::Number { min: 0, max: 7 }
     ),
-    spec("pid_file", "PASSENGER_PID_FILE", "--pid-file", Kind::Path),
-    spec(
-        "daemonize",
-        "PASSENGER_DAEMONIZE",
-        "--daemonize",
-        Kind::Bool,
-    ),
-    spec("user", "PASSENGER_USER", "--user", Kind::Text),
-    spec("ssl", "PASSENGER_SSL", "--ssl", Kind::Bool),
-    spec(
+    spec!("pid_file", "PID_FILE", "pid-file", Kind::Path),
+    spec!("daemonize", "DAEMONIZE", "daemonize", Kind::Bool),
+    spec!("user", "USER", "user", Kind::Text),
+    spec!("ssl", "SSL", "ssl", Kind::Bool),
+    spec!(
         "ssl_certificate",
-        "PASSENGER_SSL_CERTIFICATE",
-        "--ssl-certificate",
-        Kind::Path,
+        "SSL_CERTIFICATE",
+        "ssl-certificate",
+        Kind::Path
     ),
-    spec(
+    spec!(
         "ssl_certificate_key",
-        "PASSENGER_SSL_CERTIFICATE_KEY",
-        "--ssl-certificate-key",
-        Kind::Path,
+        "SSL_CERTIFICATE_KEY",
+        "ssl-certificate-key",
+        Kind::Path
     ),
-    spec("ssl_port", "PASSENGER_SSL_PORT", "--ssl-port", Kind::Port),
-    spec(
+    spec!("ssl_port", "SSL_PORT", "ssl-port", Kind::Port),
+    spec!(
         "static_files_dir",
-        "PASSENGER_STATIC_FILES_DIR",
-        "--static-files-dir",
-        Kind::Path,
+        "STATIC_FILES_DIR",
+        "static-files-dir",
+        Kind::Path
     ),
-    spec(
+    spec!(
         "friendly_error_pages",
-        "PASSENGER_FRIENDLY_ERROR_PAGES",
-        "--friendly-error-pages",
-        Kind::Bool,
+        "FRIENDLY_ERROR_PAGES",
+        "friendly-error-pages",
+        Kind::Bool
     ),
-    spec(
-        "max_requests",
-        "PASSENGER_MAX_REQUESTS",
-        "--max-requests",
-        COUNT,
-    ),
-    spec(
+    spec!("max_requests", "MAX_REQUESTS", "max-requests", COUNT),
+    spec!(
         "max_request_queue_size",
-        "PASSENGER_MAX_REQUEST_QUEUE_SIZE",
-        "--max-request-queue-size",
-        COUNT,
+        "MAX_REQUEST_QUEUE_SIZE",
+        "max-request-queue-size",
+        COUNT
     ),
-    spec(
-        "thread_count",
-        "PASSENGER_THREAD_COUNT",
-        "--thread-count",
-        THREADS,
-    ),
-    spec(
+    spec!("thread_count", "THREAD_COUNT", "thread-count", THREADS),
+    spec!(
         "sticky_sessions",
-        "PASSENGER_STICKY_SESSIONS",
-        "--sticky-sessions",
-        Kind::Bool,
+        "STICKY_SESSIONS",
+        "sticky-sessions",
+        Kind::Bool
     ),
-    spec(
+    spec!(
         "instance_registry_dir",
-        "PASSENGER_INSTANCE_REGISTRY_DIR",
-        "--instance-registry-dir",
-        Kind::Path,
+        "INSTANCE_REGISTRY_DIR",
+        "instance-registry-dir",
+        Kind::Path
     ),
-    spec(
+    spec!(
         "nginx_config_template",
-        "PASSENGER_NGINX_CONFIG_TEMPLATE",
-        "--nginx-config-template",
-        Kind::Path,
+        "NGINX_CONFIG_TEMPLATE",
+        "nginx-config-template",
+        Kind::Path
     ),
 ];
 

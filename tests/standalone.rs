@@ -85,20 +85,34 @@ impl Area {
         pids
     }
 
+    /// `passenger start APP --address ADDRESS --port PORT --pid-file TMP/PID_NAME`.
+    fn start(&self, app: impl AsRef<Path>, address: &str, port: u16, pid_name: &str) -> Command {
+        let mut cmd = self.passenger();
+        cmd.arg("start")
+            .arg(app.as_ref())
+            .args(["--address", address, "--port", &port.to_string()])
+            .arg("--pid-file")
+            .arg(self.tmp.0.join(pid_name));
+        cmd
+    }
+
+    /// Stops `run` with `sig`; checks that it exits 0 and leaves nothing behind.
+    fn stop(&self, run: &mut Running, sig: i32, what: &str) {
+        let pids = self.pids(run.pid());
+        run.signal(sig);
+        let status = run.wait(what);
+        assert!(
+            status.success(),
+            "{what}: passenger start exited with {status}; stderr:\n{}",
+            run.stderr()
+        );
+        self.assert_nothing_left(&pids, what);
+    }
+
     /// Nothing of the instance is left: right now, not eventually.
     fn assert_nothing_left(&self, pids: &[i32], what: &str) {
-        let alive_now: Vec<String> = pids
-            .iter()
-            .filter(|&&p| alive(p))
-            .map(|p| {
-                format!(
-                    "{p} ({})",
-                    std::fs::read_to_string(format!("/proc/{p}/cmdline"))
-                        .unwrap_or_default()
-                        .replace('\0', " ")
-                )
-            })
-            .collect();
+        let alive_now: Vec<i32> = pids.iter().copied().filter(|&p| alive(p)).collect();
+        let alive_now = with_cmdlines(&alive_now);
         assert!(
             alive_now.is_empty(),
             "{what}: processes of the instance still run: {alive_now:?}"
@@ -258,13 +272,7 @@ fn serve_and_stop(app: &str, expected_body: &str, sig: i32) {
     let area = Area::new();
     let port = free_port();
     let pid_file = area.tmp.0.join("sa.pid");
-    let mut cmd = area.passenger();
-    cmd.arg("start")
-        .arg(example(app))
-        .args(["--port", &port.to_string(), "--address", "127.0.0.1"])
-        .arg("--pid-file")
-        .arg(&pid_file);
-    let mut run = Running::start(cmd);
+    let mut run = Running::start(area.start(example(app), "127.0.0.1", port, "sa.pid"));
     assert_eq!(
         run.banner("Accessible via:"),
         format!("http://127.0.0.1:{port}/")
@@ -296,16 +304,8 @@ fn serve_and_stop(app: &str, expected_body: &str, sig: i32) {
         "integration_mode in properties.json"
     );
 
-    let pids = area.pids(run.pid());
-    run.signal(sig);
-    let status = run.wait("after the stop signal");
-    assert!(
-        status.success(),
-        "passenger start exited with {status}; stderr:\n{}",
-        run.stderr()
-    );
+    area.stop(&mut run, sig, "after the stop signal");
     assert!(!pid_file.exists(), "the pid file is removed");
-    area.assert_nothing_left(&pids, "after the stop signal");
 }
 
 #[test]
@@ -495,17 +495,12 @@ fn ssl_with_a_self_signed_certificate() {
         String::from_utf8_lossy(&out.stderr)
     );
     let (port, ssl_port) = (free_port(), free_port());
-    let mut cmd = area.passenger();
-    cmd.arg("start")
-        .arg(example("hello-rack"))
-        .args(["--address", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--ssl", "--ssl-port", &ssl_port.to_string()])
+    let mut cmd = area.start(example("hello-rack"), "127.0.0.1", port, "ssl.pid");
+    cmd.args(["--ssl", "--ssl-port", &ssl_port.to_string()])
         .arg("--ssl-certificate")
         .arg(&cert)
         .arg("--ssl-certificate-key")
-        .arg(&key)
-        .arg("--pid-file")
-        .arg(area.tmp.0.join("ssl.pid"));
+        .arg(&key);
     let mut run = Running::start(cmd);
     assert_eq!(
         run.banner("Accessible via:"),
@@ -527,33 +522,21 @@ fn ssl_with_a_self_signed_certificate() {
         http(port, "GET", "/plain", &[], b"").text(),
         "Hello from passenger-rs! You asked for /plain\n"
     );
-    let pids = area.pids(run.pid());
-    run.signal(libc::SIGINT);
-    assert!(run.wait("SSL instance").success());
-    area.assert_nothing_left(&pids, "SSL instance");
+    area.stop(&mut run, libc::SIGINT, "SSL instance");
 }
 
 #[test]
 fn ipv6_address() {
     let area = Area::new();
     let port = free_port();
-    let mut cmd = area.passenger();
-    cmd.arg("start")
-        .arg(example("hello-wsgi"))
-        .args(["--address", "::1", "--port", &port.to_string()])
-        .arg("--pid-file")
-        .arg(area.tmp.0.join("v6.pid"));
-    let mut run = Running::start(cmd);
+    let mut run = Running::start(area.start(example("hello-wsgi"), "::1", port, "v6.pid"));
     assert_eq!(
         run.banner("Accessible via:"),
         format!("http://[::1]:{port}/")
     );
     let body = curl_text(&["-g", &format!("http://[::1]:{port}/v6")]);
     assert_eq!(body, "Hello from passenger-rs (WSGI)! You asked for /v6\n");
-    let pids = area.pids(run.pid());
-    run.signal(libc::SIGTERM);
-    assert!(run.wait("IPv6 instance").success());
-    area.assert_nothing_left(&pids, "IPv6 instance");
+    area.stop(&mut run, libc::SIGTERM, "IPv6 instance");
 }
 
 #[test]
@@ -647,10 +630,7 @@ fn passengerfile_environment_and_flags_layer_in_order() {
         "RACK_ENV=from_flag FROM_FILE=file OVERRIDDEN=env FROM_FLAG=flag",
         "{r:?}"
     );
-    let pids = area.pids(run.pid());
-    run.signal(libc::SIGINT);
-    assert!(run.wait("layered instance").success());
-    area.assert_nothing_left(&pids, "layered instance");
+    area.stop(&mut run, libc::SIGINT, "layered instance");
 }
 
 // ---- The generated config: each option onto its directive ----
@@ -853,20 +833,12 @@ fn a_custom_nginx_config_template_is_used() {
     // And nginx really runs it.
     let area = Area::new();
     let port = free_port();
-    let mut cmd = area.passenger();
-    cmd.arg("start")
-        .arg(example("hello-rack"))
-        .args(["--address", "127.0.0.1", "--port", &port.to_string()])
-        .arg("--pid-file")
-        .arg(area.tmp.0.join("tpl.pid"))
-        .env("PASSENGER_NGINX_CONFIG_TEMPLATE", &template);
+    let mut cmd = area.start(example("hello-rack"), "127.0.0.1", port, "tpl.pid");
+    cmd.env("PASSENGER_NGINX_CONFIG_TEMPLATE", &template);
     let mut run = Running::start(cmd);
     let r = http(port, "GET", "/", &[], b"");
     assert_eq!(r.header("x-custom-template"), Some("yes"), "{r:?}");
-    let pids = area.pids(run.pid());
-    run.signal(libc::SIGINT);
-    assert!(run.wait("custom template").success());
-    area.assert_nothing_left(&pids, "custom template");
+    area.stop(&mut run, libc::SIGINT, "custom template");
 }
 
 // ---- Bad input: one clear line, a non-zero exit, nothing started ----
@@ -1164,13 +1136,8 @@ fn nginx_refusing_its_config_is_reported() {
     for daemonize in [false, true] {
         let area = Area::new();
         let log = area.tmp.0.join("bad.log");
-        let mut cmd = area.passenger();
-        cmd.arg("start")
-            .arg(example("hello-rack"))
-            .args(["--address", "127.0.0.1", "--port", &free_port().to_string()])
-            .arg("--pid-file")
-            .arg(area.tmp.0.join("bad.pid"))
-            .arg("--nginx-config-template")
+        let mut cmd = area.start(example("hello-rack"), "127.0.0.1", free_port(), "bad.pid");
+        cmd.arg("--nginx-config-template")
             .arg(&template)
             .stdin(Stdio::null());
         if daemonize {
@@ -1204,13 +1171,7 @@ fn nginx_refusing_its_config_is_reported() {
 fn sigkill_of_passenger_start_still_stops_everything() {
     let area = Area::new();
     let port = free_port();
-    let mut cmd = area.passenger();
-    cmd.arg("start")
-        .arg(example("hello-rack"))
-        .args(["--address", "127.0.0.1", "--port", &port.to_string()])
-        .arg("--pid-file")
-        .arg(area.tmp.0.join("kill.pid"));
-    let mut run = Running::start(cmd);
+    let mut run = Running::start(area.start(example("hello-rack"), "127.0.0.1", port, "kill.pid"));
     assert_eq!(http(port, "GET", "/", &[], b"").status, 200);
     let inst = area.instance_dir();
     let pids = area.pids(run.pid());
@@ -1238,13 +1199,8 @@ fn slow_app(area: &Area) -> (Scratch, PathBuf, PathBuf) {
 
 fn start_slow(area: &Area, app: &Path, started: &Path, release: &Path) -> (Running, u16) {
     let port = free_port();
-    let mut cmd = area.passenger();
-    cmd.arg("start")
-        .arg(app)
-        .args(["--address", "127.0.0.1", "--port", &port.to_string()])
-        .arg("--pid-file")
-        .arg(area.tmp.0.join("slow.pid"))
-        .arg("--envvar")
+    let mut cmd = area.start(app, "127.0.0.1", port, "slow.pid");
+    cmd.arg("--envvar")
         .arg(format!("STARTED={}", started.display()))
         .arg("--envvar")
         .arg(format!("RELEASE={}", release.display()));
@@ -1308,13 +1264,8 @@ fn ctrl_c_lets_the_request_in_flight_finish_and_a_second_one_stops_at_once() {
 fn user_runs_the_workers_and_the_app_as_that_user() {
     let area = Area::new();
     let port = free_port();
-    let mut cmd = area.passenger();
-    cmd.arg("start")
-        .arg(example("hello-rack"))
-        .args(["--address", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--user", "www-data"])
-        .arg("--pid-file")
-        .arg(area.tmp.0.join("user.pid"));
+    let mut cmd = area.start(example("hello-rack"), "127.0.0.1", port, "user.pid");
+    cmd.args(["--user", "www-data"]);
     let mut run = Running::start(cmd);
     assert_eq!(http(port, "GET", "/", &[], b"").status, 200);
     let id = Command::new("id")
@@ -1346,10 +1297,7 @@ fn user_runs_the_workers_and_the_app_as_that_user() {
     for a in apps {
         assert_eq!(uid_of(a), Some(www_data), "app process {a}");
     }
-    let pids = area.pids(run.pid());
-    run.signal(libc::SIGINT);
-    assert!(run.wait("--user instance").success());
-    area.assert_nothing_left(&pids, "--user instance");
+    area.stop(&mut run, libc::SIGINT, "--user instance");
 }
 
 /// A Rack app whose every request sleeps 0.5 s and answers `PID START END`, its process id
@@ -1381,14 +1329,8 @@ fn serve_at_once(extra: &[&str], n: usize) -> Vec<Served> {
     let area = Area::new();
     let app = timed_app();
     let port = free_port();
-    let mut cmd = area.passenger();
-    cmd.arg("start")
-        .arg(&app.0)
-        .args(["--address", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--max-pool-size", "1"])
-        .args(extra)
-        .arg("--pid-file")
-        .arg(area.tmp.0.join("threads.pid"));
+    let mut cmd = area.start(&app.0, "127.0.0.1", port, "threads.pid");
+    cmd.args(["--max-pool-size", "1"]).args(extra);
     let mut run = Running::start(cmd);
     // The process is up before the measured requests (its spawn is not part of them).
     assert_eq!(http(port, "GET", "/warm-up", &[], b"").status, 200);
@@ -1410,10 +1352,7 @@ fn serve_at_once(extra: &[&str], n: usize) -> Vec<Served> {
             }
         })
         .collect();
-    let pids = area.pids(run.pid());
-    run.signal(libc::SIGINT);
-    assert!(run.wait("threaded instance").success(), "{}", run.stderr());
-    area.assert_nothing_left(&pids, "threaded instance");
+    area.stop(&mut run, libc::SIGINT, "threaded instance");
     served
 }
 

@@ -541,6 +541,20 @@ pub fn descendants(root: i32) -> Vec<i32> {
     out
 }
 
+/// Each of `pids` with its command line, `PID (ARGV...)`, for messages.
+pub fn with_cmdlines(pids: &[i32]) -> Vec<String> {
+    pids.iter()
+        .map(|p| {
+            format!(
+                "{p} ({})",
+                std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                    .unwrap_or_default()
+                    .replace('\0', " ")
+            )
+        })
+        .collect()
+}
+
 /// Waits (bounded) until none of `pids` is alive; panics naming the survivors.
 pub fn wait_all_gone(pids: &[i32], what: &str) {
     let deadline = Instant::now() + PATIENCE;
@@ -550,17 +564,7 @@ pub fn wait_all_gone(pids: &[i32], what: &str) {
             return;
         }
         if Instant::now() > deadline {
-            let names: Vec<String> = left
-                .iter()
-                .map(|p| {
-                    format!(
-                        "{p} ({})",
-                        std::fs::read_to_string(format!("/proc/{p}/cmdline"))
-                            .unwrap_or_default()
-                            .replace('\0', " ")
-                    )
-                })
-                .collect();
+            let names = with_cmdlines(&left);
             panic!("{what}: processes still alive after {PATIENCE:?}: {names:?}");
         }
         std::thread::sleep(Duration::from_millis(50));
