@@ -446,6 +446,35 @@ static mut HTTP_STATUS: NumRange = NumRange {
     high: 599,
 };
 
+/// A directive's setter (`ngx_command_t.set`).
+type Setter = unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char;
+
+/// A directive of the main (`http`) conf when `main`, else of any level down to `if` in
+/// location (the location conf); `args` is what it takes (`NGX_CONF_TAKE1`, `NGX_CONF_FLAG`,
+/// ...), `set` stores it in the field at `offset`, with `post` as its extra data.
+const fn command(
+    name: &'static CStr,
+    main: bool,
+    args: u32,
+    set: Setter,
+    offset: usize,
+    post: *mut c_void,
+) -> ngx_command_t {
+    let scope = if main { NGX_HTTP_MAIN_CONF } else { ANY_CONF };
+    ngx_command_t {
+        name: static_cstr(name),
+        type_: (scope | args) as ngx_uint_t,
+        set: Some(set),
+        conf: if main {
+            NGX_HTTP_MAIN_CONF_OFFSET
+        } else {
+            NGX_HTTP_LOC_CONF_OFFSET
+        },
+        offset,
+        post,
+    }
+}
+
 /// A numeric directive in the main (`http`) or location conf, validated against `range`.
 const fn number(
     name: &'static CStr,
@@ -453,22 +482,14 @@ const fn number(
     offset: usize,
     range: *mut NumRange,
 ) -> ngx_command_t {
-    ngx_command_t {
-        name: static_cstr(name),
-        type_: if main {
-            (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t
-        } else {
-            (ANY_CONF | NGX_CONF_TAKE1) as ngx_uint_t
-        },
-        set: Some(set_number),
-        conf: if main {
-            NGX_HTTP_MAIN_CONF_OFFSET
-        } else {
-            NGX_HTTP_LOC_CONF_OFFSET
-        },
+    command(
+        name,
+        main,
+        NGX_CONF_TAKE1,
+        set_number,
         offset,
-        post: range as *mut c_void,
-    }
+        range as *mut c_void,
+    )
 }
 
 /// Parses a directive's value as a whole number within the range in `cmd.post`.
@@ -485,77 +506,55 @@ unsafe extern "C" fn set_number(
     cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    guard(CONF_ERROR, || unsafe {
-        let field = (conf as *mut u8).add((*cmd).offset) as *mut ngx_int_t;
-        if *field != UNSET {
-            return c"is duplicate".as_ptr() as *mut c_char;
-        }
-        let range = &*((*cmd).post as *const NumRange);
-        let value = first_arg(cf);
-        let text = bytes(&value);
-        match parse_number(text, range.low, range.high) {
-            Some(n) => {
-                *field = n;
-                CONF_OK
-            }
-            None => {
-                conf_log(
-                    NGX_LOG_EMERG,
-                    cf,
-                    &format!(
-                        "{}: invalid value \"{}\"; use a whole number from {} to {}",
-                        String::from_utf8_lossy(bytes(&(*cmd).name)),
-                        String::from_utf8_lossy(text),
-                        range.low,
-                        range.high
-                    ),
-                );
-                CONF_ERROR
-            }
-        }
-    })
+    // SAFETY: every `number()` directive's `post` is a `NumRange` static.
+    let range = unsafe { &*((*cmd).post as *const NumRange) };
+    unsafe {
+        set_once(cf, cmd, conf, |_, value| {
+            let text = bytes(&value);
+            parse_number(text, range.low, range.high).ok_or_else(|| {
+                Refusal::from(format!(
+                    "invalid value \"{}\"; use a whole number from {} to {}",
+                    String::from_utf8_lossy(text),
+                    range.low,
+                    range.high
+                ))
+            })
+        })
+    }
 }
 
 const fn main_str(name: &'static CStr, offset: usize) -> ngx_command_t {
-    ngx_command_t {
-        name: static_cstr(name),
-        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
-        set: Some(ngx_conf_set_str_slot),
-        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+    command(
+        name,
+        true,
+        NGX_CONF_TAKE1,
+        ngx_conf_set_str_slot,
         offset,
-        post: ptr::null_mut(),
-    }
+        ptr::null_mut(),
+    )
 }
 
 const fn loc_str(name: &'static CStr, offset: usize) -> ngx_command_t {
-    ngx_command_t {
-        name: static_cstr(name),
-        type_: (ANY_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
-        set: Some(ngx_conf_set_str_slot),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
+    command(
+        name,
+        false,
+        NGX_CONF_TAKE1,
+        ngx_conf_set_str_slot,
         offset,
-        post: ptr::null_mut(),
-    }
+        ptr::null_mut(),
+    )
 }
 
 /// An `on|off` directive in the main (`http`) or location conf.
 const fn flag(name: &'static CStr, main: bool, offset: usize) -> ngx_command_t {
-    ngx_command_t {
-        name: static_cstr(name),
-        type_: if main {
-            (NGX_HTTP_MAIN_CONF | NGX_CONF_FLAG) as ngx_uint_t
-        } else {
-            (ANY_CONF | NGX_CONF_FLAG) as ngx_uint_t
-        },
-        set: Some(ngx_conf_set_flag_slot),
-        conf: if main {
-            NGX_HTTP_MAIN_CONF_OFFSET
-        } else {
-            NGX_HTTP_LOC_CONF_OFFSET
-        },
+    command(
+        name,
+        main,
+        NGX_CONF_FLAG,
+        ngx_conf_set_flag_slot,
         offset,
-        post: ptr::null_mut(),
-    }
+        ptr::null_mut(),
+    )
 }
 
 /// A user or group name directive (`kind` is `USER` or `GROUP`) that refuses root.
@@ -565,80 +564,65 @@ const fn identity(
     offset: usize,
     kind: *mut Identity,
 ) -> ngx_command_t {
-    ngx_command_t {
-        name: static_cstr(name),
-        type_: if main {
-            (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t
-        } else {
-            (ANY_CONF | NGX_CONF_TAKE1) as ngx_uint_t
-        },
-        set: Some(set_identity),
-        conf: if main {
-            NGX_HTTP_MAIN_CONF_OFFSET
-        } else {
-            NGX_HTTP_LOC_CONF_OFFSET
-        },
+    command(
+        name,
+        main,
+        NGX_CONF_TAKE1,
+        set_identity,
         offset,
-        post: kind as *mut c_void,
-    }
+        kind as *mut c_void,
+    )
 }
 
 /// `passenger_python` / `passenger_nodejs`: a command name or path, not empty.
 const fn interpreter(name: &'static CStr, offset: usize) -> ngx_command_t {
-    ngx_command_t {
-        name: static_cstr(name),
-        type_: (ANY_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
-        set: Some(set_interpreter),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
+    command(
+        name,
+        false,
+        NGX_CONF_TAKE1,
+        set_interpreter,
         offset,
-        post: ptr::null_mut(),
-    }
+        ptr::null_mut(),
+    )
 }
 
 const fn spawn_method(name: &'static CStr) -> ngx_command_t {
-    ngx_command_t {
-        name: static_cstr(name),
-        type_: (ANY_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
-        set: Some(set_spawn_method),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: offset_of!(LocConf, spawn_method),
-        post: ptr::null_mut(),
-    }
+    command(
+        name,
+        false,
+        NGX_CONF_TAKE1,
+        set_spawn_method,
+        offset_of!(LocConf, spawn_method),
+        ptr::null_mut(),
+    )
 }
 
 pub static mut COMMANDS: [ngx_command_t; 48] = [
     main_str(c"passenger_root", offset_of!(MainConf, root)),
-    ngx_command_t {
-        name: static_cstr(c"passenger_log_level"),
-        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
-        set: Some(ngx_conf_set_num_slot),
-        conf: NGX_HTTP_MAIN_CONF_OFFSET,
-        offset: offset_of!(MainConf, log_level),
-        post: &raw mut LOG_LEVEL_BOUNDS as *mut c_void,
-    },
+    command(
+        c"passenger_log_level",
+        true,
+        NGX_CONF_TAKE1,
+        ngx_conf_set_num_slot,
+        offset_of!(MainConf, log_level),
+        &raw mut LOG_LEVEL_BOUNDS as *mut c_void,
+    ),
     main_str(c"passenger_log_file", offset_of!(MainConf, log_file)),
     main_str(
         c"passenger_instance_registry_dir",
         offset_of!(MainConf, registry_dir),
     ),
-    ngx_command_t {
-        name: static_cstr(c"passenger_enabled"),
-        type_: (ANY_CONF | NGX_CONF_FLAG) as ngx_uint_t,
-        set: Some(ngx_conf_set_flag_slot),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: offset_of!(LocConf, enabled),
-        post: ptr::null_mut(),
-    },
+    flag(c"passenger_enabled", false, offset_of!(LocConf, enabled)),
     loc_str(c"passenger_ruby", offset_of!(LocConf, ruby)),
     loc_str(c"passenger_app_root", offset_of!(LocConf, app_root)),
-    ngx_command_t {
-        name: static_cstr(c"passenger_app_type"),
-        type_: (ANY_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
-        set: Some(set_app_type),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: 0,
-        post: ptr::null_mut(),
-    },
+    command(
+        c"passenger_app_type",
+        false,
+        NGX_CONF_TAKE1,
+        set_app_type,
+        offset_of!(LocConf, app_type),
+        ptr::null_mut(),
+    ),
     loc_str(c"passenger_startup_file", offset_of!(LocConf, startup_file)),
     loc_str(c"passenger_app_env", offset_of!(LocConf, app_env)),
     loc_str(c"rails_env", offset_of!(LocConf, app_env)),
@@ -685,14 +669,11 @@ pub static mut COMMANDS: [ngx_command_t; 48] = [
         offset_of!(LocConf, max_requests_jitter),
         &raw mut REQUESTS,
     ),
-    ngx_command_t {
-        name: static_cstr(c"passenger_resist_deployment_errors"),
-        type_: (ANY_CONF | NGX_CONF_FLAG) as ngx_uint_t,
-        set: Some(ngx_conf_set_flag_slot),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: offset_of!(LocConf, resist_deployment_errors),
-        post: ptr::null_mut(),
-    },
+    flag(
+        c"passenger_resist_deployment_errors",
+        false,
+        offset_of!(LocConf, resist_deployment_errors),
+    ),
     number(
         c"passenger_max_request_queue_size",
         false,
@@ -735,14 +716,14 @@ pub static mut COMMANDS: [ngx_command_t; 48] = [
         offset_of!(LocConf, start_timeout),
         &raw mut POSITIVE_SECONDS,
     ),
-    ngx_command_t {
-        name: static_cstr(c"passenger_env_var"),
-        type_: (ANY_CONF | NGX_CONF_TAKE2) as ngx_uint_t,
-        set: Some(set_env_var),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: offset_of!(LocConf, env_vars),
-        post: ptr::null_mut(),
-    },
+    command(
+        c"passenger_env_var",
+        false,
+        NGX_CONF_TAKE2,
+        set_env_var,
+        offset_of!(LocConf, env_vars),
+        ptr::null_mut(),
+    ),
     // Off by default, as in Passenger: responses stream to the client, and the core itself
     // buffers for slow clients, so apps are released either way.
     flag(
@@ -801,14 +782,14 @@ pub static mut COMMANDS: [ngx_command_t; 48] = [
         false,
         offset_of!(LocConf, friendly_error_pages),
     ),
-    ngx_command_t {
-        name: static_cstr(c"passenger_custom_error_page"),
-        type_: (ANY_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
-        set: Some(set_custom_error_page),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: offset_of!(LocConf, custom_error_page),
-        post: ptr::null_mut(),
-    },
+    command(
+        c"passenger_custom_error_page",
+        false,
+        NGX_CONF_TAKE1,
+        set_custom_error_page,
+        offset_of!(LocConf, custom_error_page),
+        ptr::null_mut(),
+    ),
     number(
         c"passenger_spawn_exception_status_code",
         false,
@@ -823,23 +804,23 @@ pub static mut COMMANDS: [ngx_command_t; 48] = [
         offset_of!(LocConf, thread_count),
         &raw mut THREADS,
     ),
-    ngx_command_t {
-        name: static_cstr(c"passenger_concurrency_model"),
-        type_: (ANY_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
-        set: Some(set_concurrency_model),
-        conf: NGX_HTTP_LOC_CONF_OFFSET,
-        offset: offset_of!(LocConf, concurrency_model),
-        post: ptr::null_mut(),
-    },
+    command(
+        c"passenger_concurrency_model",
+        false,
+        NGX_CONF_TAKE1,
+        set_concurrency_model,
+        offset_of!(LocConf, concurrency_model),
+        ptr::null_mut(),
+    ),
     // Raw settings for the agents (repeatable, one name per line).
-    ngx_command_t {
-        name: static_cstr(c"passenger_ctl"),
-        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE2) as ngx_uint_t,
-        set: Some(set_ctl),
-        conf: NGX_HTTP_MAIN_CONF_OFFSET,
-        offset: 0,
-        post: ptr::null_mut(),
-    },
+    command(
+        c"passenger_ctl",
+        true,
+        NGX_CONF_TAKE2,
+        set_ctl,
+        0,
+        ptr::null_mut(),
+    ),
     ngx_command_t::empty(),
 ];
 
@@ -848,38 +829,85 @@ unsafe fn first_arg(cf: *mut ngx_conf_t) -> ngx_str_t {
     unsafe { *((*(*cf).args).elts as *const ngx_str_t).add(1) }
 }
 
+/// A conf field a directive sets at most once: whether it has been set.
+trait Slot {
+    fn is_set(&self) -> bool;
+}
+
+impl Slot for ngx_int_t {
+    fn is_set(&self) -> bool {
+        *self != UNSET
+    }
+}
+
+impl Slot for ngx_str_t {
+    fn is_set(&self) -> bool {
+        !self.data.is_null()
+    }
+}
+
+/// Why a setter refused its value.
+enum Refusal {
+    /// Logged at `[emerg]` as "DIRECTIVE: message".
+    Message(String),
+    /// nginx has already said why.
+    Logged,
+}
+
+impl From<String> for Refusal {
+    fn from(message: String) -> Self {
+        Refusal::Message(message)
+    }
+}
+
+/// The shape of every one-argument setter: the field at `cmd.offset` may be set once ("is
+/// duplicate" otherwise); `parse` gets the directive's name and its argument and returns the
+/// value to store, or why it refuses it.
+unsafe fn set_once<T: Slot>(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+    parse: impl FnOnce(&str, ngx_str_t) -> Result<T, Refusal>,
+) -> *mut c_char {
+    guard(CONF_ERROR, || unsafe {
+        let field = (conf as *mut u8).add((*cmd).offset) as *mut T;
+        if (*field).is_set() {
+            return c"is duplicate".as_ptr() as *mut c_char;
+        }
+        let directive = String::from_utf8_lossy(bytes(&(*cmd).name));
+        match parse(&directive, first_arg(cf)) {
+            Ok(value) => {
+                *field = value;
+                CONF_OK
+            }
+            Err(Refusal::Message(message)) => {
+                conf_log(NGX_LOG_EMERG, cf, &format!("{directive}: {message}"));
+                CONF_ERROR
+            }
+            Err(Refusal::Logged) => CONF_ERROR,
+        }
+    })
+}
+
 /// `passenger_app_type rack|ruby|wsgi|python|node|nodejs`.
 unsafe extern "C" fn set_app_type(
     cf: *mut ngx_conf_t,
-    _cmd: *mut ngx_command_t,
+    cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    guard(CONF_ERROR, || unsafe {
-        let lcf = &mut *(conf as *mut LocConf);
-        if lcf.app_type != UNSET {
-            return c"is duplicate".as_ptr() as *mut c_char;
-        }
-        let value = first_arg(cf);
-        let name = bytes(&value);
-        match parse_app_type(name) {
-            Some(t) => {
-                lcf.app_type = APP_TYPES.iter().position(|x| *x == t).unwrap_or(0) as ngx_int_t;
-                CONF_OK
+    unsafe {
+        set_once(cf, cmd, conf, |_, value| {
+            let name = bytes(&value);
+            match parse_app_type(name) {
+                Some(t) => Ok(APP_TYPES.iter().position(|x| *x == t).unwrap_or(0) as ngx_int_t),
+                None => Err(Refusal::from(format!(
+                    "unknown app type \"{}\"; use rack (or ruby), wsgi (or python), or node (or \
+                     nodejs)",
+                    String::from_utf8_lossy(name)
+                ))),
             }
-            None => {
-                conf_log(
-                    NGX_LOG_EMERG,
-                    cf,
-                    &format!(
-                        "passenger_app_type: unknown app type \"{}\"; use rack (or ruby), \
-                         wsgi (or python), or node (or nodejs)",
-                        String::from_utf8_lossy(name)
-                    ),
-                );
-                CONF_ERROR
-            }
-        }
-    })
+        })
+    }
 }
 
 /// `passenger_spawn_method smart|direct` (or Phusion Passenger's `smart-lv2|conservative`).
@@ -888,34 +916,18 @@ unsafe extern "C" fn set_spawn_method(
     cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    guard(CONF_ERROR, || unsafe {
-        let lcf = &mut *(conf as *mut LocConf);
-        if lcf.spawn_method != UNSET {
-            return c"is duplicate".as_ptr() as *mut c_char;
-        }
-        let value = first_arg(cf);
-        let name = bytes(&value);
-        match parse_spawn_method(name) {
-            Some(m) => {
-                lcf.spawn_method = m;
-                CONF_OK
-            }
-            None => {
-                conf_log(
-                    NGX_LOG_EMERG,
-                    cf,
-                    &format!(
-                        "{}: unknown spawn method \"{}\"; use smart (a preloader forks each \
-                         process; also smart-lv2) or direct (each process starts afresh; also \
-                         conservative)",
-                        String::from_utf8_lossy(bytes(&(*cmd).name)),
-                        String::from_utf8_lossy(name)
-                    ),
-                );
-                CONF_ERROR
-            }
-        }
-    })
+    unsafe {
+        set_once(cf, cmd, conf, |_, value| {
+            let name = bytes(&value);
+            parse_spawn_method(name).ok_or_else(|| {
+                Refusal::from(format!(
+                    "unknown spawn method \"{}\"; use smart (a preloader forks each process; \
+                     also smart-lv2) or direct (each process starts afresh; also conservative)",
+                    String::from_utf8_lossy(name)
+                ))
+            })
+        })
+    }
 }
 
 /// `passenger_concurrency_model process|thread`.
@@ -924,33 +936,19 @@ unsafe extern "C" fn set_concurrency_model(
     cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    guard(CONF_ERROR, || unsafe {
-        let field = (conf as *mut u8).add((*cmd).offset) as *mut ngx_int_t;
-        if *field != UNSET {
-            return c"is duplicate".as_ptr() as *mut c_char;
-        }
-        let value = first_arg(cf);
-        let name = bytes(&value);
-        match CONCURRENCY_MODELS.iter().position(|m| m.as_bytes() == name) {
-            Some(i) => {
-                *field = i as ngx_int_t;
-                CONF_OK
+    unsafe {
+        set_once(cf, cmd, conf, |_, value| {
+            let name = bytes(&value);
+            match CONCURRENCY_MODELS.iter().position(|m| m.as_bytes() == name) {
+                Some(i) => Ok(i as ngx_int_t),
+                None => Err(Refusal::from(format!(
+                    "unknown model \"{}\"; use process (one request at a time per process) or \
+                     thread (passenger_thread_count threads per process)",
+                    String::from_utf8_lossy(name)
+                ))),
             }
-            None => {
-                conf_log(
-                    NGX_LOG_EMERG,
-                    cf,
-                    &format!(
-                        "passenger_concurrency_model: unknown model \"{}\"; use process (one \
-                         request at a time per process) or thread (passenger_thread_count \
-                         threads per process)",
-                        String::from_utf8_lossy(name)
-                    ),
-                );
-                CONF_ERROR
-            }
-        }
-    })
+        })
+    }
 }
 
 /// `passenger_ctl NAME VALUE` (repeatable; each name at most once).
@@ -989,34 +987,24 @@ unsafe extern "C" fn set_interpreter(
     cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    guard(CONF_ERROR, || unsafe {
-        let field = (conf as *mut u8).add((*cmd).offset) as *mut ngx_str_t;
-        if !(*field).data.is_null() {
-            return c"is duplicate".as_ptr() as *mut c_char;
-        }
-        let value = first_arg(cf);
-        let text = bytes(&value);
-        if text.is_empty() || text.contains(&0) || text.iter().all(u8::is_ascii_whitespace) {
-            let directive = String::from_utf8_lossy(bytes(&(*cmd).name));
-            let example = if directive.ends_with("python") {
-                "python3"
-            } else {
-                "node"
-            };
-            conf_log(
-                NGX_LOG_EMERG,
-                cf,
-                &format!(
-                    "{directive}: invalid interpreter \"{}\"; give a command found in PATH \
-                     (like {example}) or an absolute path",
+    unsafe {
+        set_once(cf, cmd, conf, |directive, value| {
+            let text = bytes(&value);
+            if text.is_empty() || text.contains(&0) || text.iter().all(u8::is_ascii_whitespace) {
+                let example = if directive.ends_with("python") {
+                    "python3"
+                } else {
+                    "node"
+                };
+                return Err(Refusal::from(format!(
+                    "invalid interpreter \"{}\"; give a command found in PATH (like {example}) \
+                     or an absolute path",
                     String::from_utf8_lossy(text).escape_debug()
-                ),
-            );
-            return CONF_ERROR;
-        }
-        *field = value;
-        CONF_OK
-    })
+                )));
+            }
+            Ok(value)
+        })
+    }
 }
 
 /// `passenger_custom_error_page PATH`: an existing file, made absolute against nginx's prefix
@@ -1026,39 +1014,27 @@ unsafe extern "C" fn set_custom_error_page(
     cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    guard(CONF_ERROR, || unsafe {
-        let field = (conf as *mut u8).add((*cmd).offset) as *mut ngx_str_t;
-        if !(*field).data.is_null() {
-            return c"is duplicate".as_ptr() as *mut c_char;
-        }
-        let mut value = first_arg(cf);
-        let problem = if value.len == 0 || bytes(&value).contains(&0) {
-            Some("it is not a path".to_string())
-        } else if ngx_conf_full_name((*cf).cycle, &mut value, 0) != NGX_OK as ngx_int_t {
-            return CONF_ERROR;
-        } else {
-            let path = std::path::Path::new(std::ffi::OsStr::from_bytes(bytes(&value)));
-            match std::fs::metadata(path) {
-                Ok(m) if m.is_file() => None,
-                Ok(_) => Some("it is not a regular file".to_string()),
-                Err(e) => Some(e.to_string()),
-            }
-        };
-        if let Some(problem) = problem {
-            conf_log(
-                NGX_LOG_EMERG,
-                cf,
-                &format!(
-                    "passenger_custom_error_page: cannot use \"{}\": {problem}; give the path \
-                     of a static HTML file (a relative path is relative to nginx's prefix)",
-                    String::from_utf8_lossy(bytes(&value)).escape_debug()
-                ),
-            );
-            return CONF_ERROR;
-        }
-        *field = value;
-        CONF_OK
-    })
+    unsafe {
+        set_once(cf, cmd, conf, |_, mut value| {
+            let problem = if value.len == 0 || bytes(&value).contains(&0) {
+                "it is not a path".to_string()
+            } else if ngx_conf_full_name((*cf).cycle, &mut value, 0) != NGX_OK as ngx_int_t {
+                return Err(Refusal::Logged);
+            } else {
+                let path = std::path::Path::new(std::ffi::OsStr::from_bytes(bytes(&value)));
+                match std::fs::metadata(path) {
+                    Ok(m) if m.is_file() => return Ok(value),
+                    Ok(_) => "it is not a regular file".to_string(),
+                    Err(e) => e.to_string(),
+                }
+            };
+            Err(Refusal::from(format!(
+                "cannot use \"{}\": {problem}; give the path of a static HTML file (a relative \
+                 path is relative to nginx's prefix)",
+                String::from_utf8_lossy(bytes(&value)).escape_debug()
+            )))
+        })
+    }
 }
 
 /// What is wrong with a `passenger_env_var` name or value, if anything: the core receives the
@@ -1156,40 +1132,30 @@ unsafe extern "C" fn set_identity(
     cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    guard(CONF_ERROR, || unsafe {
-        let field = (conf as *mut u8).add((*cmd).offset) as *mut ngx_str_t;
-        if !(*field).data.is_null() {
-            return c"is duplicate".as_ptr() as *mut c_char;
-        }
-        let kind = &*((*cmd).post as *const Identity);
-        let what = match kind {
-            Identity::User => "user",
-            Identity::Group => "group",
-        };
-        let directive = String::from_utf8_lossy(bytes(&(*cmd).name)).into_owned();
-        let value = first_arg(cf);
-        let name = bytes(&value);
-        let problem = if name.is_empty() || name.contains(&0) {
-            Some(format!(
-                "{directive}: invalid {what} name \"{}\"; name an existing {what}",
-                String::from_utf8_lossy(name).escape_debug()
-            ))
-        } else if names_root(name, kind) {
-            Some(format!(
-                "{directive}: refusing {what} \"{}\": apps never run as root; name an \
-                 unprivileged {what}",
-                String::from_utf8_lossy(name)
-            ))
-        } else {
-            None
-        };
-        if let Some(message) = problem {
-            conf_log(NGX_LOG_EMERG, cf, &message);
-            return CONF_ERROR;
-        }
-        *field = value;
-        CONF_OK
-    })
+    // SAFETY: every `identity()` directive's `post` is `USER` or `GROUP`.
+    let kind = unsafe { &*((*cmd).post as *const Identity) };
+    let what = match kind {
+        Identity::User => "user",
+        Identity::Group => "group",
+    };
+    unsafe {
+        set_once(cf, cmd, conf, |_, value| {
+            let name = bytes(&value);
+            if name.is_empty() || name.contains(&0) {
+                Err(Refusal::from(format!(
+                    "invalid {what} name \"{}\"; name an existing {what}",
+                    String::from_utf8_lossy(name).escape_debug()
+                )))
+            } else if names_root(name, kind) {
+                Err(Refusal::from(format!(
+                    "refusing {what} \"{}\": apps never run as root; name an unprivileged {what}",
+                    String::from_utf8_lossy(name)
+                )))
+            } else {
+                Ok(value)
+            }
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
