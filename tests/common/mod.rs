@@ -517,8 +517,21 @@ pub fn uid_of(pid: i32) -> Option<u32> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Whether any thread of the process still runs. A multi-threaded process killed by a signal
+/// shows its main thread as a zombie while the others are still exiting, and its descriptors
+/// (a listening socket) stay open until the last one is done.
 pub fn alive(pid: i32) -> bool {
-    matches!(proc_info(pid), Some((_, state)) if state != 'Z' && state != 'X')
+    let running = |stat: &str| {
+        stat.rfind(')')
+            .and_then(|i| stat[i + 2..].chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X')
+    };
+    match std::fs::read_dir(format!("/proc/{pid}/task")) {
+        Ok(tasks) => tasks.filter_map(Result::ok).any(|task| {
+            std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| running(&stat))
+        }),
+        Err(_) => false,
+    }
 }
 
 pub fn children(parent: i32) -> Vec<i32> {
