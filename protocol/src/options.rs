@@ -70,6 +70,37 @@ pub const SPAWN_EXCEPTION_STATUS_CODE: &str = "PASSENGER_SPAWN_EXCEPTION_STATUS_
 /// Threads per Ruby/Python process (absent = 1); the process takes that many requests at once.
 pub const THREAD_COUNT: &str = "PASSENGER_THREAD_COUNT";
 
+// Pool, request and spawning options of issue 7 (each is absent when its directive is unset).
+/// Per-app process cap (`passenger_max_instances`), 0 = none; the lower of it and the global
+/// `MAX_INSTANCES_PER_APP` applies.
+pub const MAX_INSTANCES: &str = "PASSENGER_MAX_INSTANCES";
+/// Requests one process takes at once, overriding what its loader advertised (0 = unlimited).
+pub const FORCE_MAX_CONCURRENT_REQUESTS_PER_PROCESS: &str =
+    "PASSENGER_FORCE_MAX_CONCURRENT_REQUESTS_PER_PROCESS";
+/// Megabytes of private memory above which a process is recycled (0 = no limit).
+pub const MEMORY_LIMIT: &str = "PASSENGER_MEMORY_LIMIT";
+/// Seconds a request may run in a process before the process is killed and 504 answered.
+pub const MAX_REQUEST_TIME: &str = "PASSENGER_MAX_REQUEST_TIME";
+/// `1` or `0` (default 1): restart processes one at a time.
+pub const ROLLING_RESTARTS: &str = "PASSENGER_ROLLING_RESTARTS";
+/// `1` or `0` (default 0): route a client to the same process by a cookie.
+pub const STICKY_SESSIONS: &str = "PASSENGER_STICKY_SESSIONS";
+pub const STICKY_SESSIONS_COOKIE_NAME: &str = "PASSENGER_STICKY_SESSIONS_COOKIE_NAME";
+pub const STICKY_SESSIONS_COOKIE_ATTRIBUTES: &str = "PASSENGER_STICKY_SESSIONS_COOKIE_ATTRIBUTES";
+/// `1` or `0` (default 1): close upgraded connections when their process stops.
+pub const ABORT_WEBSOCKETS_ON_PROCESS_SHUTDOWN: &str =
+    "PASSENGER_ABORT_WEBSOCKETS_ON_PROCESS_SHUTDOWN";
+/// Global: bytes the core buffers for a slow client before it stops reading the app.
+pub const RESPONSE_BUFFER_HIGH_WATERMARK: &str = "PASSENGER_RESPONSE_BUFFER_HIGH_WATERMARK";
+/// `1` or `0` (default 0): the Ruby loader requires bundler/setup before loading the app.
+pub const PRELOAD_BUNDLER: &str = "PASSENGER_PRELOAD_BUNDLER";
+/// A shell command that starts an app of any language listening on `$PORT` (HTTP).
+pub const APP_START_COMMAND: &str = "PASSENGER_APP_START_COMMAND";
+
+pub const DEFAULT_STICKY_SESSIONS_COOKIE_NAME: &str = "_passenger_route";
+pub const DEFAULT_STICKY_SESSIONS_COOKIE_ATTRIBUTES: &str = "SameSite=Lax; Secure;";
+pub const DEFAULT_RESPONSE_BUFFER_HIGH_WATERMARK: u64 = 128 * 1024 * 1024;
+
 pub const DEFAULT_MAX_POOL_SIZE: u64 = 6;
 pub const DEFAULT_MIN_INSTANCES: u64 = 1;
 pub const DEFAULT_MAX_REQUEST_QUEUE_SIZE: u64 = 100;
