@@ -186,6 +186,9 @@ pub struct PoolOptions {
     pub max_request_queue_time: u64,
     /// Absolute directory of restart.txt / always_restart.txt.
     pub restart_dir: String,
+    /// Global: bytes of one response held for a slow client before the core stops reading the
+    /// app (at least 1).
+    pub response_buffer_high_watermark: u64,
 }
 
 impl PoolOptions {
@@ -208,6 +211,7 @@ impl PoolOptions {
                 app_root.trim_end_matches('/'),
                 options::DEFAULT_RESTART_DIR
             ),
+            response_buffer_high_watermark: options::DEFAULT_RESPONSE_BUFFER_HIGH_WATERMARK,
         }
     }
 
@@ -242,6 +246,13 @@ impl PoolOptions {
             max_request_queue_time: number(h, options::MAX_REQUEST_QUEUE_TIME, 0, u64::MAX)?
                 .unwrap_or(d.max_request_queue_time),
             restart_dir,
+            response_buffer_high_watermark: number(
+                h,
+                options::RESPONSE_BUFFER_HIGH_WATERMARK,
+                1,
+                usize::MAX as u64,
+            )?
+            .unwrap_or(d.response_buffer_high_watermark),
         })
     }
 }
@@ -441,6 +452,7 @@ mod tests {
         assert_eq!(o.pool.pool_idle_time, 300);
         assert_eq!(o.pool.stat_throttle_rate, 10);
         assert_eq!(o.pool.restart_dir, "/srv/app/tmp");
+        assert_eq!(o.pool.response_buffer_high_watermark, 128 * 1024 * 1024);
         assert_eq!(o.spawn, SpawnOptions::defaults(AppType::Rack, "production"));
         assert_eq!(o.spawn.method, SpawnMethod::Smart);
         assert!(!o.spawn.friendly_error_pages);
@@ -529,6 +541,7 @@ mod tests {
             ("PASSENGER_REQUEST_QUEUE_OVERFLOW_STATUS_CODE", "429"),
             ("PASSENGER_MAX_REQUEST_QUEUE_TIME", "7"),
             ("PASSENGER_RESTART_DIR", "restart"),
+            ("PASSENGER_RESPONSE_BUFFER_HIGH_WATERMARK", "65536"),
         ]))
         .unwrap();
         assert_eq!(
@@ -546,6 +559,7 @@ mod tests {
                 queue_overflow_status: 429,
                 max_request_queue_time: 7,
                 restart_dir: "/srv/app/restart".into(),
+                response_buffer_high_watermark: 65536,
             }
         );
         let abs = AppOptions::from_header(&header(&[
@@ -560,6 +574,7 @@ mod tests {
             ("PASSENGER_MIN_INSTANCES", "-1"),
             ("PASSENGER_REQUEST_QUEUE_OVERFLOW_STATUS_CODE", "99"),
             ("PASSENGER_MAX_REQUESTS", "many"),
+            ("PASSENGER_RESPONSE_BUFFER_HIGH_WATERMARK", "0"),
         ] {
             let e = AppOptions::from_header(&header(&[
                 ("PASSENGER_APP_ROOT", "/srv/app"),

@@ -7,7 +7,7 @@
 use crate::pool::Process;
 use crate::relay::{self, Backlog};
 use crate::response::{self, ResponseHead};
-use crate::session::{self, Forwarded, RequestBody, SessionError};
+use crate::session::{self, Forwarded, Relaying, RequestBody, SessionError};
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use hyper::client::conn::http1::SendRequest;
@@ -199,7 +199,7 @@ pub async fn forward(
     early_body: &[u8],
     process: &Process,
     connections: &Connections,
-    powered_by: &str,
+    relaying: &Relaying<'_>,
 ) -> Result<Forwarded, SessionError> {
     let sender = connections.checkout(process).await?;
     let (tx, rx) = mpsc::channel(4);
@@ -247,7 +247,7 @@ pub async fn forward(
             SessionError::ClientGone(format!("writing the response to nginx failed: {e}"))
         };
         client_w
-            .write_all(&response::render_head(&head, powered_by))
+            .write_all(&response::render_head(&head, relaying.powered_by))
             .await
             .map_err(gone)?;
         if head.status == 101 {
@@ -257,7 +257,7 @@ pub async fn forward(
         let pumped = relay::relay(
             &mut relay::HyperBody(response.body_mut()),
             &mut client_w,
-            relay::HIGH_WATERMARK,
+            relaying.high_watermark,
         )
         .await
         .map_err(gone)?;

@@ -1,8 +1,9 @@
 //! Copying a response body from an app to nginx without letting a slow client hold the app:
-//! the core reads the app as fast as it writes (up to a high watermark per response, beyond
-//! which it stops reading) while writing to nginx at the client's pace. When the app is done,
-//! what the client has not taken yet is handed back as a [`Backlog`], so that the app's
-//! process can be released before the rest is written.
+//! the core reads the app as fast as it writes (up to a high watermark per response,
+//! `passenger_response_buffer_high_watermark`, beyond which it stops reading) while writing
+//! to nginx at the client's pace. When the app is done, what the client has not taken yet is
+//! handed back as a [`Backlog`], so that the app's process can be released before the rest is
+//! written.
 
 use bytes::{Buf, Bytes};
 use std::collections::VecDeque;
@@ -10,9 +11,11 @@ use std::io;
 use std::pin::Pin;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Most of one response held in the core for a slow client (Passenger's
-/// `passenger_response_buffer_high_watermark` default).
-pub const HIGH_WATERMARK: usize = 128 * 1024 * 1024;
+/// Most of one response held in the core for a slow client, by default
+/// (`passenger_response_buffer_high_watermark` sets it per request).
+#[cfg(test)]
+const HIGH_WATERMARK: usize =
+    passenger_protocol::options::DEFAULT_RESPONSE_BUFFER_HIGH_WATERMARK as usize;
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Where response body bytes come from. `next_chunk` must be cancel-safe: the relay drops it

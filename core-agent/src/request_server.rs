@@ -173,6 +173,10 @@ impl<S: Spawner> RequestServer<S> {
             };
 
             let process = checkout.process.clone();
+            let relaying = session::Relaying {
+                powered_by: &powered_by,
+                high_watermark: options.pool.response_buffer_high_watermark as usize,
+            };
             let forwarded = match process.protocol {
                 SocketProtocol::HttpSession => {
                     http_session::forward(
@@ -181,11 +185,11 @@ impl<S: Spawner> RequestServer<S> {
                         &early_body,
                         &process,
                         &self.http,
-                        &powered_by,
+                        &relaying,
                     )
                     .await
                 }
-                _ => session::forward(&mut conn, &header, &early_body, &process, &powered_by).await,
+                _ => session::forward(&mut conn, &header, &early_body, &process, &relaying).await,
             };
             match forwarded {
                 Ok(forwarded) => {

@@ -63,6 +63,15 @@ pub struct Forwarded {
     pub backlog: Backlog,
 }
 
+/// How a response is passed on to nginx.
+pub struct Relaying<'a> {
+    /// The `X-Powered-By` value.
+    pub powered_by: &'a str,
+    /// Bytes of the response held for a slow client before the core stops reading the app
+    /// (`passenger_response_buffer_high_watermark`).
+    pub high_watermark: usize,
+}
+
 /// Forwards one request to `process` and its response back to `client`. `early_body` holds the
 /// body bytes that arrived with the SCGI header. A `101 Switching Protocols` answer (an app
 /// that took over the connection, like a WebSocket server) turns the exchange into a tunnel:
@@ -72,7 +81,7 @@ pub async fn forward(
     header: &ScgiHeader,
     early_body: &[u8],
     process: &Process,
-    powered_by: &str,
+    relaying: &Relaying<'_>,
 ) -> Result<Forwarded, SessionError> {
     let mut app = connect(process).await?;
     let pairs = header
@@ -96,7 +105,7 @@ pub async fn forward(
             early_body,
             header.content_length,
         );
-        let download = relay_response(&mut app_r, &mut client_w, process.pid, powered_by);
+        let download = relay_response(&mut app_r, &mut client_w, process.pid, relaying);
         tokio::pin!(upload, download);
         let mut uploading = true;
         loop {
@@ -255,7 +264,7 @@ async fn relay_response<R, W>(
     app: &mut R,
     client: &mut W,
     pid: u32,
-    powered_by: &str,
+    relaying: &Relaying<'_>,
 ) -> Result<Relayed, SessionError>
 where
     R: AsyncRead + Unpin,
@@ -316,7 +325,7 @@ where
         oob_work: head.headers.len() != before,
         backlog: Backlog::default(),
     };
-    let mut out = response::render_head(&head, powered_by);
+    let mut out = response::render_head(&head, relaying.powered_by);
     out.extend_from_slice(&buf[used..filled]);
     client.write_all(&out).await.map_err(gone)?;
     if relayed.upgraded {
@@ -326,7 +335,7 @@ where
     let pumped = relay::relay(
         &mut relay::ReadToEnd::new(app),
         client,
-        relay::HIGH_WATERMARK,
+        relaying.high_watermark,
     )
     .await
     .map_err(gone)?;

@@ -1,0 +1,91 @@
+//! The core's side of the pool, request and spawning directives, end to end: real nginx
+//! (both builds) with the directives by name, the `directives` test app (tests/apps), and the
+//! effects a user would see (pids, statuses, cookies, log lines).
+
+#[macro_use]
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+for_both_nginx! {
+    response_buffer_high_watermark_bounds_what_a_slow_client_holds,
+}
+
+fn site(extra: &str) -> Site {
+    Site {
+        app: test_app("directives"),
+        extra: extra.into(),
+    }
+}
+
+/// Sends a request and returns the connection without reading the response.
+fn send(port: u16, path: &str) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to nginx");
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    s
+}
+
+fn read_response(mut s: TcpStream) -> Response {
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("reading the response");
+    parse_response(&raw)
+}
+
+/// A negative can only be observed over a while: `path` must not appear for this long.
+const STAYS_ABSENT: Duration = Duration::from_secs(2);
+
+fn assert_stays_absent(path: &Path, what: &str) {
+    let until = Instant::now() + STAYS_ABSENT;
+    while Instant::now() < until {
+        assert!(!path.exists(), "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// With the default watermark (128 MiB) the core takes a 32 MiB response from the app while
+/// the client reads nothing, so the app finishes; with a 1 MiB watermark the core stops
+/// reading, and the app finishes only once the client reads.
+fn response_buffer_high_watermark_bounds_what_a_slow_client_holds(flavour: Flavour) {
+    let scratch = Scratch::writable_by_apps("hwm");
+    for (http_extra, held) in [
+        ("", false),
+        ("passenger_response_buffer_high_watermark 1048576;", true),
+    ] {
+        let nginx = Nginx::start_with(flavour, &[site("")], http_extra);
+        let progress = scratch.0.join(format!("progress-{held}"));
+        let done = scratch.0.join(format!("done-{held}"));
+        let conn = send(
+            nginx.port(),
+            &format!(
+                "/big?mb=32&progress={}&done={}",
+                progress.display(),
+                done.display()
+            ),
+        );
+        wait_until("the app started sending its response", || progress.exists());
+        if held {
+            assert_stays_absent(
+                &done,
+                "with a 1 MiB watermark, the app finished a 32 MiB response the client did not read",
+            );
+        } else {
+            wait_until(
+                "with the default watermark, the app finishes while the client reads nothing",
+                || done.exists(),
+            );
+        }
+        let response = read_response(conn);
+        assert_eq!(response.status, 200);
+        assert_eq!(response.body.len(), 32 * 1024 * 1024);
+        wait_until("the app finished once the client read", || done.exists());
+    }
+}
