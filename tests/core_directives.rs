@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 for_both_nginx! {
     response_buffer_high_watermark_bounds_what_a_slow_client_holds,
+    max_instances_caps_the_app_below_min_instances_and_demand,
 }
 
 fn site(extra: &str) -> Site {
@@ -88,4 +89,59 @@ fn response_buffer_high_watermark_bounds_what_a_slow_client_holds(flavour: Flavo
         assert_eq!(response.body.len(), 32 * 1024 * 1024);
         wait_until("the app finished once the client read", || done.exists());
     }
+}
+
+/// Starts `GET path` on a thread; the response comes with `join`.
+fn get_async(port: u16, path: String) -> std::thread::JoinHandle<Response> {
+    std::thread::spawn(move || http(port, "GET", &path, &[], b""))
+}
+
+fn pid_in(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// `passenger_max_instances 2` with `passenger_min_instances 3`: two processes; of three
+/// requests held at once, two run (one per process) and the third waits for one of them.
+fn max_instances_caps_the_app_below_min_instances_and_demand(flavour: Flavour) {
+    let scratch = Scratch::writable_by_apps("maxinst");
+    let nginx = Nginx::start(
+        flavour,
+        &[site(
+            "passenger_min_instances 3; passenger_max_instances 2;",
+        )],
+    );
+    assert_eq!(nginx.get("/").status, 200);
+    wait_until("two processes (min_instances 3, capped at 2)", || {
+        nginx.app_pids().len() == 2
+    });
+    let release = scratch.0.join("release");
+    let started: Vec<_> = (0..3)
+        .map(|i| scratch.0.join(format!("started-{i}")))
+        .collect();
+    let requests: Vec<_> = started
+        .iter()
+        .map(|s| {
+            get_async(
+                nginx.port(),
+                format!("/wait?file={}&started={}", release.display(), s.display()),
+            )
+        })
+        .collect();
+    let mut running = Vec::new();
+    wait_until("two of the three requests run", || {
+        running = started.iter().filter_map(|s| pid_in(s)).collect::<Vec<_>>();
+        running.len() == 2
+    });
+    assert_ne!(running[0], running[1], "one request per process");
+    let waiting = started.iter().find(|s| !s.exists()).unwrap();
+    assert_stays_absent(waiting, "a third request ran: a third process served it");
+    assert_eq!(nginx.app_pids().len(), 2, "{:?}", nginx.app_pids());
+    std::fs::write(&release, "").unwrap();
+    for r in requests {
+        let r = r.join().unwrap();
+        assert_eq!(r.status, 200, "{r:?}");
+        let pid: i32 = r.header("x-pid").unwrap().parse().unwrap();
+        assert!(running.contains(&pid), "{pid} is not one of {running:?}");
+    }
+    assert_eq!(nginx.app_pids().len(), 2, "{:?}", nginx.app_pids());
 }

@@ -168,6 +168,9 @@ pub struct PoolOptions {
     pub max_pool_size: u32,
     /// Global: processes of one app, 0 = no cap.
     pub max_instances_per_app: u32,
+    /// This app's own cap (`passenger_max_instances`), 0 = none; the lower non-zero of it and
+    /// `max_instances_per_app` applies ([`PoolOptions::instance_cap`]).
+    pub max_instances: u32,
     /// Global: seconds after which idle processes beyond min_instances stop, 0 = never.
     pub pool_idle_time: u64,
     /// Global: seconds between two stat() checks of restart.txt.
@@ -197,6 +200,7 @@ impl PoolOptions {
         PoolOptions {
             max_pool_size: options::DEFAULT_MAX_POOL_SIZE as u32,
             max_instances_per_app: 0,
+            max_instances: 0,
             pool_idle_time: options::DEFAULT_POOL_IDLE_TIME,
             stat_throttle_rate: options::DEFAULT_STAT_THROTTLE_RATE,
             min_instances: options::DEFAULT_MIN_INSTANCES as u32,
@@ -215,6 +219,16 @@ impl PoolOptions {
         }
     }
 
+    /// The most processes this app may have given the global `max_instances_per_app`: the
+    /// lower non-zero of the two (0 = no cap).
+    pub fn instance_cap(&self, max_instances_per_app: u32) -> u32 {
+        match (self.max_instances, max_instances_per_app) {
+            (0, global) => global,
+            (own, 0) => own,
+            (own, global) => own.min(global),
+        }
+    }
+
     fn from_header(h: &ScgiHeader, app_root: &str) -> Result<PoolOptions, OptionsError> {
         let d = PoolOptions::defaults(app_root);
         let restart_dir = match text(h, options::RESTART_DIR)? {
@@ -229,6 +243,8 @@ impl PoolOptions {
                 .map_or(d.max_pool_size, |v| v as u32),
             max_instances_per_app: number(h, options::MAX_INSTANCES_PER_APP, 0, u32::MAX as u64)?
                 .map_or(d.max_instances_per_app, |v| v as u32),
+            max_instances: number(h, options::MAX_INSTANCES, 0, u32::MAX as u64)?
+                .map_or(d.max_instances, |v| v as u32),
             pool_idle_time: number(h, options::POOL_IDLE_TIME, 0, u64::MAX)?
                 .unwrap_or(d.pool_idle_time),
             stat_throttle_rate: number(h, options::STAT_THROTTLE_RATE, 0, u64::MAX)?
@@ -531,6 +547,7 @@ mod tests {
             ("PASSENGER_APP_TYPE", "rack"),
             ("PASSENGER_MAX_POOL_SIZE", "2"),
             ("PASSENGER_MAX_INSTANCES_PER_APP", "3"),
+            ("PASSENGER_MAX_INSTANCES", "5"),
             ("PASSENGER_POOL_IDLE_TIME", "0"),
             ("PASSENGER_STAT_THROTTLE_RATE", "1"),
             ("PASSENGER_MIN_INSTANCES", "2"),
@@ -549,6 +566,7 @@ mod tests {
             PoolOptions {
                 max_pool_size: 2,
                 max_instances_per_app: 3,
+                max_instances: 5,
                 pool_idle_time: 0,
                 stat_throttle_rate: 1,
                 min_instances: 2,
@@ -569,12 +587,23 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(abs.pool.restart_dir, "/var/restart");
+        // The lower non-zero of passenger_max_instances and passenger_max_instances_per_app.
+        let cap = |own, global| {
+            let mut p = PoolOptions::defaults("/srv/app");
+            p.max_instances = own;
+            p.instance_cap(global)
+        };
+        assert_eq!(
+            [cap(0, 0), cap(2, 0), cap(0, 3), cap(2, 3), cap(4, 3)],
+            [0, 2, 3, 2, 3]
+        );
         for (key, value) in [
             ("PASSENGER_MAX_POOL_SIZE", "0"),
             ("PASSENGER_MIN_INSTANCES", "-1"),
             ("PASSENGER_REQUEST_QUEUE_OVERFLOW_STATUS_CODE", "99"),
             ("PASSENGER_MAX_REQUESTS", "many"),
             ("PASSENGER_RESPONSE_BUFFER_HIGH_WATERMARK", "0"),
+            ("PASSENGER_MAX_INSTANCES", "-1"),
         ] {
             let e = AppOptions::from_header(&header(&[
                 ("PASSENGER_APP_ROOT", "/srv/app"),

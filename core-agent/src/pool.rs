@@ -11,7 +11,8 @@
 //! (first come, first served), bounded by `max_request_queue_size`.
 //!
 //! Scaling: a group spawns (one spawn at a time) when requests wait (that is, a request found
-//! all its processes busy), within `max_pool_size` (all apps) and `max_instances_per_app`; below
+//! all its processes busy), within `max_pool_size` (all apps) and the per-app cap (the lower
+//! non-zero of the app's `max_instances` and the global `max_instances_per_app`); below
 //! `min_instances` it spawns up to that many at once. When the pool is full and a group with
 //! waiting requests needs a process, the longest-idle process of another group is stopped.
 //!
@@ -560,9 +561,10 @@ impl<S: Spawner> Pool<S> {
         for name in &names {
             loop {
                 let max_pool = inner.max_pool_size;
-                let per_app = inner.max_instances_per_app;
+                let global_per_app = inner.max_instances_per_app as u32;
                 let total = inner.total();
                 let group = inner.groups.get_mut(name).expect("listed");
+                let per_app = group.options.pool.instance_cap(global_per_app) as usize;
                 let want = spawn_wanted(group, now);
                 if want == Want::No {
                     break;

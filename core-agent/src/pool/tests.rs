@@ -278,6 +278,44 @@ async fn max_instances_per_app_caps_one_app() {
 }
 
 #[tokio::test]
+async fn max_instances_caps_one_app_and_the_lower_cap_wins() {
+    let pool = Pool::new(Dummy::new(1));
+    // The app's own cap (2) is lower than the global one (3): two processes at most.
+    let capped = with(|p| {
+        p.max_instances = 2;
+        p.max_instances_per_app = 3;
+        p.max_pool_size = 10;
+    });
+    let held: Vec<Checkout> = vec![
+        pool.checkout(&capped).await.unwrap(),
+        pool.checkout(&capped).await.unwrap(),
+    ];
+    let third = start(&pool, &capped);
+    settle().await;
+    assert!(!third.is_finished(), "the third request waits");
+    assert_eq!(pids(&pool, &capped).len(), 2);
+    // Another app without a cap of its own grows to the global cap (3).
+    let mut other = app("other");
+    other.pool.max_instances_per_app = 3;
+    other.pool.max_pool_size = 10;
+    let others: Vec<Checkout> = vec![
+        pool.checkout(&other).await.unwrap(),
+        pool.checkout(&other).await.unwrap(),
+        pool.checkout(&other).await.unwrap(),
+    ];
+    let fourth = start(&pool, &other);
+    settle().await;
+    assert!(!fourth.is_finished());
+    assert_eq!(pids(&pool, &other).len(), 3);
+    let freed = held[0].process.pid;
+    drop(held);
+    assert_eq!(pid_of(third).await, freed);
+    drop(others);
+    fourth.await.unwrap().unwrap();
+    assert_eq!(pool.spawner.spawns(), 5);
+}
+
+#[tokio::test]
 async fn min_instances_exist_after_the_first_request() {
     let pool = Pool::new(Dummy::gated(1));
     let o = with(|p| p.min_instances = 3);
