@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 for_both_nginx! {
     response_buffer_high_watermark_bounds_what_a_slow_client_holds,
     max_instances_caps_the_app_below_min_instances_and_demand,
+    force_max_concurrent_requests_per_process_overrides_the_thread_count,
 }
 
 fn site(extra: &str) -> Site {
@@ -144,4 +145,43 @@ fn max_instances_caps_the_app_below_min_instances_and_demand(flavour: Flavour) {
         assert!(running.contains(&pid), "{pid} is not one of {running:?}");
     }
     assert_eq!(nginx.app_pids().len(), 2, "{:?}", nginx.app_pids());
+}
+
+/// Holds two requests at once; returns the pids that run them.
+fn two_held_requests(nginx: &Nginx, scratch: &Path) -> (i32, i32) {
+    let release = scratch.join("release");
+    let started = [scratch.join("started-0"), scratch.join("started-1")];
+    let requests: Vec<_> = started
+        .iter()
+        .map(|s| {
+            get_async(
+                nginx.port(),
+                format!("/wait?file={}&started={}", release.display(), s.display()),
+            )
+        })
+        .collect();
+    wait_until("both requests run", || started.iter().all(|s| s.exists()));
+    let pids = (pid_in(&started[0]).unwrap(), pid_in(&started[1]).unwrap());
+    std::fs::write(&release, "").unwrap();
+    for r in requests {
+        assert_eq!(r.join().unwrap().status, 200);
+    }
+    pids
+}
+
+/// A process with two threads takes two requests at once; forced to one request at a time,
+/// the second request gets a second process.
+fn force_max_concurrent_requests_per_process_overrides_the_thread_count(flavour: Flavour) {
+    for (extra, same_process) in [
+        ("passenger_thread_count 2;", true),
+        (
+            "passenger_thread_count 2; passenger_force_max_concurrent_requests_per_process 1;",
+            false,
+        ),
+    ] {
+        let scratch = Scratch::writable_by_apps("forcemax");
+        let nginx = Nginx::start(flavour, &[site(extra)]);
+        let (a, b) = two_held_requests(&nginx, &scratch.0);
+        assert_eq!(a == b, same_process, "{extra}: requests ran in {a} and {b}");
+    }
 }

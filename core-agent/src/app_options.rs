@@ -171,6 +171,10 @@ pub struct PoolOptions {
     /// This app's own cap (`passenger_max_instances`), 0 = none; the lower non-zero of it and
     /// `max_instances_per_app` applies ([`PoolOptions::instance_cap`]).
     pub max_instances: u32,
+    /// Requests one process takes at once, overriding what its loader advertised
+    /// (`passenger_force_max_concurrent_requests_per_process`; 0 = unlimited; `None`, sent as
+    /// -1 or absent: what the loader advertised).
+    pub force_max_concurrent_requests_per_process: Option<u32>,
     /// Global: seconds after which idle processes beyond min_instances stop, 0 = never.
     pub pool_idle_time: u64,
     /// Global: seconds between two stat() checks of restart.txt.
@@ -201,6 +205,7 @@ impl PoolOptions {
             max_pool_size: options::DEFAULT_MAX_POOL_SIZE as u32,
             max_instances_per_app: 0,
             max_instances: 0,
+            force_max_concurrent_requests_per_process: None,
             pool_idle_time: options::DEFAULT_POOL_IDLE_TIME,
             stat_throttle_rate: options::DEFAULT_STAT_THROTTLE_RATE,
             min_instances: options::DEFAULT_MIN_INSTANCES as u32,
@@ -245,6 +250,27 @@ impl PoolOptions {
                 .map_or(d.max_instances_per_app, |v| v as u32),
             max_instances: number(h, options::MAX_INSTANCES, 0, u32::MAX as u64)?
                 .map_or(d.max_instances, |v| v as u32),
+            force_max_concurrent_requests_per_process: match text(
+                h,
+                options::FORCE_MAX_CONCURRENT_REQUESTS_PER_PROCESS,
+            )? {
+                Some(v) if v.trim() == "-1" => None,
+                _ => number(
+                    h,
+                    options::FORCE_MAX_CONCURRENT_REQUESTS_PER_PROCESS,
+                    0,
+                    u32::MAX as u64,
+                )
+                .map_err(|e| match e {
+                    OptionsError::BadNumber { key, value, .. } => OptionsError::BadValue {
+                        key,
+                        value,
+                        expected: "-1 (what the app advertises), 0 (unlimited) or a positive number",
+                    },
+                    e => e,
+                })?
+                .map(|v| v as u32),
+            },
             pool_idle_time: number(h, options::POOL_IDLE_TIME, 0, u64::MAX)?
                 .unwrap_or(d.pool_idle_time),
             stat_throttle_rate: number(h, options::STAT_THROTTLE_RATE, 0, u64::MAX)?
@@ -548,6 +574,7 @@ mod tests {
             ("PASSENGER_MAX_POOL_SIZE", "2"),
             ("PASSENGER_MAX_INSTANCES_PER_APP", "3"),
             ("PASSENGER_MAX_INSTANCES", "5"),
+            ("PASSENGER_FORCE_MAX_CONCURRENT_REQUESTS_PER_PROCESS", "0"),
             ("PASSENGER_POOL_IDLE_TIME", "0"),
             ("PASSENGER_STAT_THROTTLE_RATE", "1"),
             ("PASSENGER_MIN_INSTANCES", "2"),
@@ -567,6 +594,7 @@ mod tests {
                 max_pool_size: 2,
                 max_instances_per_app: 3,
                 max_instances: 5,
+                force_max_concurrent_requests_per_process: Some(0),
                 pool_idle_time: 0,
                 stat_throttle_rate: 1,
                 min_instances: 2,
@@ -587,6 +615,21 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(abs.pool.restart_dir, "/var/restart");
+        let force = |v: &str| {
+            AppOptions::from_header(&header(&[
+                ("PASSENGER_APP_ROOT", "/srv/app"),
+                ("PASSENGER_APP_TYPE", "rack"),
+                ("PASSENGER_FORCE_MAX_CONCURRENT_REQUESTS_PER_PROCESS", v),
+            ]))
+            .map(|o| o.pool.force_max_concurrent_requests_per_process)
+        };
+        assert_eq!(force("-1"), Ok(None));
+        assert_eq!(force("7"), Ok(Some(7)));
+        let e = force("-2").unwrap_err();
+        assert!(
+            e.to_string().contains("-1 (what the app advertises)"),
+            "{e}"
+        );
         // The lower non-zero of passenger_max_instances and passenger_max_instances_per_app.
         let cap = |own, global| {
             let mut p = PoolOptions::defaults("/srv/app");

@@ -5,7 +5,8 @@
 //! and carried out after the lock is released.
 //!
 //! Routing: a request goes to the process with the fewest sessions among those with spare
-//! concurrency (0 = unlimited); among equally busy ones, to the one least recently used (ties
+//! concurrency (what its loader advertised, or `force_max_concurrent_requests_per_process`;
+//! 0 = unlimited); among equally busy ones, to the one least recently used (ties
 //! on that: the oldest process), so that traffic spreads over all processes instead of piling
 //! on the first one. A request that finds no free process waits in its group's queue
 //! (first come, first served), bounded by `max_request_queue_size`.
@@ -646,7 +647,10 @@ impl<S: Spawner> Pool<S> {
                         socket_path: spawned.socket_path,
                         protocol: spawned.protocol,
                         password: spawned.password,
-                        concurrency: spawned.concurrency,
+                        concurrency: options
+                            .pool
+                            .force_max_concurrent_requests_per_process
+                            .unwrap_or(spawned.concurrency),
                         generation,
                         spawned_at: SystemTime::now(),
                         stop: Mutex::new(Some(spawned.stop)),

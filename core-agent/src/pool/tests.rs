@@ -316,6 +316,38 @@ async fn max_instances_caps_one_app_and_the_lower_cap_wins() {
 }
 
 #[tokio::test]
+async fn force_max_concurrent_requests_overrides_what_the_process_advertised() {
+    // The dummy advertises 1. Forced to 3: three requests share one process, a fourth makes
+    // the group grow.
+    let pool = Pool::new(Dummy::new(1));
+    let o = with(|p| p.force_max_concurrent_requests_per_process = Some(3));
+    let held: Vec<Checkout> = vec![
+        pool.checkout(&o).await.unwrap(),
+        pool.checkout(&o).await.unwrap(),
+        pool.checkout(&o).await.unwrap(),
+    ];
+    assert!(held.iter().all(|c| c.process.pid == 1000));
+    assert_eq!(held[0].process.concurrency, 3);
+    let fourth = start(&pool, &o);
+    assert_eq!(pid_of(fourth).await, 1001);
+    drop(held);
+    // Forced to 0: unlimited.
+    let pool = Pool::new(Dummy::new(1));
+    let o = with(|p| p.force_max_concurrent_requests_per_process = Some(0));
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        held.push(pool.checkout(&o).await.unwrap());
+    }
+    assert!(held.iter().all(|c| c.process.pid == 1000));
+    assert_eq!(pool.spawner.spawns(), 1);
+    // Not forced: the advertised 1.
+    let pool = Pool::new(Dummy::new(1));
+    let a = pool.checkout(&options()).await.unwrap();
+    let b = pool.checkout(&options()).await.unwrap();
+    assert_ne!(a.process.pid, b.process.pid);
+}
+
+#[tokio::test]
 async fn min_instances_exist_after_the_first_request() {
     let pool = Pool::new(Dummy::gated(1));
     let o = with(|p| p.min_instances = 3);
