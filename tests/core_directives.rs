@@ -15,6 +15,7 @@ for_both_nginx! {
     response_buffer_high_watermark_bounds_what_a_slow_client_holds,
     max_instances_caps_the_app_below_min_instances_and_demand,
     force_max_concurrent_requests_per_process_overrides_the_thread_count,
+    max_request_time_kills_the_process_and_answers_504,
 }
 
 fn site(extra: &str) -> Site {
@@ -184,4 +185,38 @@ fn force_max_concurrent_requests_per_process_overrides_the_thread_count(flavour:
         let (a, b) = two_held_requests(&nginx, &scratch.0);
         assert_eq!(a == b, same_process, "{extra}: requests ran in {a} and {b}");
     }
+}
+
+fn pid_of(r: &Response) -> i32 {
+    r.header("x-pid")
+        .unwrap_or_else(|| panic!("no X-Pid in {r:?}"))
+        .parse()
+        .unwrap()
+}
+
+/// `passenger_max_request_time 1`: a request that sleeps 30 s is answered 504, its process is
+/// killed and replaced, and the log says so with the app, the pid and the limit.
+fn max_request_time_kills_the_process_and_answers_504(flavour: Flavour) {
+    let nginx = Nginx::start(flavour, &[site("passenger_max_request_time 1;")]);
+    let first = nginx.get("/");
+    assert_eq!(first.status, 200);
+    let old = pid_of(&first);
+    let slow = nginx.get("/sleep?secs=30");
+    assert_eq!(slow.status, 504, "{slow:?}");
+    wait_until("the process that ran too long is gone", || !alive(old));
+    let next = nginx.get("/");
+    assert_eq!(next.status, 200);
+    assert_ne!(pid_of(&next), old, "a new process serves");
+    let line = format!("App {old} of group");
+    let log = nginx.passenger_log();
+    let logged = log
+        .lines()
+        .find(|l| l.contains(&line) && l.contains("passenger_max_request_time (1 s)"))
+        .unwrap_or_else(|| panic!("no log line about {old} and the limit in:\n{log}"));
+    assert!(
+        logged.contains(&test_app("directives").display().to_string()),
+        "{logged}"
+    );
+    // A request within the limit is not affected.
+    assert_eq!(nginx.get("/sleep?secs=0.1").status, 200);
 }

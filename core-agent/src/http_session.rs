@@ -247,7 +247,7 @@ pub async fn forward(
             SessionError::ClientGone(format!("writing the response to nginx failed: {e}"))
         };
         client_w
-            .write_all(&response::render_head(&head, relaying.powered_by))
+            .write_all(&relaying.render_head(&head))
             .await
             .map_err(gone)?;
         if head.status == 101 {

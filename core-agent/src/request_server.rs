@@ -176,20 +176,62 @@ impl<S: Spawner> RequestServer<S> {
             let relaying = session::Relaying {
                 powered_by: &powered_by,
                 high_watermark: options.pool.response_buffer_high_watermark as usize,
+                progress: session::Progress::default(),
             };
-            let forwarded = match process.protocol {
-                SocketProtocol::HttpSession => {
-                    http_session::forward(
-                        &mut conn,
-                        &header,
-                        &early_body,
-                        &process,
-                        &self.http,
-                        &relaying,
-                    )
-                    .await
+            let forwarded = {
+                let forwarding = async {
+                    match process.protocol {
+                        SocketProtocol::HttpSession => {
+                            http_session::forward(
+                                &mut conn,
+                                &header,
+                                &early_body,
+                                &process,
+                                &self.http,
+                                &relaying,
+                            )
+                            .await
+                        }
+                        _ => {
+                            session::forward(&mut conn, &header, &early_body, &process, &relaying)
+                                .await
+                        }
+                    }
+                };
+                within_max_request_time(forwarding, &relaying, options.pool.max_request_time).await
+            };
+            let Some(forwarded) = forwarded else {
+                // The request ran too long: its process is killed (and replaced as a crashed
+                // one would be).
+                drop(checkout);
+                self.pool.detach(&process);
+                self.http.forget(&process);
+                kill_process(process.pid);
+                let limit = options.pool.max_request_time;
+                if relaying.progress.head_sent() {
+                    tracing::error!(
+                        "App {} of group {:?} ran {describe} longer than passenger_max_request_time \
+                         ({limit} s); killed the process (SIGKILL); the response was cut short",
+                        process.pid,
+                        options.group_name
+                    );
+                } else {
+                    tracing::error!(
+                        "App {} of group {:?} ran {describe} longer than passenger_max_request_time \
+                         ({limit} s); killed the process (SIGKILL) and answered 504",
+                        process.pid,
+                        options.group_name
+                    );
+                    let page = error_page(
+                        504,
+                        "The web application took too long to answer.",
+                        None,
+                        &powered_by,
+                    );
+                    let _ = conn.write_all(&page).await;
                 }
-                _ => session::forward(&mut conn, &header, &early_body, &process, &relaying).await,
+                let _ = conn.shutdown().await;
+                return;
             };
             match forwarded {
                 Ok(forwarded) => {
@@ -271,6 +313,38 @@ impl<S: Spawner> RequestServer<S> {
             return;
         }
     }
+}
+
+/// Runs `forwarding` (one request in a process) within `max_request_time` seconds (0 = no
+/// limit); `None` when it ran longer. An upgraded connection (a tunnel) is a conversation, not a
+/// request: once the app switched protocols the limit no longer applies.
+async fn within_max_request_time<T>(
+    forwarding: impl Future<Output = T>,
+    relaying: &session::Relaying<'_>,
+    max_request_time: u64,
+) -> Option<T> {
+    if max_request_time == 0 {
+        return Some(forwarding.await);
+    }
+    tokio::pin!(forwarding);
+    tokio::select! {
+        done = &mut forwarding => return Some(done),
+        _ = tokio::time::sleep(Duration::from_secs(max_request_time)) => {}
+    }
+    if relaying.progress.upgraded() {
+        Some(forwarding.await)
+    } else {
+        None
+    }
+}
+
+/// SIGKILL to an app process and its process group (each app process leads its own).
+fn kill_process(pid: u32) {
+    use nix::sys::signal::{Signal, kill, killpg};
+    use nix::unistd::Pid;
+    let pid = Pid::from_raw(pid as i32);
+    let _ = killpg(pid, Signal::SIGKILL);
+    let _ = kill(pid, Signal::SIGKILL);
 }
 
 /// Processes a request tries when their sockets refuse connections.

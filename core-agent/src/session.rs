@@ -4,11 +4,12 @@
 
 use crate::pool::Process;
 use crate::relay::{self, Backlog};
-use crate::response::{self, MAX_HEAD};
+use crate::response::{self, MAX_HEAD, ResponseHead};
 use bytes::Bytes;
 use passenger_protocol::options::CONNECT_PASSWORD;
 use passenger_protocol::scgi::ScgiHeader;
 use passenger_protocol::session::encode_header;
+use std::sync::atomic::{AtomicU8, Ordering};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -63,13 +64,49 @@ pub struct Forwarded {
     pub backlog: Backlog,
 }
 
-/// How a response is passed on to nginx.
+/// How a response is passed on to nginx, and how far that got.
 pub struct Relaying<'a> {
     /// The `X-Powered-By` value.
     pub powered_by: &'a str,
     /// Bytes of the response held for a slow client before the core stops reading the app
     /// (`passenger_response_buffer_high_watermark`).
     pub high_watermark: usize,
+    /// How far the response got (read by the request server when it gives up on a request).
+    pub progress: Progress,
+}
+
+impl Relaying<'_> {
+    /// The head as it goes to nginx; from now on the response has begun.
+    pub fn render_head(&self, head: &ResponseHead) -> Vec<u8> {
+        self.progress.0.store(
+            if head.status == 101 {
+                Progress::UPGRADED
+            } else {
+                Progress::HEAD_SENT
+            },
+            Ordering::SeqCst,
+        );
+        response::render_head(head, self.powered_by)
+    }
+}
+
+/// How far a response got: nothing sent yet, its head sent, or upgraded (a tunnel).
+#[derive(Default)]
+pub struct Progress(AtomicU8);
+
+impl Progress {
+    const HEAD_SENT: u8 = 1;
+    const UPGRADED: u8 = 2;
+
+    /// Something of the response went to nginx: it can no longer be answered otherwise.
+    pub fn head_sent(&self) -> bool {
+        self.0.load(Ordering::SeqCst) >= Self::HEAD_SENT
+    }
+
+    /// The app switched protocols: the exchange is a tunnel now, not a request.
+    pub fn upgraded(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == Self::UPGRADED
+    }
 }
 
 /// Forwards one request to `process` and its response back to `client`. `early_body` holds the
@@ -325,7 +362,7 @@ where
         oob_work: head.headers.len() != before,
         backlog: Backlog::default(),
     };
-    let mut out = response::render_head(&head, relaying.powered_by);
+    let mut out = relaying.render_head(&head);
     out.extend_from_slice(&buf[used..filled]);
     client.write_all(&out).await.map_err(gone)?;
     if relayed.upgraded {
