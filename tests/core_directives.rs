@@ -16,6 +16,7 @@ for_both_nginx! {
     max_instances_caps_the_app_below_min_instances_and_demand,
     force_max_concurrent_requests_per_process_overrides_the_thread_count,
     max_request_time_kills_the_process_and_answers_504,
+    memory_limit_recycles_a_process_that_grew_past_it,
 }
 
 fn site(extra: &str) -> Site {
@@ -219,4 +220,29 @@ fn max_request_time_kills_the_process_and_answers_504(flavour: Flavour) {
     );
     // A request within the limit is not affected.
     assert_eq!(nginx.get("/sleep?secs=0.1").status, 200);
+}
+
+/// `passenger_memory_limit 100`: a process that grows by 150 MB during a request is shut down
+/// gracefully after it, with a log line saying why, and a new process serves the next request;
+/// one that stays small is kept.
+fn memory_limit_recycles_a_process_that_grew_past_it(flavour: Flavour) {
+    let nginx = Nginx::start(flavour, &[site("passenger_memory_limit 100;")]);
+    let first = nginx.get("/");
+    assert_eq!(first.status, 200);
+    let small = pid_of(&first);
+    assert_eq!(pid_of(&nginx.get("/")), small, "a small process is kept");
+    let grown = nginx.get("/grow?mb=150");
+    assert_eq!(grown.status, 200, "the request that grew it completes");
+    assert_eq!(pid_of(&grown), small);
+    wait_until("the grown process is gone", || !alive(small));
+    let next = nginx.get("/");
+    assert_eq!(next.status, 200);
+    assert_ne!(pid_of(&next), small);
+    let log = nginx.passenger_log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&format!("App {small} of group"))
+                && l.contains("passenger_memory_limit (100 MB)")),
+        "no log line about {small} and the limit in:\n{log}"
+    );
 }

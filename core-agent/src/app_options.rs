@@ -178,6 +178,9 @@ pub struct PoolOptions {
     /// Seconds a request may run in a process before the process is killed and the client
     /// answered 504 (`passenger_max_request_time`), 0 = no limit.
     pub max_request_time: u64,
+    /// Megabytes of private memory above which a process is recycled after a request
+    /// (`passenger_memory_limit`), 0 = no limit.
+    pub memory_limit: u64,
     /// Global: seconds after which idle processes beyond min_instances stop, 0 = never.
     pub pool_idle_time: u64,
     /// Global: seconds between two stat() checks of restart.txt.
@@ -210,6 +213,7 @@ impl PoolOptions {
             max_instances: 0,
             force_max_concurrent_requests_per_process: None,
             max_request_time: 0,
+            memory_limit: 0,
             pool_idle_time: options::DEFAULT_POOL_IDLE_TIME,
             stat_throttle_rate: options::DEFAULT_STAT_THROTTLE_RATE,
             min_instances: options::DEFAULT_MIN_INSTANCES as u32,
@@ -277,6 +281,8 @@ impl PoolOptions {
             },
             max_request_time: number(h, options::MAX_REQUEST_TIME, 0, 365 * 24 * 3600)?
                 .unwrap_or(d.max_request_time),
+            memory_limit: number(h, options::MEMORY_LIMIT, 0, u64::MAX / (1024 * 1024))?
+                .unwrap_or(d.memory_limit),
             pool_idle_time: number(h, options::POOL_IDLE_TIME, 0, u64::MAX)?
                 .unwrap_or(d.pool_idle_time),
             stat_throttle_rate: number(h, options::STAT_THROTTLE_RATE, 0, u64::MAX)?
@@ -582,6 +588,7 @@ mod tests {
             ("PASSENGER_MAX_INSTANCES", "5"),
             ("PASSENGER_FORCE_MAX_CONCURRENT_REQUESTS_PER_PROCESS", "0"),
             ("PASSENGER_MAX_REQUEST_TIME", "9"),
+            ("PASSENGER_MEMORY_LIMIT", "256"),
             ("PASSENGER_POOL_IDLE_TIME", "0"),
             ("PASSENGER_STAT_THROTTLE_RATE", "1"),
             ("PASSENGER_MIN_INSTANCES", "2"),
@@ -603,6 +610,7 @@ mod tests {
                 max_instances: 5,
                 force_max_concurrent_requests_per_process: Some(0),
                 max_request_time: 9,
+                memory_limit: 256,
                 pool_idle_time: 0,
                 stat_throttle_rate: 1,
                 min_instances: 2,
@@ -656,6 +664,7 @@ mod tests {
             ("PASSENGER_RESPONSE_BUFFER_HIGH_WATERMARK", "0"),
             ("PASSENGER_MAX_INSTANCES", "-1"),
             ("PASSENGER_MAX_REQUEST_TIME", "1.5"),
+            ("PASSENGER_MEMORY_LIMIT", "200MB"),
         ] {
             let e = AppOptions::from_header(&header(&[
                 ("PASSENGER_APP_ROOT", "/srv/app"),

@@ -6,6 +6,7 @@
 
 mod app_options;
 mod http_session;
+mod memory;
 mod pool;
 mod relay;
 mod request_server;

@@ -22,8 +22,9 @@
 //! process to serve them, and repeated failures back off (0, 1, 2, 4 … 60 s between tries;
 //! requests arriving during a back-off get the last error at once).
 //!
-//! Recycling, idling and restarts: a process that served `max_requests` is drained (it
-//! finishes what it has, then stops) and replaced on demand; idle processes beyond
+//! Recycling, idling and restarts: a process that served `max_requests` (or, as the request
+//! server finds after a request, exceeds `memory_limit`) is drained (it finishes what it has,
+//! then stops) and replaced on demand; idle processes beyond
 //! `min_instances` stop after `pool_idle_time`; a restart (restart.txt's mtime changed, or
 //! always_restart.txt exists) is rolling: one new process is spawned, and once it is ready one
 //! old process is drained, until no old process is left.
@@ -776,6 +777,31 @@ impl<S: Spawner> Pool<S> {
             self.reconcile(&mut inner, &mut actions);
         }
         self.run(actions);
+    }
+
+    /// Recycles `process` as `max_requests` would: it takes no new requests, finishes the ones
+    /// it has, then stops; a new process replaces it on demand. False when it is gone or
+    /// draining already.
+    pub fn recycle(&self, process: &Process) -> bool {
+        let mut actions = Actions::default();
+        let recycled = {
+            let mut inner = self.lock();
+            let recycled = match inner.groups.get_mut(&process.group) {
+                Some(group) => match group.find(process.id) {
+                    Some(i) if group.procs[i].state == ProcessState::Active => {
+                        group.procs[i].state = ProcessState::Draining;
+                        true
+                    }
+                    _ => false,
+                },
+                None => false,
+            };
+            // An idle one stops now; waiting requests may need a new one.
+            self.reconcile(&mut inner, &mut actions);
+            recycled
+        };
+        self.run(actions);
+        recycled
     }
 
     pub fn detach(&self, process: &Process) {

@@ -4,7 +4,8 @@
 
 use crate::app_options::{self, AppOptions};
 use crate::http_session;
-use crate::pool::{CheckoutError, Pool, Spawner};
+use crate::memory;
+use crate::pool::{CheckoutError, Pool, Process, Spawner};
 use crate::response::{self, error_page};
 use crate::session::{self, SessionError};
 use crate::spawn_error_page;
@@ -244,6 +245,7 @@ impl<S: Spawner> RequestServer<S> {
                     } else {
                         None
                     };
+                    self.enforce_memory_limit(&process, &options);
                     drop(checkout);
                     if let Err(e) = forwarded.backlog.write_to(&mut conn).await {
                         tracing::debug!(
@@ -311,6 +313,30 @@ impl<S: Spawner> RequestServer<S> {
             }
             let _ = conn.shutdown().await;
             return;
+        }
+    }
+}
+
+impl<S: Spawner> RequestServer<S> {
+    /// `passenger_memory_limit`: after a request, a process whose private memory exceeds the
+    /// limit is recycled (it finishes its requests, then stops, and is replaced).
+    fn enforce_memory_limit(&self, process: &Process, options: &AppOptions) {
+        let limit = options.pool.memory_limit;
+        if limit == 0 {
+            return;
+        }
+        let Some(bytes) = memory::private_bytes(process.pid) else {
+            return;
+        };
+        if memory::over_limit(bytes, limit) && self.pool.recycle(process) {
+            tracing::warn!(
+                "App {} of group {:?} uses {} MB of private memory, more than \
+                 passenger_memory_limit ({limit} MB); shutting it down gracefully, a new process \
+                 replaces it",
+                process.pid,
+                options.group_name,
+                bytes / (1024 * 1024)
+            );
         }
     }
 }

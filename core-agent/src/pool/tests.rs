@@ -680,6 +680,37 @@ async fn a_draining_process_finishes_its_requests_first() {
     drop(c);
 }
 
+#[tokio::test]
+async fn a_recycled_process_finishes_its_requests_then_is_replaced() {
+    // As the request server does for a process over passenger_memory_limit.
+    let pool = Pool::new(Dummy::new(2));
+    let o = options();
+    let a = pool.checkout(&o).await.unwrap();
+    let b = pool.checkout(&o).await.unwrap();
+    assert_eq!(a.process.pid, 1000);
+    assert_eq!(b.process.pid, 1000);
+    assert!(pool.recycle(&a.process));
+    assert!(!pool.recycle(&a.process), "draining already");
+    let next = pool.checkout(&o).await.unwrap();
+    assert_eq!(next.process.pid, 1001, "a new process takes new requests");
+    drop(a);
+    settle().await;
+    assert!(
+        pool.spawner.stopped().is_empty(),
+        "a request is still in progress"
+    );
+    drop(b);
+    settle().await;
+    assert_eq!(pool.spawner.stopped(), vec![1000]);
+    // An idle process stops at once.
+    let idle = next.process.clone();
+    drop(next);
+    assert!(pool.recycle(&idle));
+    settle().await;
+    assert_eq!(pool.spawner.stopped(), vec![1000, 1001]);
+    assert_eq!(pids(&pool, &o), vec![1002], "min_instances: replaced");
+}
+
 #[tokio::test(start_paused = true)]
 async fn idle_processes_beyond_min_instances_stop() {
     let pool = Pool::new(Dummy::new(1));
