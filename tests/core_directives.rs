@@ -17,6 +17,7 @@ for_both_nginx! {
     force_max_concurrent_requests_per_process_overrides_the_thread_count,
     max_request_time_kills_the_process_and_answers_504,
     memory_limit_recycles_a_process_that_grew_past_it,
+    rolling_restarts_off_waits_for_the_old_process_before_new_ones_serve,
 }
 
 fn site(extra: &str) -> Site {
@@ -245,4 +246,76 @@ fn memory_limit_recycles_a_process_that_grew_past_it(flavour: Flavour) {
                 && l.contains("passenger_memory_limit (100 MB)")),
         "no log line about {small} and the limit in:\n{log}"
     );
+}
+
+fn touch(path: &Path, unix_secs: u64) {
+    let f = std::fs::File::create(path).unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(unix_secs))
+        .unwrap();
+}
+
+/// A restart (restart.txt) while the only process runs a held request. Rolling (the default):
+/// a new process serves the next request at once. `passenger_rolling_restarts off`: the next
+/// request waits until the old process finished its request and stopped, and no new process
+/// starts before that.
+fn rolling_restarts_off_waits_for_the_old_process_before_new_ones_serve(flavour: Flavour) {
+    for rolling in [true, false] {
+        let scratch = Scratch::writable_by_apps("rolling");
+        let restart = scratch.0.join("restart.txt");
+        touch(&restart, 1_000_000);
+        let extra = format!(
+            "passenger_restart_dir {}; {}",
+            scratch.0.display(),
+            if rolling {
+                ""
+            } else {
+                "passenger_rolling_restarts off;"
+            }
+        );
+        let nginx = Nginx::start_with(flavour, &[site(&extra)], "passenger_stat_throttle_rate 0;");
+        let release = scratch.0.join("release");
+        let started = scratch.0.join("started");
+        let held = get_async(
+            nginx.port(),
+            format!(
+                "/wait?file={}&started={}",
+                release.display(),
+                started.display()
+            ),
+        );
+        wait_until("the held request runs", || started.exists());
+        let old = pid_in(&started).unwrap();
+        touch(&restart, 2_000_000);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let port = nginx.port();
+        let next = std::thread::spawn(move || {
+            let r = http(port, "GET", "/", &[], b"");
+            let _ = tx.send(());
+            r
+        });
+        if rolling {
+            rx.recv_timeout(PATIENCE)
+                .expect("rolling: the next request is served during the restart");
+        } else {
+            let until = Instant::now() + STAYS_ABSENT;
+            while Instant::now() < until {
+                assert!(
+                    rx.try_recv().is_err(),
+                    "rolling off: a request was served while the old process still ran"
+                );
+                assert_eq!(nginx.app_pids(), vec![old], "no new process yet");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        std::fs::write(&release, "").unwrap();
+        assert_eq!(
+            held.join().unwrap().status,
+            200,
+            "the held request completes"
+        );
+        let next = next.join().unwrap();
+        assert_eq!(next.status, 200);
+        assert_ne!(pid_of(&next), old, "a new process serves after the restart");
+        wait_until("the old process is gone", || !alive(old));
+    }
 }

@@ -181,6 +181,10 @@ pub struct PoolOptions {
     /// Megabytes of private memory above which a process is recycled after a request
     /// (`passenger_memory_limit`), 0 = no limit.
     pub memory_limit: u64,
+    /// Restart one process at a time, the old ones serving meanwhile
+    /// (`passenger_rolling_restarts`, default on); off: every old process stops (after its
+    /// requests) before new ones start, and requests wait for those.
+    pub rolling_restarts: bool,
     /// Global: seconds after which idle processes beyond min_instances stop, 0 = never.
     pub pool_idle_time: u64,
     /// Global: seconds between two stat() checks of restart.txt.
@@ -214,6 +218,7 @@ impl PoolOptions {
             force_max_concurrent_requests_per_process: None,
             max_request_time: 0,
             memory_limit: 0,
+            rolling_restarts: true,
             pool_idle_time: options::DEFAULT_POOL_IDLE_TIME,
             stat_throttle_rate: options::DEFAULT_STAT_THROTTLE_RATE,
             min_instances: options::DEFAULT_MIN_INSTANCES as u32,
@@ -283,6 +288,7 @@ impl PoolOptions {
                 .unwrap_or(d.max_request_time),
             memory_limit: number(h, options::MEMORY_LIMIT, 0, u64::MAX / (1024 * 1024))?
                 .unwrap_or(d.memory_limit),
+            rolling_restarts: flag(h, options::ROLLING_RESTARTS)?.unwrap_or(d.rolling_restarts),
             pool_idle_time: number(h, options::POOL_IDLE_TIME, 0, u64::MAX)?
                 .unwrap_or(d.pool_idle_time),
             stat_throttle_rate: number(h, options::STAT_THROTTLE_RATE, 0, u64::MAX)?
@@ -589,6 +595,7 @@ mod tests {
             ("PASSENGER_FORCE_MAX_CONCURRENT_REQUESTS_PER_PROCESS", "0"),
             ("PASSENGER_MAX_REQUEST_TIME", "9"),
             ("PASSENGER_MEMORY_LIMIT", "256"),
+            ("PASSENGER_ROLLING_RESTARTS", "0"),
             ("PASSENGER_POOL_IDLE_TIME", "0"),
             ("PASSENGER_STAT_THROTTLE_RATE", "1"),
             ("PASSENGER_MIN_INSTANCES", "2"),
@@ -611,6 +618,7 @@ mod tests {
                 force_max_concurrent_requests_per_process: Some(0),
                 max_request_time: 9,
                 memory_limit: 256,
+                rolling_restarts: false,
                 pool_idle_time: 0,
                 stat_throttle_rate: 1,
                 min_instances: 2,

@@ -27,7 +27,8 @@
 //! then stops) and replaced on demand; idle processes beyond
 //! `min_instances` stop after `pool_idle_time`; a restart (restart.txt's mtime changed, or
 //! always_restart.txt exists) is rolling: one new process is spawned, and once it is ready one
-//! old process is drained, until no old process is left.
+//! old process is drained, until no old process is left. With `rolling_restarts` off, every old
+//! process drains at once, and new ones spawn (and requests wait for them) once all are gone.
 
 use crate::app_options::AppOptions;
 use passenger_protocol::loader::SocketProtocol;
@@ -461,6 +462,9 @@ impl<S: Spawner> Pool<S> {
             group.demanded = true;
             if group.restart_due(now) {
                 restart_group(group, options);
+                if !group.options.pool.rolling_restarts {
+                    drain_all_old(group, &mut actions);
+                }
             }
             if group.procs.is_empty()
                 && group.spawning == 0
@@ -481,10 +485,13 @@ impl<S: Spawner> Pool<S> {
             }
             let limit = group.options.pool.max_request_queue_size;
             if limit > 0 && group.waiters.len() >= limit as usize {
-                return Err(CheckoutError::QueueFull {
+                let full = CheckoutError::QueueFull {
                     size: limit,
                     status: group.options.pool.queue_overflow_status,
-                });
+                };
+                drop(inner);
+                self.run(actions); // what a restart just decided
+                return Err(full);
             }
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let (tx, rx) = oneshot::channel();
@@ -536,8 +543,13 @@ impl<S: Spawner> Pool<S> {
         let now = Instant::now();
         let names: Vec<String> = inner.groups.keys().cloned().collect();
         for name in &names {
-            // Waiting requests take free slots, first come first served.
             let group = inner.groups.get_mut(name).expect("listed");
+            // A non-rolling restart: every old process drains at once (an old spawn that
+            // finished late too).
+            if !group.options.pool.rolling_restarts {
+                drain_all_old(group, actions);
+            }
+            // Waiting requests take free slots, first come first served.
             while !group.waiters.is_empty() {
                 let Some(i) = group.pick() else { break };
                 let waiter = group.waiters.pop_front().expect("not empty");
@@ -1066,6 +1078,15 @@ fn spawn_wanted(group: &Group, now: Instant) -> Want {
         } else {
             Want::Demand
         };
+    }
+    if !group.options.pool.rolling_restarts
+        && group
+            .procs
+            .iter()
+            .any(|p| p.process.generation < group.generation)
+    {
+        // A non-rolling restart: new processes start once the old ones are gone.
+        return Want::No;
     }
     let live = group
         .procs

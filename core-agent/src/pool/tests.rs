@@ -836,6 +836,49 @@ async fn restart_txt_rolls_processes_without_dropping_requests() {
 }
 
 #[tokio::test]
+async fn rolling_restarts_off_stops_every_old_process_before_new_ones_serve() {
+    let dir = TempDir::new();
+    dir.touch("restart.txt", 1000);
+    let pool = Pool::new(Dummy::new(1));
+    let o = {
+        let mut o = restartable(&dir);
+        o.pool.rolling_restarts = false;
+        o.pool.min_instances = 2;
+        o
+    };
+    let in_flight = pool.checkout(&o).await.unwrap();
+    settle().await;
+    assert_eq!(pids(&pool, &o), vec![1000, 1001]);
+    let busy = in_flight.process.pid;
+
+    dir.touch("restart.txt", 2000);
+    let waiting = start(&pool, &o);
+    settle().await;
+    assert!(!waiting.is_finished(), "no old process takes the request");
+    assert_eq!(
+        pool.spawner.spawns(),
+        2,
+        "no new process while an old one finishes its request"
+    );
+    let idle = if busy == 1000 { 1001 } else { 1000 };
+    assert_eq!(
+        pool.spawner.stopped(),
+        vec![idle],
+        "the idle old one stops at once"
+    );
+    drop(in_flight);
+    let served = pid_of(waiting).await;
+    assert!(served >= 1002, "a new process serves the request");
+    settle().await;
+    assert_eq!(pool.spawner.stopped(), vec![idle, busy]);
+    assert_eq!(
+        pids(&pool, &o),
+        vec![1002, 1003],
+        "min_instances new processes"
+    );
+}
+
+#[tokio::test]
 async fn a_restart_in_a_full_pool_replaces_the_process_in_place() {
     let dir = TempDir::new();
     let pool = Pool::new(Dummy::gated(1));
