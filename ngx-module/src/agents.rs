@@ -135,6 +135,14 @@ unsafe fn init(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         log_file: non_empty(mcf.log_file()),
         registry_dir: non_empty(mcf.registry_dir()),
         integration_mode: mcf.integration_mode(),
+        socket_backlog: mcf.socket_backlog,
+        core_fd_ulimit: (mcf.core_file_descriptor_ulimit > 0)
+            .then_some(mcf.core_file_descriptor_ulimit),
+        pre_start: mcf
+            .pre_start()
+            .iter()
+            .map(|u| String::from_utf8_lossy(u).into_owned())
+            .collect(),
     };
     match start_watchdog(&args) {
         Ok(core) => {
@@ -157,18 +165,30 @@ unsafe fn init(cycle: *mut ngx_cycle_t) -> ngx_int_t {
             ok
         }
         Err(reason) => {
+            // passenger_abort_on_startup_error off (the default, as in Passenger): nginx runs
+            // on, serving static files, and app requests get 503 until it is restarted.
+            let abort = mcf.abort_on_startup_error == 1;
+            let consequence = if abort {
+                "nginx stops (passenger_abort_on_startup_error on)"
+            } else {
+                "nginx runs on without apps: their requests get 503 until nginx is restarted"
+            };
             unsafe {
                 log_error(
                     NGX_LOG_EMERG,
                     log,
                     0,
                     &format!(
-                        "passenger: could not start the watchdog ({}): {reason}",
+                        "passenger: could not start the watchdog ({}): {reason}; {consequence}",
                         exe.display()
                     ),
                 )
             };
-            nginx_sys::NGX_ERROR as ngx_int_t
+            if abort {
+                nginx_sys::NGX_ERROR as ngx_int_t
+            } else {
+                ok
+            }
         }
     }
 }
@@ -202,6 +222,10 @@ struct WatchdogArgs {
     registry_dir: Option<PathBuf>,
     /// `nginx` or `standalone` (`passenger_ctl integration_mode`).
     integration_mode: &'static str,
+    socket_backlog: ngx_int_t,
+    core_fd_ulimit: Option<ngx_int_t>,
+    /// `passenger_pre_start` URLs, requested by the watchdog once the core is up.
+    pre_start: Vec<String>,
 }
 
 /// Spawns the watchdog, reaps its first (daemonizing) process and reads its report.
@@ -230,6 +254,14 @@ fn start_watchdog(args: &WatchdogArgs) -> Result<Core, String> {
     }
     if let Some(d) = &args.registry_dir {
         cmd.arg("--registry-dir").arg(d);
+    }
+    cmd.arg("--socket-backlog")
+        .arg(args.socket_backlog.to_string());
+    if let Some(n) = args.core_fd_ulimit {
+        cmd.arg("--core-file-descriptor-ulimit").arg(n.to_string());
+    }
+    for url in &args.pre_start {
+        cmd.arg("--pre-start").arg(url);
     }
     // stdout and stderr stay nginx's (the error log once nginx runs).
     cmd.stdin(Stdio::null())

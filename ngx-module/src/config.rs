@@ -7,15 +7,18 @@ use std::os::unix::ffi::OsStrExt;
 use std::ptr;
 
 use nginx_sys::{
-    NGX_CONF_BITMASK_SET, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_CONF_TAKE2, NGX_HTTP_LIF_CONF,
-    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET,
-    NGX_HTTP_SRV_CONF, NGX_HTTP_UPSTREAM_FT_ERROR, NGX_HTTP_UPSTREAM_FT_OFF,
-    NGX_HTTP_UPSTREAM_FT_TIMEOUT, NGX_LOG_EMERG, NGX_OK, ngx_array_create, ngx_array_push,
-    ngx_array_t, ngx_command_t, ngx_conf_check_num_bounds, ngx_conf_full_name,
-    ngx_conf_merge_path_value, ngx_conf_num_bounds_t, ngx_conf_set_flag_slot,
-    ngx_conf_set_num_slot, ngx_conf_set_str_slot, ngx_conf_t, ngx_flag_t, ngx_hash_init_t,
-    ngx_http_core_loc_conf_t, ngx_http_core_module, ngx_http_upstream_conf_t,
-    ngx_http_upstream_hide_headers_hash, ngx_int_t, ngx_keyval_t, ngx_msec_t, ngx_path_init_t,
+    NGX_CONF_1MORE, NGX_CONF_ANY, NGX_CONF_BITMASK_SET, NGX_CONF_FLAG, NGX_CONF_TAKE1,
+    NGX_CONF_TAKE2, NGX_CONF_TAKE1234, NGX_HTTP_LIF_CONF, NGX_HTTP_LOC_CONF,
+    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF,
+    NGX_HTTP_UPSTREAM_FT_ERROR, NGX_HTTP_UPSTREAM_FT_OFF, NGX_HTTP_UPSTREAM_FT_TIMEOUT,
+    NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK, ngx_array_create, ngx_array_push, ngx_array_t,
+    ngx_command_t, ngx_conf_check_num_bounds, ngx_conf_full_name, ngx_conf_merge_path_value,
+    ngx_conf_num_bounds_t, ngx_conf_set_bitmask_slot, ngx_conf_set_bufs_slot,
+    ngx_conf_set_flag_slot, ngx_conf_set_msec_slot, ngx_conf_set_num_slot, ngx_conf_set_path_slot,
+    ngx_conf_set_size_slot, ngx_conf_set_str_array_slot, ngx_conf_set_str_slot, ngx_conf_t,
+    ngx_flag_t, ngx_hash_init_t, ngx_http_core_loc_conf_t, ngx_http_core_module,
+    ngx_http_upstream_conf_t, ngx_http_upstream_hide_headers_hash,
+    ngx_http_upstream_ignore_headers_masks, ngx_int_t, ngx_keyval_t, ngx_msec_t, ngx_path_init_t,
     ngx_pool_cleanup_add, ngx_str_t, ngx_uint_t,
 };
 use passenger_protocol::options::{self, AppType, DEFAULT_APP_ENV};
@@ -30,6 +33,9 @@ const UNSET_UINT: ngx_uint_t = ngx_uint_t::MAX;
 const UNSET_SIZE: usize = usize::MAX;
 const UNSET_MSEC: ngx_msec_t = ngx_msec_t::MAX;
 const UNSET_PTR: *mut c_void = usize::MAX as *mut c_void;
+
+/// `passenger_socket_backlog`'s default, as in Passenger.
+const DEFAULT_SOCKET_BACKLOG: ngx_int_t = 2048;
 
 /// Configuration of the http block (`passenger_root` and the other global directives).
 #[repr(C)]
@@ -53,6 +59,20 @@ pub struct MainConf {
     pub disable_log_prefix: ngx_flag_t,
     /// `passenger_ctl integration_mode`: index into [`INTEGRATION_MODES`].
     pub integration_mode: ngx_int_t,
+    /// Directories checked at load; the core keeps spawn scratch data in its instance directory
+    /// and buffers bodies in memory up to the high watermark, so they are not written to.
+    pub spawn_dir: ngx_str_t,
+    pub data_buffer_dir: ngx_str_t,
+    /// Listen backlog of the core's socket (the watchdog binds it).
+    pub socket_backlog: ngx_int_t,
+    /// RLIMIT_NOFILE of the core (`UNSET` = nginx's).
+    pub core_file_descriptor_ulimit: ngx_int_t,
+    pub show_version_in_header: ngx_flag_t,
+    /// Bytes; `UNSET_SIZE` until merged.
+    pub response_buffer_high_watermark: usize,
+    /// `passenger_pre_start` URLs (`ngx_str_t`s), or `UNSET_PTR`.
+    pub pre_start: *mut ngx_array_t,
+    pub abort_on_startup_error: ngx_flag_t,
 }
 
 impl MainConf {
@@ -71,6 +91,11 @@ impl MainConf {
     }
     pub fn default_group(&self) -> &[u8] {
         unsafe { bytes(&self.default_group) }
+    }
+    /// The `passenger_pre_start` URLs in the order written.
+    pub fn pre_start(&self) -> Vec<&[u8]> {
+        // SAFETY: an array of ngx_str_t made by ngx_conf_set_str_array_slot.
+        unsafe { str_array(self.pre_start) }
     }
     /// How the agents were started, for the instance's `properties.json`.
     pub fn integration_mode(&self) -> &'static str {
@@ -172,6 +197,27 @@ pub struct LocConf {
     pub thread_count: ngx_int_t,
     /// `passenger_concurrency_model`: index into [`CONCURRENCY_MODELS`].
     pub concurrency_model: ngx_int_t,
+    /// `passenger_base_uri` values (`ngx_str_t`, no trailing slash), or `UNSET_PTR`.
+    pub base_uris: *mut ngx_array_t,
+    /// Absolute (made so against nginx's prefix); empty = root + base URI.
+    pub document_root: ngx_str_t,
+    pub app_group_name: ngx_str_t,
+    pub app_start_command: ngx_str_t,
+    pub max_instances: ngx_int_t,
+    /// `UNSET` (and Passenger's -1) = what the app advertises.
+    pub force_max_concurrent_requests_per_process: ngx_int_t,
+    pub memory_limit: ngx_int_t,
+    pub max_request_time: ngx_int_t,
+    pub rolling_restarts: ngx_flag_t,
+    pub sticky_sessions: ngx_flag_t,
+    pub sticky_sessions_cookie_name: ngx_str_t,
+    pub sticky_sessions_cookie_attributes: ngx_str_t,
+    pub abort_websockets_on_process_shutdown: ngx_flag_t,
+    pub preload_bundler: ngx_flag_t,
+    /// `passenger_set_header` entries ([`crate::headers::SetHeader`]), or `UNSET_PTR`.
+    pub set_headers: *mut ngx_array_t,
+    pub headers_hash_max_size: ngx_int_t,
+    pub headers_hash_bucket_size: ngx_int_t,
     /// [`pool_options`] of this location, built once when the configuration is merged (null
     /// until then); freed with the configuration's pool.
     pub pool_options: *const PoolOptionPairs,
@@ -226,6 +272,16 @@ impl LocConf {
     }
     pub fn restart_dir(&self) -> &[u8] {
         unsafe { bytes(&self.restart_dir) }
+    }
+    pub fn document_root(&self) -> &[u8] {
+        unsafe { bytes(&self.document_root) }
+    }
+    /// The `passenger_base_uri` values, longest first (so the most specific one matches).
+    pub fn base_uris(&self) -> Vec<&[u8]> {
+        // SAFETY: an array of ngx_str_t made by `set_base_uri`.
+        let mut uris = unsafe { str_array(self.base_uris) };
+        uris.sort_by_key(|u| std::cmp::Reverse(u.len()));
+        uris
     }
     pub fn spawn_method(&self) -> Option<&'static str> {
         usize::try_from(self.spawn_method)
@@ -282,6 +338,26 @@ fn dedup_env_vars<'a>(pairs: &[(&'a [u8], &'a [u8])]) -> Vec<(&'a [u8], &'a [u8]
     out
 }
 
+/// The strings of an array of `ngx_str_t` in the configuration pool (empty when unset).
+///
+/// # Safety
+/// `a` must be null, `UNSET_PTR` or an array of `ngx_str_t` that outlives the result.
+unsafe fn str_array<'a>(a: *mut ngx_array_t) -> Vec<&'a [u8]> {
+    if a.is_null() || a as *mut c_void == UNSET_PTR {
+        return Vec::new();
+    }
+    unsafe {
+        let a = &*a;
+        if a.nelts == 0 || a.elts.is_null() {
+            return Vec::new();
+        }
+        std::slice::from_raw_parts(a.elts as *const ngx_str_t, a.nelts)
+            .iter()
+            .map(|s| bytes(s))
+            .collect()
+    }
+}
+
 /// `PASSENGER_*` SCGI keys and their values.
 pub type PoolOptionPairs = Vec<(&'static str, Vec<u8>)>;
 
@@ -325,15 +401,70 @@ pub fn pool_options(mcf: &MainConf, lcf: &LocConf) -> PoolOptionPairs {
             num(lcf.max_request_queue_time),
         ),
         (options::RESTART_DIR, lcf.restart_dir().to_vec()),
+        (
+            options::SHOW_VERSION_IN_HEADER,
+            flag_value(mcf.show_version_in_header),
+        ),
+        (
+            options::RESPONSE_BUFFER_HIGH_WATERMARK,
+            mcf.response_buffer_high_watermark.to_string().into_bytes(),
+        ),
     ];
+    // Sent only when set: absent means the core's default.
+    let text = |s: &ngx_str_t| unsafe { bytes(s) }.to_vec();
+    for (key, value) in [
+        (options::MAX_INSTANCES, lcf.max_instances),
+        (
+            options::FORCE_MAX_CONCURRENT_REQUESTS_PER_PROCESS,
+            lcf.force_max_concurrent_requests_per_process,
+        ),
+        (options::MEMORY_LIMIT, lcf.memory_limit),
+        (options::MAX_REQUEST_TIME, lcf.max_request_time),
+    ] {
+        if value != UNSET {
+            pairs.push((key, num(value)));
+        }
+    }
+    for (key, value) in [
+        (options::ROLLING_RESTARTS, lcf.rolling_restarts),
+        (options::STICKY_SESSIONS, lcf.sticky_sessions),
+        (
+            options::ABORT_WEBSOCKETS_ON_PROCESS_SHUTDOWN,
+            lcf.abort_websockets_on_process_shutdown,
+        ),
+        (options::PRELOAD_BUNDLER, lcf.preload_bundler),
+    ] {
+        if value != UNSET {
+            pairs.push((key, flag_value(value)));
+        }
+    }
+    for (key, value) in [
+        (
+            options::STICKY_SESSIONS_COOKIE_NAME,
+            &lcf.sticky_sessions_cookie_name,
+        ),
+        (
+            options::STICKY_SESSIONS_COOKIE_ATTRIBUTES,
+            &lcf.sticky_sessions_cookie_attributes,
+        ),
+        (options::APP_START_COMMAND, &lcf.app_start_command),
+    ] {
+        if !value.data.is_null() {
+            pairs.push((key, text(value)));
+        }
+    }
     pairs.extend(spawn_options(mcf, lcf));
     pairs
+}
+
+fn flag_value(v: ngx_flag_t) -> Vec<u8> {
+    if v == 1 { b"1".to_vec() } else { b"0".to_vec() }
 }
 
 /// The spawning and error-page options of a location (and the global spawning settings).
 fn spawn_options(mcf: &MainConf, lcf: &LocConf) -> PoolOptionPairs {
     let num = |v: ngx_int_t| v.to_string().into_bytes();
-    let flag = |v: ngx_flag_t| if v == 1 { b"1".to_vec() } else { b"0".to_vec() };
+    let flag = flag_value;
     // SAFETY (all `bytes` below): strings set from the configuration, which outlives this.
     let text = |s: &ngx_str_t| unsafe { bytes(s) }.to_vec();
     let mut pairs: PoolOptionPairs = vec![
@@ -441,6 +572,16 @@ static mut THREADS: NumRange = NumRange {
     low: 1,
     high: MAX_THREAD_COUNT,
 };
+static mut BACKLOG: NumRange = NumRange {
+    low: 1,
+    high: 65535,
+};
+/// `passenger_force_max_concurrent_requests_per_process`: -1 (what the app says), 0
+/// (unlimited) or a count.
+static mut CONCURRENCY: NumRange = NumRange {
+    low: -1,
+    high: u32::MAX as ngx_int_t,
+};
 static mut HTTP_STATUS: NumRange = NumRange {
     low: 100,
     high: 599,
@@ -496,7 +637,14 @@ const fn number(
 fn parse_number(text: &[u8], low: ngx_int_t, high: ngx_int_t) -> Option<ngx_int_t> {
     std::str::from_utf8(text)
         .ok()
-        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|t| {
+            let digits = if low < 0 {
+                t.strip_prefix('-').unwrap_or(t)
+            } else {
+                t
+            };
+            !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+        })
         .and_then(|t| t.parse::<ngx_int_t>().ok())
         .filter(|n| (low..=high).contains(n))
 }
@@ -597,7 +745,7 @@ const fn spawn_method(name: &'static CStr) -> ngx_command_t {
     )
 }
 
-pub static mut COMMANDS: [ngx_command_t; 48] = [
+pub static mut COMMANDS: [ngx_command_t; 112] = [
     main_str(c"passenger_root", offset_of!(MainConf, root)),
     command(
         c"passenger_log_level",
@@ -821,8 +969,410 @@ pub static mut COMMANDS: [ngx_command_t; 48] = [
         0,
         ptr::null_mut(),
     ),
+    main_str(c"passenger_debug_log_file", offset_of!(MainConf, log_file)),
+    // Global agent settings.
+    directory(c"passenger_spawn_dir", offset_of!(MainConf, spawn_dir)),
+    directory(
+        c"passenger_data_buffer_dir",
+        offset_of!(MainConf, data_buffer_dir),
+    ),
+    number(
+        c"passenger_socket_backlog",
+        true,
+        offset_of!(MainConf, socket_backlog),
+        &raw mut BACKLOG,
+    ),
+    number(
+        c"passenger_core_file_descriptor_ulimit",
+        true,
+        offset_of!(MainConf, core_file_descriptor_ulimit),
+        &raw mut AT_LEAST_ONE,
+    ),
+    flag(
+        c"passenger_show_version_in_header",
+        true,
+        offset_of!(MainConf, show_version_in_header),
+    ),
+    command(
+        c"passenger_response_buffer_high_watermark",
+        true,
+        NGX_CONF_TAKE1,
+        ngx_conf_set_size_slot,
+        offset_of!(MainConf, response_buffer_high_watermark),
+        ptr::null_mut(),
+    ),
+    command(
+        c"passenger_pre_start",
+        true,
+        NGX_CONF_TAKE1,
+        set_pre_start,
+        offset_of!(MainConf, pre_start),
+        ptr::null_mut(),
+    ),
+    flag(
+        c"passenger_abort_on_startup_error",
+        true,
+        offset_of!(MainConf, abort_on_startup_error),
+    ),
+    // App identity.
+    command(
+        c"passenger_base_uri",
+        false,
+        NGX_CONF_TAKE1,
+        set_base_uri,
+        offset_of!(LocConf, base_uris),
+        ptr::null_mut(),
+    ),
+    loc_str(
+        c"passenger_document_root",
+        offset_of!(LocConf, document_root),
+    ),
+    loc_str(
+        c"passenger_app_group_name",
+        offset_of!(LocConf, app_group_name),
+    ),
+    loc_str(
+        c"passenger_app_start_command",
+        offset_of!(LocConf, app_start_command),
+    ),
+    // Pool and scaling.
+    number(
+        c"passenger_max_instances",
+        false,
+        offset_of!(LocConf, max_instances),
+        &raw mut COUNT,
+    ),
+    number(
+        c"passenger_force_max_concurrent_requests_per_process",
+        false,
+        offset_of!(LocConf, force_max_concurrent_requests_per_process),
+        &raw mut CONCURRENCY,
+    ),
+    number(
+        c"passenger_memory_limit",
+        false,
+        offset_of!(LocConf, memory_limit),
+        &raw mut COUNT,
+    ),
+    number(
+        c"passenger_max_request_time",
+        false,
+        offset_of!(LocConf, max_request_time),
+        &raw mut SECONDS,
+    ),
+    flag(
+        c"passenger_rolling_restarts",
+        false,
+        offset_of!(LocConf, rolling_restarts),
+    ),
+    flag(
+        c"passenger_sticky_sessions",
+        false,
+        offset_of!(LocConf, sticky_sessions),
+    ),
+    command(
+        c"passenger_sticky_sessions_cookie_name",
+        false,
+        NGX_CONF_TAKE1,
+        set_cookie_name,
+        offset_of!(LocConf, sticky_sessions_cookie_name),
+        ptr::null_mut(),
+    ),
+    loc_str(
+        c"passenger_sticky_sessions_cookie_attributes",
+        offset_of!(LocConf, sticky_sessions_cookie_attributes),
+    ),
+    flag(
+        c"passenger_abort_websockets_on_process_shutdown",
+        false,
+        offset_of!(LocConf, abort_websockets_on_process_shutdown),
+    ),
+    flag(
+        c"passenger_preload_bundler",
+        false,
+        offset_of!(LocConf, preload_bundler),
+    ),
+    // Requests and responses: nginx's upstream settings, as scgi_* sets them.
+    flag(
+        c"passenger_request_buffering",
+        false,
+        offset_of!(LocConf, upstream) + offset_of!(ngx_http_upstream_conf_t, request_buffering),
+    ),
+    command(
+        c"passenger_buffer_size",
+        false,
+        NGX_CONF_TAKE1,
+        ngx_conf_set_size_slot,
+        offset_of!(LocConf, upstream) + offset_of!(ngx_http_upstream_conf_t, buffer_size),
+        ptr::null_mut(),
+    ),
+    command(
+        c"passenger_buffers",
+        false,
+        NGX_CONF_TAKE2,
+        ngx_conf_set_bufs_slot,
+        offset_of!(LocConf, upstream) + offset_of!(ngx_http_upstream_conf_t, bufs),
+        ptr::null_mut(),
+    ),
+    command(
+        c"passenger_busy_buffers_size",
+        false,
+        NGX_CONF_TAKE1,
+        ngx_conf_set_size_slot,
+        offset_of!(LocConf, upstream)
+            + offset_of!(ngx_http_upstream_conf_t, busy_buffers_size_conf),
+        ptr::null_mut(),
+    ),
+    command(
+        c"passenger_temp_path",
+        false,
+        NGX_CONF_TAKE1234,
+        ngx_conf_set_path_slot,
+        offset_of!(LocConf, upstream) + offset_of!(ngx_http_upstream_conf_t, temp_path),
+        ptr::null_mut(),
+    ),
+    command(
+        c"passenger_read_timeout",
+        false,
+        NGX_CONF_TAKE1,
+        ngx_conf_set_msec_slot,
+        offset_of!(LocConf, upstream) + offset_of!(ngx_http_upstream_conf_t, read_timeout),
+        ptr::null_mut(),
+    ),
+    flag(
+        c"passenger_ignore_client_abort",
+        false,
+        offset_of!(LocConf, upstream) + offset_of!(ngx_http_upstream_conf_t, ignore_client_abort),
+    ),
+    flag(
+        c"passenger_intercept_errors",
+        false,
+        offset_of!(LocConf, upstream) + offset_of!(ngx_http_upstream_conf_t, intercept_errors),
+    ),
+    command(
+        c"passenger_pass_header",
+        false,
+        NGX_CONF_TAKE1,
+        ngx_conf_set_str_array_slot,
+        offset_of!(LocConf, upstream) + offset_of!(ngx_http_upstream_conf_t, pass_headers),
+        ptr::null_mut(),
+    ),
+    command(
+        c"passenger_ignore_headers",
+        false,
+        NGX_CONF_1MORE,
+        ngx_conf_set_bitmask_slot,
+        offset_of!(LocConf, upstream) + offset_of!(ngx_http_upstream_conf_t, ignore_headers),
+        (&raw mut ngx_http_upstream_ignore_headers_masks) as *mut c_void,
+    ),
+    command(
+        c"passenger_set_header",
+        false,
+        NGX_CONF_TAKE2,
+        crate::headers::set_header,
+        offset_of!(LocConf, set_headers),
+        ptr::null_mut(),
+    ),
+    number(
+        c"passenger_headers_hash_max_size",
+        false,
+        offset_of!(LocConf, headers_hash_max_size),
+        &raw mut AT_LEAST_ONE,
+    ),
+    number(
+        c"passenger_headers_hash_bucket_size",
+        false,
+        offset_of!(LocConf, headers_hash_bucket_size),
+        &raw mut AT_LEAST_ONE,
+    ),
+    // Obsolete: accepted with a warning, as Passenger's own later versions do.
+    obsolete(c"passenger_turbocaching"),
+    obsolete(c"passenger_vary_turbocache_by_cookie"),
+    obsolete(c"passenger_use_global_queue"),
+    obsolete(c"passenger_disable_security_update_check"),
+    obsolete(c"passenger_security_update_check_proxy"),
+    obsolete(c"passenger_disable_anonymous_telemetry"),
+    obsolete(c"passenger_anonymous_telemetry_proxy"),
+    obsolete(c"passenger_analytics_log_user"),
+    obsolete(c"passenger_analytics_log_group"),
+    obsolete(c"union_station_support"),
+    obsolete(c"union_station_key"),
+    obsolete(c"union_station_filter"),
+    obsolete(c"union_station_gateway_address"),
+    obsolete(c"union_station_gateway_port"),
+    obsolete(c"union_station_gateway_cert"),
+    obsolete(c"union_station_proxy_address"),
+    obsolete(c"rails_framework_spawner_idle_time"),
+    obsolete(c"passenger_fly_with"),
+    obsolete(c"passenger_admin_panel_url"),
+    obsolete(c"passenger_admin_panel_auth_type"),
+    obsolete(c"passenger_admin_panel_username"),
+    obsolete(c"passenger_admin_panel_password"),
+    obsolete(c"passenger_app_rights"),
+    obsolete(c"passenger_debugger"),
+    obsolete(c"passenger_dump_config_manifest"),
+    obsolete(c"passenger_file_descriptor_log_file"),
+    obsolete(c"passenger_monitor_log_file"),
+    obsolete(c"passenger_app_log_file"),
     ngx_command_t::empty(),
 ];
+
+/// A directive that no longer does anything: any arguments, anywhere, and a warning.
+const fn obsolete(name: &'static CStr) -> ngx_command_t {
+    ngx_command_t {
+        name: static_cstr(name),
+        type_: (ANY_CONF | NGX_CONF_ANY) as ngx_uint_t,
+        set: Some(warn_obsolete),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    }
+}
+
+unsafe extern "C" fn warn_obsolete(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    _conf: *mut c_void,
+) -> *mut c_char {
+    guard(CONF_ERROR, || unsafe {
+        conf_log(
+            NGX_LOG_WARN,
+            cf,
+            &format!(
+                "{} is obsolete and has no effect; it can be removed",
+                String::from_utf8_lossy(bytes(&(*cmd).name))
+            ),
+        );
+        CONF_OK
+    })
+}
+
+/// A global directive naming an existing directory (made absolute against nginx's prefix).
+const fn directory(name: &'static CStr, offset: usize) -> ngx_command_t {
+    command(
+        name,
+        true,
+        NGX_CONF_TAKE1,
+        set_directory,
+        offset,
+        ptr::null_mut(),
+    )
+}
+
+unsafe extern "C" fn set_directory(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    unsafe {
+        set_once(cf, cmd, conf, |_, mut value| {
+            if value.len == 0 || bytes(&value).contains(&0) {
+                return Err(Refusal::from("give the path of a directory".to_string()));
+            }
+            if ngx_conf_full_name((*cf).cycle, &mut value, 0) != NGX_OK as ngx_int_t {
+                return Err(Refusal::Logged);
+            }
+            let path = std::path::Path::new(std::ffi::OsStr::from_bytes(bytes(&value)));
+            match std::fs::metadata(path) {
+                Ok(m) if m.is_dir() => Ok(value),
+                Ok(_) => Err(Refusal::from(format!(
+                    "{} is not a directory",
+                    path.display()
+                ))),
+                Err(e) => Err(Refusal::from(format!("cannot use {}: {e}", path.display()))),
+            }
+        })
+    }
+}
+
+/// `passenger_pre_start URL` (repeatable): an http:// URL, checked here so that a typo fails
+/// `nginx -t` rather than going unnoticed at start.
+unsafe extern "C" fn set_pre_start(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    unsafe {
+        let url = bytes(&first_arg(cf));
+        if let Err(problem) = passenger_protocol::pre_start::parse_url(url) {
+            conf_log(
+                NGX_LOG_EMERG,
+                cf,
+                &format!(
+                    "passenger_pre_start: invalid URL \"{}\": {problem}",
+                    String::from_utf8_lossy(url).escape_debug()
+                ),
+            );
+            return CONF_ERROR;
+        }
+        ngx_conf_set_str_array_slot(cf, cmd, conf)
+    }
+}
+
+/// `passenger_base_uri /PATH` (repeatable): stored without its trailing slash; `/` is the
+/// root, which every location already is, so it adds nothing.
+unsafe extern "C" fn set_base_uri(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    guard(CONF_ERROR, || unsafe {
+        let mut uri = first_arg(cf);
+        let text = bytes(&uri);
+        if !text.starts_with(b"/") || text.iter().any(|&b| b <= b' ' || b == b'?' || b == b'#') {
+            conf_log(
+                NGX_LOG_EMERG,
+                cf,
+                &format!(
+                    "passenger_base_uri: invalid URI \"{}\"; give a path starting with / \
+                     (like /app), without spaces, query or fragment",
+                    String::from_utf8_lossy(text).escape_debug()
+                ),
+            );
+            return CONF_ERROR;
+        }
+        while uri.len > 1 && *uri.data.add(uri.len - 1) == b'/' {
+            uri.len -= 1;
+        }
+        if uri.len == 1 {
+            return CONF_OK;
+        }
+        let field = (conf as *mut u8).add((*cmd).offset) as *mut *mut ngx_array_t;
+        if *field as *mut c_void == UNSET_PTR || (*field).is_null() {
+            *field = ngx_array_create((*cf).pool, 2, std::mem::size_of::<ngx_str_t>());
+            if (*field).is_null() {
+                return CONF_ERROR;
+            }
+        }
+        let slot = ngx_array_push(*field) as *mut ngx_str_t;
+        if slot.is_null() {
+            return CONF_ERROR;
+        }
+        *slot = uri;
+        CONF_OK
+    })
+}
+
+/// `passenger_sticky_sessions_cookie_name NAME`: a cookie name (an HTTP token).
+unsafe extern "C" fn set_cookie_name(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    unsafe {
+        set_once(cf, cmd, conf, |_, value| {
+            let name = bytes(&value);
+            let token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+            if name.is_empty() || !name.iter().all(token) {
+                return Err(Refusal::from(format!(
+                    "invalid cookie name \"{}\"; use letters, digits and -_.",
+                    String::from_utf8_lossy(name).escape_debug()
+                )));
+            }
+            Ok(value)
+        })
+    }
+}
 
 /// The directive's first argument.
 unsafe fn first_arg(cf: *mut ngx_conf_t) -> ngx_str_t {
@@ -1173,6 +1723,12 @@ pub unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
             (*mcf).user_switching = UNSET;
             (*mcf).disable_log_prefix = UNSET;
             (*mcf).integration_mode = UNSET;
+            (*mcf).socket_backlog = UNSET;
+            (*mcf).core_file_descriptor_ulimit = UNSET;
+            (*mcf).show_version_in_header = UNSET;
+            (*mcf).response_buffer_high_watermark = UNSET_SIZE;
+            (*mcf).pre_start = UNSET_PTR as _;
+            (*mcf).abort_on_startup_error = UNSET;
         }
         mcf as *mut c_void
     })
@@ -1203,6 +1759,14 @@ pub unsafe extern "C" fn init_main_conf(cf: *mut ngx_conf_t, conf: *mut c_void) 
         merge_int(&mut mcf.user_switching, UNSET, 1);
         merge_int(&mut mcf.disable_log_prefix, UNSET, 0);
         merge_int(&mut mcf.integration_mode, UNSET, 0);
+        merge_int(&mut mcf.socket_backlog, UNSET, DEFAULT_SOCKET_BACKLOG);
+        merge_int(&mut mcf.show_version_in_header, UNSET, 1);
+        merge_int(&mut mcf.abort_on_startup_error, UNSET, 0);
+        merge_size_or(
+            &mut mcf.response_buffer_high_watermark,
+            UNSET_SIZE,
+            options::DEFAULT_RESPONSE_BUFFER_HIGH_WATERMARK as usize,
+        );
         merge_str(
             &mut mcf.default_user,
             ngx_str_t {
@@ -1253,6 +1817,18 @@ pub unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
         c.spawn_exception_status_code = UNSET;
         c.thread_count = UNSET;
         c.concurrency_model = UNSET;
+        c.base_uris = UNSET_PTR as _;
+        c.max_instances = UNSET;
+        c.force_max_concurrent_requests_per_process = UNSET;
+        c.memory_limit = UNSET;
+        c.max_request_time = UNSET;
+        c.rolling_restarts = UNSET;
+        c.sticky_sessions = UNSET;
+        c.abort_websockets_on_process_shutdown = UNSET;
+        c.preload_bundler = UNSET;
+        c.set_headers = UNSET_PTR as _;
+        c.headers_hash_max_size = UNSET;
+        c.headers_hash_bucket_size = UNSET;
 
         // Zeroed by pcalloc: bufs, ignore_headers, next_upstream, temp_path, hide_headers_hash,
         // store (off), cache (off), limit_rate (none).
@@ -1316,6 +1892,14 @@ fn merge_str(conf: &mut ngx_str_t, prev: ngx_str_t, default: &'static [u8]) {
     }
 }
 
+/// A string that stays unset (null) when neither level sets it, so "unset" can be told from
+/// "set to empty".
+fn merge_unset_str(conf: &mut ngx_str_t, prev: ngx_str_t) {
+    if conf.data.is_null() {
+        *conf = prev;
+    }
+}
+
 fn merge_ptr<T>(conf: &mut *mut T, prev: *mut T, default: *mut T) {
     if *conf as *mut c_void == UNSET_PTR {
         *conf = if prev as *mut c_void == UNSET_PTR {
@@ -1331,14 +1915,15 @@ static mut TEMP_PATH: ngx_path_init_t = ngx_path_init_t {
     level: [1, 2, 0],
 };
 
-/// Response headers of the core that are not passed on to the client.
+/// Response headers of the core that are not passed on to the client (unless
+/// `passenger_pass_header` names them). NUL-terminated: nginx compares them with strcasecmp.
 static mut HIDE_HEADERS: [ngx_str_t; 7] = [
-    static_str(b"Status"),
-    static_str(b"X-Accel-Expires"),
-    static_str(b"X-Accel-Redirect"),
-    static_str(b"X-Accel-Limit-Rate"),
-    static_str(b"X-Accel-Buffering"),
-    static_str(b"X-Accel-Charset"),
+    static_cstr(c"Status"),
+    static_cstr(c"X-Accel-Expires"),
+    static_cstr(c"X-Accel-Redirect"),
+    static_cstr(c"X-Accel-Limit-Rate"),
+    static_cstr(c"X-Accel-Buffering"),
+    static_cstr(c"X-Accel-Charset"),
     ngx_str_t {
         len: 0,
         data: ptr::null_mut(),
@@ -1433,13 +2018,66 @@ unsafe fn merge(cf: *mut ngx_conf_t, prev: &mut LocConf, conf: &mut LocConf) -> 
     );
     merge_int(&mut conf.thread_count, prev.thread_count, 1);
     merge_int(&mut conf.concurrency_model, prev.concurrency_model, 0);
+    merge_ptr(&mut conf.base_uris, prev.base_uris, ptr::null_mut());
+    merge_str(&mut conf.document_root, prev.document_root, b"");
+    merge_unset_str(&mut conf.app_group_name, prev.app_group_name);
+    merge_unset_str(&mut conf.app_start_command, prev.app_start_command);
+    merge_int(&mut conf.max_instances, prev.max_instances, UNSET);
+    merge_int(
+        &mut conf.force_max_concurrent_requests_per_process,
+        prev.force_max_concurrent_requests_per_process,
+        UNSET,
+    );
+    if conf.force_max_concurrent_requests_per_process == -1 {
+        conf.force_max_concurrent_requests_per_process = UNSET;
+    }
+    merge_int(&mut conf.memory_limit, prev.memory_limit, UNSET);
+    merge_int(&mut conf.max_request_time, prev.max_request_time, UNSET);
+    merge_int(&mut conf.rolling_restarts, prev.rolling_restarts, UNSET);
+    merge_int(&mut conf.sticky_sessions, prev.sticky_sessions, UNSET);
+    merge_unset_str(
+        &mut conf.sticky_sessions_cookie_name,
+        prev.sticky_sessions_cookie_name,
+    );
+    merge_unset_str(
+        &mut conf.sticky_sessions_cookie_attributes,
+        prev.sticky_sessions_cookie_attributes,
+    );
+    merge_int(
+        &mut conf.abort_websockets_on_process_shutdown,
+        prev.abort_websockets_on_process_shutdown,
+        UNSET,
+    );
+    merge_int(&mut conf.preload_bundler, prev.preload_bundler, UNSET);
+    merge_ptr(&mut conf.set_headers, prev.set_headers, ptr::null_mut());
+    merge_int(
+        &mut conf.headers_hash_max_size,
+        prev.headers_hash_max_size,
+        512,
+    );
+    merge_int(
+        &mut conf.headers_hash_bucket_size,
+        prev.headers_hash_bucket_size,
+        64,
+    );
+    if conf.document_root.len > 0
+        && unsafe { ngx_conf_full_name((*cf).cycle, &mut conf.document_root, 0) }
+            != NGX_OK as ngx_int_t
+    {
+        return CONF_ERROR;
+    }
     if conf.app_root.len > 0
         && unsafe { ngx_conf_full_name((*cf).cycle, &mut conf.app_root, 0) } != NGX_OK as ngx_int_t
     {
         return CONF_ERROR;
     }
 
-    if unsafe { merge_upstream(cf, &mut prev.upstream, &mut conf.upstream) } != CONF_OK {
+    let hash_sizes = (
+        conf.headers_hash_max_size as ngx_uint_t,
+        conf.headers_hash_bucket_size as ngx_uint_t,
+    );
+    if unsafe { merge_upstream(cf, &mut prev.upstream, &mut conf.upstream, hash_sizes) } != CONF_OK
+    {
         return CONF_ERROR;
     }
 
@@ -1481,6 +2119,7 @@ unsafe fn merge_upstream(
     cf: *mut ngx_conf_t,
     prev: &mut ngx_http_upstream_conf_t,
     conf: &mut ngx_http_upstream_conf_t,
+    (hash_max_size, hash_bucket_size): (ngx_uint_t, ngx_uint_t),
 ) -> *mut c_char {
     let pagesize = unsafe { nginx_sys::ngx_pagesize };
 
@@ -1576,9 +2215,9 @@ unsafe fn merge_upstream(
 
     // Must run in every merge: an empty hide_headers_hash makes ngx_hash_find divide by zero.
     let mut hash: ngx_hash_init_t = unsafe { std::mem::zeroed() };
-    hash.max_size = 512;
-    let cacheline = unsafe { nginx_sys::ngx_cacheline_size };
-    hash.bucket_size = 64usize.div_ceil(cacheline.max(1)) * cacheline.max(1);
+    hash.max_size = hash_max_size;
+    let cacheline = unsafe { nginx_sys::ngx_cacheline_size }.max(1);
+    hash.bucket_size = hash_bucket_size.div_ceil(cacheline) * cacheline;
     hash.name = c"passenger_hide_headers_hash".as_ptr() as *mut c_char;
     let rc = unsafe {
         ngx_http_upstream_hide_headers_hash(
@@ -1677,7 +2316,10 @@ mod tests {
         assert_eq!(parse_number(b"0", 0, 10), Some(0));
         assert_eq!(parse_number(b"0", 1, 10), None);
         assert_eq!(parse_number(b"11", 1, 10), None);
-        assert_eq!(parse_number(b"-1", -5, 10), None);
+        // A sign only where the range has negative numbers.
+        assert_eq!(parse_number(b"-1", -5, 10), Some(-1));
+        assert_eq!(parse_number(b"-1", 0, 10), None);
+        assert_eq!(parse_number(b"-", -5, 10), None);
         assert_eq!(parse_number(b"", 0, 10), None);
         assert_eq!(parse_number(b"5s", 0, 10), None);
         assert_eq!(parse_number(b"99999999999999999999999", 0, 10), None);

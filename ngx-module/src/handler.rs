@@ -10,10 +10,11 @@ use std::ptr;
 
 use nginx_sys::{
     NGX_DECLINED, NGX_DONE, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR,
-    NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR, NGX_OK, ngx_event_pipe_copy_input_filter,
-    ngx_event_pipe_t, ngx_http_read_client_request_body, ngx_http_request_t, ngx_http_status_t,
-    ngx_http_upstream_create, ngx_http_upstream_init, ngx_http_upstream_non_buffered_filter,
-    ngx_http_upstream_resolved_t, ngx_int_t, ngx_str_t, ngx_uint_t,
+    NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR, NGX_OK,
+    ngx_event_pipe_copy_input_filter, ngx_event_pipe_t, ngx_http_read_client_request_body,
+    ngx_http_request_t, ngx_http_status_t, ngx_http_upstream_create, ngx_http_upstream_init,
+    ngx_http_upstream_non_buffered_filter, ngx_http_upstream_resolved_t, ngx_int_t, ngx_str_t,
+    ngx_uint_t,
 };
 use passenger_protocol::options::AppType;
 
@@ -35,6 +36,10 @@ pub struct RequestCtx {
     /// Point into the configuration, which outlives every request.
     pub app_env: ngx_str_t,
     pub ruby: ngx_str_t,
+    /// The `passenger_base_uri` the request is under (empty at the root).
+    pub base_uri: ngx_str_t,
+    /// `passenger_app_group_name` (null data when unset).
+    pub group_name: ngx_str_t,
 }
 
 pub fn module() -> *const nginx_sys::ngx_module_t {
@@ -52,12 +57,16 @@ enum Route {
     Decline,
     /// nginx, after an internal redirect to this URI (a page-cached `<uri>.html`).
     Redirect(Vec<u8>),
-    App {
-        app_type: AppType,
-        app_root: PathBuf,
-        startup_file: PathBuf,
-        document_root: Vec<u8>,
-    },
+    App(AppRoute),
+}
+
+/// Where a request's app is.
+struct AppRoute {
+    app_type: AppType,
+    app_root: PathBuf,
+    startup_file: PathBuf,
+    document_root: Vec<u8>,
+    base_uri: Vec<u8>,
 }
 
 unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
@@ -72,15 +81,10 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
         Ok(route) => route,
         Err(status) => return status,
     };
-    let (app_type, app_root, startup_file, document_root) = match route {
+    let app = match route {
         Route::Decline => return rc(NGX_DECLINED),
         Route::Redirect(uri) => return unsafe { internal_redirect(r, &uri) },
-        Route::App {
-            app_type,
-            app_root,
-            startup_file,
-            document_root,
-        } => (app_type, app_root, startup_file, document_root),
+        Route::App(app) => app,
     };
 
     let Some(core) = crate::agents::core() else {
@@ -93,21 +97,10 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
                  nginx started); check the error log from nginx's start",
             )
         };
-        return rc(NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return rc(NGX_HTTP_SERVICE_UNAVAILABLE);
     };
 
-    unsafe {
-        start_upstream(
-            r,
-            lcf,
-            core,
-            app_type,
-            &app_root,
-            &startup_file,
-            &document_root,
-        )
-    }
-    .unwrap_or(rc(NGX_HTTP_INTERNAL_SERVER_ERROR))
+    unsafe { start_upstream(r, lcf, core, &app) }.unwrap_or(rc(NGX_HTTP_INTERNAL_SERVER_ERROR))
 }
 
 /// Static file, app, or a configuration error (as the status to answer).
@@ -129,10 +122,15 @@ unsafe fn route(
     // SAFETY: ngx_http_map_uri_to_path wrote the path from path.data up to `last`.
     let file =
         unsafe { std::slice::from_raw_parts(path.data, last.offset_from(path.data) as usize) };
-    let mut document_root = &file[..root_len.min(file.len())];
-    while document_root.len() > 1 && document_root.ends_with(b"/") {
-        document_root = &document_root[..document_root.len() - 1];
+    let mut mapped_root = &file[..root_len.min(file.len())];
+    while mapped_root.len() > 1 && mapped_root.ends_with(b"/") {
+        mapped_root = &mapped_root[..mapped_root.len() - 1];
     }
+    let uri = unsafe { bytes(&(*r).uri) };
+    let base_uri = crate::sub_uri::matching_base_uri(&lcf.base_uris(), uri);
+    let aliased = unsafe { location_is_alias(r) };
+    let document_root =
+        crate::sub_uri::document_root(lcf.document_root(), mapped_root, base_uri, aliased);
 
     let method = unsafe { (*r).method };
     if method & (NGX_HTTP_GET | NGX_HTTP_HEAD) as ngx_uint_t != 0
@@ -157,14 +155,14 @@ unsafe fn route(
     let app_root = if !lcf.app_root().is_empty() {
         PathBuf::from(OsStr::from_bytes(lcf.app_root()))
     } else {
-        match Path::new(OsStr::from_bytes(document_root)).parent() {
-            Some(p) => p.to_path_buf(),
+        match crate::sub_uri::app_root_of(Path::new(OsStr::from_bytes(&document_root)), base_uri) {
+            Some(p) => p,
             None => {
                 unsafe {
                     log_debug(log, || {
                         format!(
                             "passenger: document root {} has no parent",
-                            lossy(document_root)
+                            lossy(&document_root)
                         )
                     })
                 };
@@ -172,7 +170,8 @@ unsafe fn route(
             }
         }
     };
-    let Some(app_type) = lcf.app_type().or_else(|| AppType::detect(&app_root)) else {
+    let detected = || crate::detect::app_type(&app_root, mcf.stat_throttle_rate);
+    let Some(app_type) = lcf.app_type().or_else(detected) else {
         unsafe {
             log_debug(log, || {
                 format!(
@@ -189,12 +188,22 @@ unsafe fn route(
     } else {
         app_root.join(OsStr::from_bytes(lcf.startup_file()))
     };
-    Ok(Route::App {
+    Ok(Route::App(AppRoute {
         app_type,
         app_root,
         startup_file,
-        document_root: document_root.to_vec(),
-    })
+        document_root,
+        base_uri: base_uri.unwrap_or_default().to_vec(),
+    }))
+}
+
+/// Whether the request's location maps URIs with `alias` rather than `root`.
+unsafe fn location_is_alias(r: *mut ngx_http_request_t) -> bool {
+    unsafe {
+        let clcf: *mut nginx_sys::ngx_http_core_loc_conf_t =
+            crate::util::request_loc_conf(r, &raw const nginx_sys::ngx_http_core_module);
+        !clcf.is_null() && (*clcf).alias != 0
+    }
 }
 
 /// Static files of a GET or HEAD request: the file itself; for a URI ending in `/`, its
@@ -249,10 +258,7 @@ unsafe fn start_upstream(
     r: *mut ngx_http_request_t,
     lcf: &mut LocConf,
     core: &crate::agents::Core,
-    app_type: AppType,
-    app_root: &Path,
-    startup_file: &Path,
-    document_root: &[u8],
+    app: &AppRoute,
 ) -> Option<ngx_int_t> {
     unsafe {
         let pool = (*r).pool;
@@ -264,12 +270,14 @@ unsafe fn start_upstream(
             ctx,
             RequestCtx {
                 status: std::mem::zeroed(),
-                app_type,
-                app_root: pool_str(pool, app_root.as_os_str().as_bytes())?,
-                startup_file: pool_str(pool, startup_file.as_os_str().as_bytes())?,
-                document_root: pool_str(pool, document_root)?,
+                app_type: app.app_type,
+                app_root: pool_str(pool, app.app_root.as_os_str().as_bytes())?,
+                startup_file: pool_str(pool, app.startup_file.as_os_str().as_bytes())?,
+                document_root: pool_str(pool, &app.document_root)?,
                 app_env: lcf.app_env,
                 ruby: lcf.ruby,
+                base_uri: pool_str(pool, &app.base_uri)?,
+                group_name: lcf.app_group_name,
             },
         );
 
@@ -316,6 +324,11 @@ unsafe fn start_upstream(
         (*u).input_filter = Some(ngx_http_upstream_non_buffered_filter);
         (*u).input_filter_ctx = r.cast();
 
+        // passenger_request_buffering off streams the body as it arrives, as scgi_pass does; a
+        // chunked body is still read whole, because the core needs its length up front.
+        if lcf.upstream.request_buffering == 0 && (*r).headers_in.chunked() == 0 {
+            (*r).set_request_body_no_buffering(1);
+        }
         let status = ngx_http_read_client_request_body(r, Some(ngx_http_upstream_init));
         if status >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
             return Some(status);
@@ -346,6 +359,8 @@ pub struct AppInfo<'a> {
     pub document_root: &'a [u8],
     pub app_env: &'a [u8],
     pub ruby: &'a [u8],
+    pub base_uri: &'a [u8],
+    pub group_name: Option<&'a [u8]>,
 }
 
 impl RequestCtx {
@@ -360,6 +375,8 @@ impl RequestCtx {
                 document_root: bytes(&self.document_root),
                 app_env: bytes(&self.app_env),
                 ruby: bytes(&self.ruby),
+                base_uri: bytes(&self.base_uri),
+                group_name: (!self.group_name.data.is_null()).then(|| bytes(&self.group_name)),
             }
         }
     }

@@ -3,6 +3,8 @@
 //! - [`config`]: the `passenger_*` directives and their merging;
 //! - [`agents`]: starting the watchdog in the master and holding the core's address;
 //! - [`handler`]: the content handler (static files vs. apps) and the upstream set-up;
+//! - [`sub_uri`], [`detect`]: which app a request is for (base URIs, autodetection);
+//! - [`headers`]: the request headers the app sees (`passenger_set_header`, forwarding);
 //! - [`scgi_request`]: the modified-SCGI request to the core;
 //! - [`response`]: parsing the core's HTTP response header.
 //!
@@ -14,9 +16,12 @@ use nginx_sys::{NGX_HTTP_MODULE, ngx_http_module_t, ngx_module_t, ngx_uint_t};
 
 mod agents;
 mod config;
+mod detect;
 mod handler;
+mod headers;
 mod response;
 mod scgi_request;
+mod sub_uri;
 mod util;
 
 static mut MODULE_CTX: ngx_http_module_t = ngx_http_module_t {

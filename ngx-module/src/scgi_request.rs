@@ -7,7 +7,7 @@ use std::ptr;
 use nginx_sys::{
     NGX_ERROR, NGX_OK, ngx_alloc_chain_link, ngx_buf_t, ngx_chain_t, ngx_connection_local_sockaddr,
     ngx_create_temp_buf, ngx_http_auth_basic_user, ngx_http_core_module, ngx_http_core_srv_conf_t,
-    ngx_http_request_t, ngx_inet_get_port, ngx_int_t, ngx_list_part_t, ngx_palloc, ngx_table_elt_t,
+    ngx_http_request_t, ngx_inet_get_port, ngx_int_t, ngx_palloc, ngx_table_elt_t,
 };
 use passenger_protocol::options;
 use passenger_protocol::scgi;
@@ -50,15 +50,21 @@ unsafe fn create(r: *mut ngx_http_request_t) -> ngx_int_t {
         let u = (*r).upstream;
         let pool = (*r).pool;
 
+        // Streaming (passenger_request_buffering off, never with a chunked body) sends what the
+        // client announced; otherwise the body nginx has read is all there is.
         let mut content_length: u64 = 0;
-        let mut body = (*u).request_bufs;
-        while !body.is_null() {
-            content_length += buf_size((*body).buf);
-            body = (*body).next;
+        if (*r).request_body_no_buffering() != 0 {
+            content_length = (*r).headers_in.content_length_n.max(0) as u64;
+        } else {
+            let mut body = (*u).request_bufs;
+            while !body.is_null() {
+                content_length += buf_size((*body).buf);
+                body = (*body).next;
+            }
         }
 
-        let req = RequestInfo::from_request(r);
         let lcf: &LocConf = &*request_loc_conf(r, module());
+        let req = RequestInfo::from_request(r, lcf);
         let mcf: &MainConf = &*request_main_conf(r, module());
         // Serialised at configuration time; built here only for a location merge didn't see.
         let built;
@@ -141,7 +147,7 @@ struct RequestInfo<'a> {
 }
 
 impl<'a> RequestInfo<'a> {
-    unsafe fn from_request(r: *mut ngx_http_request_t) -> RequestInfo<'a> {
+    unsafe fn from_request(r: *mut ngx_http_request_t, lcf: &LocConf) -> RequestInfo<'a> {
         unsafe {
             let c = (*r).connection;
             let mut server_name = bytes(&(*r).headers_in.server);
@@ -179,16 +185,7 @@ impl<'a> RequestInfo<'a> {
                 .as_ref()
                 .map(|h: &ngx_table_elt_t| bytes(&h.value));
 
-            let mut headers = Vec::new();
-            let mut part: *const ngx_list_part_t = &(*r).headers_in.headers.part;
-            while !part.is_null() {
-                let elts = (*part).elts as *const ngx_table_elt_t;
-                for i in 0..(*part).nelts {
-                    let h = &*elts.add(i);
-                    headers.push((bytes(&h.key), bytes(&h.value)));
-                }
-                part = (*part).next;
-            }
+            let headers = crate::headers::request_headers(r, lcf);
 
             RequestInfo {
                 method: bytes(&(*r).method_name),
@@ -255,10 +252,19 @@ fn build_header(
     let content_length = content_length.to_string();
     let server_port = req.server_port.to_string();
     let remote_port = req.remote_port.to_string();
-    let group = options::default_group_name(
-        &String::from_utf8_lossy(app.app_root),
-        &String::from_utf8_lossy(app.app_env),
-    );
+    let group = match app.group_name {
+        Some(name) => name.to_vec(),
+        None => options::default_group_name(
+            &String::from_utf8_lossy(app.app_root),
+            &String::from_utf8_lossy(app.app_env),
+        )
+        .into_bytes(),
+    };
+    // Under a base URI the app sees it as SCRIPT_NAME and the rest of the path as PATH_INFO.
+    let path_info = req
+        .path_info
+        .strip_prefix(app.base_uri)
+        .unwrap_or(req.path_info);
     let http = http_variables(&req.headers, req.can_upgrade);
 
     let mut pairs: Vec<(&[u8], &[u8])> = vec![
@@ -266,9 +272,9 @@ fn build_header(
         (b"SCGI", b"1"),
         (b"REQUEST_METHOD", req.method),
         (b"REQUEST_URI", req.request_uri),
-        (b"PATH_INFO", req.path_info),
+        (b"PATH_INFO", path_info),
         (b"QUERY_STRING", req.query_string),
-        (b"SCRIPT_NAME", b""),
+        (b"SCRIPT_NAME", app.base_uri),
         (b"SERVER_NAME", req.server_name),
         (b"SERVER_PORT", server_port.as_bytes()),
         (b"SERVER_PROTOCOL", req.server_protocol),
@@ -291,9 +297,12 @@ fn build_header(
         (options::APP_TYPE.as_bytes(), app.app_type.name().as_bytes()),
         (options::STARTUP_FILE.as_bytes(), app.startup_file),
         (options::APP_ENV.as_bytes(), app.app_env),
-        (options::APP_GROUP_NAME.as_bytes(), group.as_bytes()),
+        (options::APP_GROUP_NAME.as_bytes(), group.as_slice()),
         (options::RUBY.as_bytes(), app.ruby),
     ]);
+    if !app.base_uri.is_empty() {
+        pairs.push((options::BASE_URI.as_bytes(), app.base_uri));
+    }
     pairs.extend(pool.iter().map(|(k, v)| (k.as_bytes(), v.as_slice())));
     pairs.push((options::CONNECT_PASSWORD.as_bytes(), password));
     // A NUL would end a key or value early and corrupt the header: values stop at one.

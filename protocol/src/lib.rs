@@ -8,6 +8,7 @@ pub mod channel;
 pub mod instance;
 pub mod loader;
 pub mod options;
+pub mod pre_start;
 pub mod scgi;
 pub mod session;
 

@@ -17,6 +17,12 @@ pub struct Args {
     pub log_level: u8,
     pub log_file: Option<PathBuf>,
     pub registry_dir: Option<PathBuf>,
+    /// `passenger_socket_backlog`.
+    pub socket_backlog: i32,
+    /// `passenger_core_file_descriptor_ulimit` (None = inherited).
+    pub core_fd_ulimit: Option<u64>,
+    /// `passenger_pre_start` URLs.
+    pub pre_start: Vec<String>,
 }
 
 impl Args {
@@ -31,6 +37,9 @@ impl Args {
             log_level: 3,
             log_file: None,
             registry_dir: None,
+            socket_backlog: crate::core_agent::DEFAULT_SOCKET_BACKLOG,
+            core_fd_ulimit: None,
+            pre_start: Vec::new(),
         };
         while let Some(flag) = it.next() {
             let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -50,6 +59,11 @@ impl Args {
                 "--log-level" => args.log_level = number(&flag, &value()?)?,
                 "--log-file" => args.log_file = Some(value()?.into()),
                 "--registry-dir" => args.registry_dir = Some(value()?.into()),
+                "--socket-backlog" => args.socket_backlog = number(&flag, &value()?)?,
+                "--core-file-descriptor-ulimit" => {
+                    args.core_fd_ulimit = Some(number(&flag, &value()?)?)
+                }
+                "--pre-start" => args.pre_start.push(value()?),
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }

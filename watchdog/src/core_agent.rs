@@ -12,13 +12,13 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
 /// Listen backlog of the core's socket (`passenger_socket_backlog`'s default).
-const SOCKET_BACKLOG: i32 = 2048;
+pub const DEFAULT_SOCKET_BACKLOG: i32 = 2048;
 /// How long a starting core may take to say `ready`.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Binds and listens on the core's request socket; world-connectable because nginx workers
 /// may run as another user: every request must carry the password.
-pub fn bind_core_socket(path: &Path) -> Result<OwnedFd, String> {
+pub fn bind_core_socket(path: &Path, backlog: i32) -> Result<OwnedFd, String> {
     let fail = |e: nix::Error| format!("cannot listen on the core socket {}: {e}", path.display());
     let fd = socket::socket(
         AddressFamily::Unix,
@@ -30,7 +30,7 @@ pub fn bind_core_socket(path: &Path) -> Result<OwnedFd, String> {
     socket::bind(fd.as_raw_fd(), &UnixAddr::new(path).map_err(fail)?).map_err(fail)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
         .map_err(|e| format!("cannot chmod the core socket {}: {e}", path.display()))?;
-    socket::listen(&fd, Backlog::new(SOCKET_BACKLOG).map_err(fail)?).map_err(fail)?;
+    socket::listen(&fd, Backlog::new(backlog).map_err(fail)?).map_err(fail)?;
     Ok(fd)
 }
 
@@ -49,12 +49,15 @@ pub struct CoreSpec<'a> {
     pub log_level: u8,
     pub password: &'a str,
     pub listener: &'a OwnedFd,
+    /// RLIMIT_NOFILE (soft and hard) of the core; None = the watchdog's.
+    pub fd_ulimit: Option<u64>,
 }
 
 impl CoreProcess {
     /// Starts the core and waits until it reports `ready`.
     pub fn start(spec: &CoreSpec) -> Result<CoreProcess, String> {
         let listener = spec.listener.as_raw_fd();
+        let fd_ulimit = spec.fd_ulimit;
         let mut cmd = Command::new(&spec.binary);
         cmd.arg("--instance-dir")
             .arg(spec.instance_dir)
@@ -80,6 +83,15 @@ impl CoreProcess {
                 let mut empty: libc::sigset_t = std::mem::zeroed();
                 libc::sigemptyset(&mut empty);
                 libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+                if let Some(n) = fd_ulimit {
+                    let limit = libc::rlimit {
+                        rlim_cur: n as libc::rlim_t,
+                        rlim_max: n as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 Ok(())
             });
         }

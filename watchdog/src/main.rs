@@ -7,6 +7,7 @@ mod args;
 mod core_agent;
 mod instance_dir;
 mod log;
+mod pre_start;
 mod process;
 mod supervise;
 
@@ -48,6 +49,7 @@ fn main() {
     };
     send_report(report, &watchdog.report());
     watchdog.finalize_creation();
+    pre_start::request_all(args.pre_start.clone());
     let code = watchdog.run();
     std::process::exit(code);
 }

@@ -60,13 +60,14 @@ impl Watchdog {
         let registry = layout::registry_dir(args.registry_dir.as_deref());
         let instance =
             InstanceDir::create(&registry, args.integration_mode, &args.server_software)?;
-        let listener = match bind_core_socket(&instance.join(layout::CORE_SOCKET)) {
-            Ok(l) => l,
-            Err(e) => {
-                instance.remove();
-                return Err(e);
-            }
-        };
+        let listener =
+            match bind_core_socket(&instance.join(layout::CORE_SOCKET), args.socket_backlog) {
+                Ok(l) => l,
+                Err(e) => {
+                    instance.remove();
+                    return Err(e);
+                }
+            };
         let mut watchdog = Watchdog {
             args: args.clone(),
             instance,
@@ -93,6 +94,7 @@ impl Watchdog {
             log_level: self.args.log_level,
             password: &self.password,
             listener: &self.listener,
+            fd_ulimit: self.args.core_fd_ulimit,
         })?;
         self.instance
             .write_file(layout::CORE_PID, &format!("{}\n", core.pid()));
