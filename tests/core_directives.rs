@@ -18,6 +18,7 @@ for_both_nginx! {
     max_request_time_kills_the_process_and_answers_504,
     memory_limit_recycles_a_process_that_grew_past_it,
     rolling_restarts_off_waits_for_the_old_process_before_new_ones_serve,
+    sticky_sessions_route_a_client_to_its_process,
 }
 
 fn site(extra: &str) -> Site {
@@ -317,5 +318,77 @@ fn rolling_restarts_off_waits_for_the_old_process_before_new_ones_serve(flavour:
         assert_eq!(next.status, 200);
         assert_ne!(pid_of(&next), old, "a new process serves after the restart");
         wait_until("the old process is gone", || !alive(old));
+    }
+}
+
+/// The `name=<id>` part of a Set-Cookie header for cookie `name`, and the rest.
+fn route_cookie<'a>(r: &'a Response, name: &str) -> Option<(String, &'a str)> {
+    r.headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+        .find_map(|(_, v)| {
+            let (pair, rest) = v.split_once(';').unwrap_or((v, ""));
+            pair.starts_with(&format!("{name}="))
+                .then(|| (pair.to_string(), rest.trim()))
+        })
+}
+
+/// `passenger_sticky_sessions on` with two processes: a response without a valid cookie sets
+/// one naming its process, and every request carrying it goes to that process; an unknown id
+/// is ignored (and replaced). The cookie name and attributes follow their directives.
+fn sticky_sessions_route_a_client_to_its_process(flavour: Flavour) {
+    let nginx = Nginx::start(
+        flavour,
+        &[
+            site("passenger_sticky_sessions on; passenger_min_instances 2;"),
+            site(
+                "passenger_sticky_sessions on; passenger_min_instances 2; \
+                 passenger_sticky_sessions_cookie_name route; \
+                 passenger_sticky_sessions_cookie_attributes \"Path=/; HttpOnly\";",
+            ),
+        ],
+    );
+    assert_eq!(nginx.get("/").status, 200);
+    wait_until("two processes", || nginx.app_pids().len() == 2);
+    for (port, name, attributes) in [
+        (nginx.ports[0], "_passenger_route", "SameSite=Lax; Secure;"),
+        (nginx.ports[1], "route", "Path=/; HttpOnly"),
+    ] {
+        // Without a cookie, requests spread over both processes, each one setting a cookie.
+        let mut cookies = std::collections::HashMap::new();
+        for _ in 0..4 {
+            let r = http(port, "GET", "/", &[], b"");
+            let (cookie, rest) =
+                route_cookie(&r, name).unwrap_or_else(|| panic!("no {name} cookie set in {r:?}"));
+            assert_eq!(rest, attributes);
+            cookies.insert(pid_of(&r), cookie);
+        }
+        assert_eq!(cookies.len(), 2, "both processes served: {cookies:?}");
+        for (pid, cookie) in &cookies {
+            for _ in 0..4 {
+                let r = http(
+                    port,
+                    "GET",
+                    "/",
+                    &[("Cookie", &format!("a=b; {cookie}"))],
+                    b"",
+                );
+                assert_eq!(pid_of(&r), *pid, "{cookie} goes to {pid}");
+                assert!(
+                    route_cookie(&r, name).is_none(),
+                    "a valid cookie is kept: {r:?}"
+                );
+            }
+        }
+        let r = http(
+            port,
+            "GET",
+            "/",
+            &[("Cookie", &format!("{name}=12345"))],
+            b"",
+        );
+        assert_eq!(r.status, 200);
+        let (cookie, _) = route_cookie(&r, name).expect("an unknown id is replaced");
+        assert_eq!(&cookie, cookies.get(&pid_of(&r)).unwrap());
     }
 }

@@ -185,6 +185,11 @@ pub struct PoolOptions {
     /// (`passenger_rolling_restarts`, default on); off: every old process stops (after its
     /// requests) before new ones start, and requests wait for those.
     pub rolling_restarts: bool,
+    /// Route a client to the same process by a cookie (`passenger_sticky_sessions`).
+    pub sticky_sessions: bool,
+    pub sticky_sessions_cookie_name: String,
+    /// What follows `<name>=<id>; ` in the Set-Cookie header.
+    pub sticky_sessions_cookie_attributes: String,
     /// Global: seconds after which idle processes beyond min_instances stop, 0 = never.
     pub pool_idle_time: u64,
     /// Global: seconds between two stat() checks of restart.txt.
@@ -219,6 +224,10 @@ impl PoolOptions {
             max_request_time: 0,
             memory_limit: 0,
             rolling_restarts: true,
+            sticky_sessions: false,
+            sticky_sessions_cookie_name: options::DEFAULT_STICKY_SESSIONS_COOKIE_NAME.to_string(),
+            sticky_sessions_cookie_attributes: options::DEFAULT_STICKY_SESSIONS_COOKIE_ATTRIBUTES
+                .to_string(),
             pool_idle_time: options::DEFAULT_POOL_IDLE_TIME,
             stat_throttle_rate: options::DEFAULT_STAT_THROTTLE_RATE,
             min_instances: options::DEFAULT_MIN_INSTANCES as u32,
@@ -289,6 +298,32 @@ impl PoolOptions {
             memory_limit: number(h, options::MEMORY_LIMIT, 0, u64::MAX / (1024 * 1024))?
                 .unwrap_or(d.memory_limit),
             rolling_restarts: flag(h, options::ROLLING_RESTARTS)?.unwrap_or(d.rolling_restarts),
+            sticky_sessions: flag(h, options::STICKY_SESSIONS)?.unwrap_or(d.sticky_sessions),
+            sticky_sessions_cookie_name: match text(h, options::STICKY_SESSIONS_COOKIE_NAME)? {
+                None => d.sticky_sessions_cookie_name,
+                Some(name) if is_cookie_name(name) => name.to_string(),
+                Some(name) => {
+                    return Err(OptionsError::BadValue {
+                        key: options::STICKY_SESSIONS_COOKIE_NAME,
+                        value: name.to_string(),
+                        expected: "a cookie name (letters, digits and !#$%&'*+-.^_`|~)",
+                    });
+                }
+            },
+            sticky_sessions_cookie_attributes: match text(
+                h,
+                options::STICKY_SESSIONS_COOKIE_ATTRIBUTES,
+            )? {
+                None => d.sticky_sessions_cookie_attributes,
+                Some(a) if !a.chars().any(char::is_control) => a.to_string(),
+                Some(a) => {
+                    return Err(OptionsError::BadValue {
+                        key: options::STICKY_SESSIONS_COOKIE_ATTRIBUTES,
+                        value: a.to_string(),
+                        expected: "cookie attributes on one line",
+                    });
+                }
+            },
             pool_idle_time: number(h, options::POOL_IDLE_TIME, 0, u64::MAX)?
                 .unwrap_or(d.pool_idle_time),
             stat_throttle_rate: number(h, options::STAT_THROTTLE_RATE, 0, u64::MAX)?
@@ -348,6 +383,14 @@ pub enum OptionsError {
          app.js; set passenger_app_type"
     )]
     Undetected(String),
+}
+
+/// A cookie name is an HTTP token.
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Reads `key` as text: `Ok(None)` when absent or empty.
@@ -513,6 +556,13 @@ mod tests {
         assert_eq!(o.pool.stat_throttle_rate, 10);
         assert_eq!(o.pool.restart_dir, "/srv/app/tmp");
         assert_eq!(o.pool.response_buffer_high_watermark, 128 * 1024 * 1024);
+        assert!(!o.pool.sticky_sessions);
+        assert_eq!(o.pool.sticky_sessions_cookie_name, "_passenger_route");
+        assert_eq!(
+            o.pool.sticky_sessions_cookie_attributes,
+            "SameSite=Lax; Secure;"
+        );
+        assert!(o.pool.rolling_restarts);
         assert_eq!(o.spawn, SpawnOptions::defaults(AppType::Rack, "production"));
         assert_eq!(o.spawn.method, SpawnMethod::Smart);
         assert!(!o.spawn.friendly_error_pages);
@@ -568,6 +618,12 @@ mod tests {
             }
         );
         for (key, value) in [
+            ("PASSENGER_STICKY_SESSIONS_COOKIE_NAME", "a b"),
+            (
+                "PASSENGER_STICKY_SESSIONS_COOKIE_ATTRIBUTES",
+                "Path=/\r\nX: y",
+            ),
+            ("PASSENGER_STICKY_SESSIONS", "sometimes"),
             ("PASSENGER_SPAWN_METHOD", "fast"),
             ("PASSENGER_ENV_VARS", "!!"),
             ("PASSENGER_FRIENDLY_ERROR_PAGES", "maybe"),
@@ -596,6 +652,12 @@ mod tests {
             ("PASSENGER_MAX_REQUEST_TIME", "9"),
             ("PASSENGER_MEMORY_LIMIT", "256"),
             ("PASSENGER_ROLLING_RESTARTS", "0"),
+            ("PASSENGER_STICKY_SESSIONS", "1"),
+            ("PASSENGER_STICKY_SESSIONS_COOKIE_NAME", "route"),
+            (
+                "PASSENGER_STICKY_SESSIONS_COOKIE_ATTRIBUTES",
+                "Path=/; HttpOnly",
+            ),
             ("PASSENGER_POOL_IDLE_TIME", "0"),
             ("PASSENGER_STAT_THROTTLE_RATE", "1"),
             ("PASSENGER_MIN_INSTANCES", "2"),
@@ -619,6 +681,9 @@ mod tests {
                 max_request_time: 9,
                 memory_limit: 256,
                 rolling_restarts: false,
+                sticky_sessions: true,
+                sticky_sessions_cookie_name: "route".into(),
+                sticky_sessions_cookie_attributes: "Path=/; HttpOnly".into(),
                 pool_idle_time: 0,
                 stat_throttle_rate: 1,
                 min_instances: 2,

@@ -9,7 +9,9 @@
 //! 0 = unlimited); among equally busy ones, to the one least recently used (ties
 //! on that: the oldest process), so that traffic spreads over all processes instead of piling
 //! on the first one. A request that finds no free process waits in its group's queue
-//! (first come, first served), bounded by `max_request_queue_size`.
+//! (first come, first served), bounded by `max_request_queue_size`. With sticky sessions, a
+//! request carrying a live process's sticky id goes to that process, waiting while it is busy
+//! (and letting later requests by); an unknown id is ignored.
 //!
 //! Scaling: a group spawns (one spawn at a time) when requests wait (that is, a request found
 //! all its processes busy), within `max_pool_size` (all apps) and the per-app cap (the lower
@@ -103,6 +105,8 @@ pub struct Process {
     pub concurrency: u32,
     /// The group's restart generation the process was spawned for.
     pub generation: u64,
+    /// Its sticky session id (`passenger_sticky_sessions`): random, unique within its group.
+    pub sticky_id: u32,
     pub spawned_at: SystemTime,
     stop: Mutex<Option<oneshot::Sender<()>>>,
 }
@@ -162,6 +166,8 @@ type Grant = Result<Arc<Process>, CheckoutError>;
 struct Waiter {
     id: u64,
     tx: oneshot::Sender<Grant>,
+    /// The sticky session id the request asks for: it waits for that process while it lives.
+    sticky: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -244,6 +250,45 @@ impl Group {
             .filter(|(_, p)| p.has_room())
             .min_by_key(|(_, p)| (p.sessions, p.last_used, p.process.id))
             .map(|(i, _)| i)
+    }
+
+    /// The process for a request: the live process with its sticky session id (`None`
+    /// while that one is busy), else as [`Group::pick`].
+    fn pick_for(&self, sticky: Option<u32>) -> Option<usize> {
+        match sticky.and_then(|id| self.sticky_target(id)) {
+            Some(i) if self.procs[i].has_room() => Some(i),
+            Some(_) => None,
+            None => self.pick(),
+        }
+    }
+
+    /// The active process with sticky session id `id`.
+    fn sticky_target(&self, id: u32) -> Option<usize> {
+        self.procs
+            .iter()
+            .position(|p| p.process.sticky_id == id && p.state == ProcessState::Active)
+    }
+
+    /// Requests wait that any process could serve (not only a busy sticky one): a reason to
+    /// spawn.
+    fn has_demand(&self) -> bool {
+        self.waiters
+            .iter()
+            .any(|w| w.sticky.and_then(|id| self.sticky_target(id)).is_none())
+    }
+
+    /// A random sticky session id no process of the group has.
+    fn new_sticky_id(&self) -> u32 {
+        loop {
+            let mut bytes = [0u8; 4];
+            let id = match getrandom::getrandom(&mut bytes) {
+                Ok(()) => u32::from_le_bytes(bytes) & 0x7fff_ffff,
+                Err(_) => self.procs.len() as u32 + 1,
+            };
+            if id != 0 && self.procs.iter().all(|p| p.process.sticky_id != id) {
+                return id;
+            }
+        }
     }
 
     fn find(&self, id: u64) -> Option<usize> {
@@ -437,9 +482,21 @@ impl<S: Spawner> Pool<S> {
 
     /// Hands out a session on one of the app's processes: at once when one has room, else
     /// after waiting in the app's queue (for a session to end or a spawn to finish).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub async fn checkout(
         self: &Arc<Self>,
         options: &AppOptions,
+    ) -> Result<Checkout, CheckoutError> {
+        self.checkout_sticky(options, None).await
+    }
+
+    /// As [`Pool::checkout`], for a request carrying sticky session id `sticky`: it goes to the
+    /// process with that id (waiting for it while it is busy) as long as that one lives and
+    /// takes requests; an unknown id is ignored.
+    pub async fn checkout_sticky(
+        self: &Arc<Self>,
+        options: &AppOptions,
+        sticky: Option<u32>,
     ) -> Result<Checkout, CheckoutError> {
         let mut actions = Actions::default();
         let (id, rx) = {
@@ -475,7 +532,7 @@ impl<S: Spawner> Pool<S> {
                 return Err(CheckoutError::Spawn(e.clone()));
             }
             if group.waiters.is_empty()
-                && let Some(i) = group.pick()
+                && let Some(i) = group.pick_for(sticky)
             {
                 let process = group.grant(i, now);
                 self.reconcile(&mut inner, &mut actions);
@@ -495,7 +552,7 @@ impl<S: Spawner> Pool<S> {
             }
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let (tx, rx) = oneshot::channel();
-            group.waiters.push_back(Waiter { id, tx });
+            group.waiters.push_back(Waiter { id, tx, sticky });
             self.reconcile(&mut inner, &mut actions);
             (id, rx)
         };
@@ -550,17 +607,22 @@ impl<S: Spawner> Pool<S> {
                 drain_all_old(group, actions);
             }
             // Waiting requests take free slots, first come first served.
-            while !group.waiters.is_empty() {
-                let Some(i) = group.pick() else { break };
-                let waiter = group.waiters.pop_front().expect("not empty");
+            // (A request waiting for its busy sticky process lets later ones by.)
+            let mut still_waiting = VecDeque::new();
+            while let Some(waiter) = group.waiters.pop_front() {
                 if waiter.tx.is_closed() {
                     continue;
                 }
+                let Some(i) = group.pick_for(waiter.sticky) else {
+                    still_waiting.push_back(waiter);
+                    continue;
+                };
                 let process = group.grant(i, now);
                 if waiter.tx.send(Ok(process)).is_err() {
                     group.ungrant(i);
                 }
             }
+            group.waiters = still_waiting;
             // Drained processes with nothing left to do stop.
             let mut i = 0;
             while i < group.procs.len() {
@@ -600,7 +662,7 @@ impl<S: Spawner> Pool<S> {
                         break;
                     }
                     // Only requests that wait (or a restart) take another app's process.
-                    if group.waiters.is_empty() && !restarting {
+                    if !group.has_demand() && !restarting {
                         break;
                     }
                     if !evict_for(inner, name, actions) {
@@ -665,6 +727,7 @@ impl<S: Spawner> Pool<S> {
                             .force_max_concurrent_requests_per_process
                             .unwrap_or(spawned.concurrency),
                         generation,
+                        sticky_id: group.new_sticky_id(),
                         spawned_at: SystemTime::now(),
                         stop: Mutex::new(Some(spawned.stop)),
                     });
@@ -1073,10 +1136,10 @@ fn spawn_wanted(group: &Group, now: Instant) -> Want {
         if group.retry_at.is_some_and(|t| now < t) || group.spawning > 0 {
             return Want::No;
         }
-        return if group.waiters.is_empty() {
-            Want::No
-        } else {
+        return if group.has_demand() {
             Want::Demand
+        } else {
+            Want::No
         };
     }
     if !group.options.pool.rolling_restarts
@@ -1100,7 +1163,7 @@ fn spawn_wanted(group: &Group, now: Instant) -> Want {
     if group.spawning > 0 {
         return Want::No;
     }
-    if !group.waiters.is_empty() {
+    if group.has_demand() {
         return Want::Demand;
     }
     if group.old_active() > 0 {

@@ -133,6 +133,11 @@ impl<S: Spawner> RequestServer<S> {
             }
         };
 
+        let sticky = if options.pool.sticky_sessions {
+            sticky_cookie(&header, &options.pool.sticky_sessions_cookie_name)
+        } else {
+            None
+        };
         // A process can die between checkout and connect (it crashed, and the pool has not
         // seen its exit yet): then nothing was sent, and the request goes to another one.
         let mut attempts = 0;
@@ -142,7 +147,7 @@ impl<S: Spawner> RequestServer<S> {
             // away): then it leaves the queue. The body is read meanwhile, so that the end of
             // the connection can be told from body bytes arriving.
             let checkout = tokio::select! {
-                c = self.pool.checkout(&options) => c,
+                c = self.pool.checkout_sticky(&options, sticky) => c,
                 _ = client_gone(&mut conn, &mut early_body, header.content_length) => {
                     tracing::debug!("{describe} abandoned by nginx while it waited for a process");
                     return;
@@ -178,6 +183,14 @@ impl<S: Spawner> RequestServer<S> {
                 powered_by: &powered_by,
                 high_watermark: options.pool.response_buffer_high_watermark as usize,
                 progress: session::Progress::default(),
+                set_cookie: (options.pool.sticky_sessions && sticky != Some(process.sticky_id))
+                    .then(|| {
+                        sticky_set_cookie(
+                            &options.pool.sticky_sessions_cookie_name,
+                            process.sticky_id,
+                            &options.pool.sticky_sessions_cookie_attributes,
+                        )
+                    }),
             };
             let forwarded = {
                 let forwarding = async {
@@ -341,6 +354,24 @@ impl<S: Spawner> RequestServer<S> {
     }
 }
 
+/// The sticky session id in the request's `name` cookie (the first one that is a number).
+fn sticky_cookie(header: &ScgiHeader, name: &str) -> Option<u32> {
+    header
+        .get_str("HTTP_COOKIE")?
+        .split(';')
+        .filter_map(|c| c.trim().split_once('='))
+        .filter(|(n, _)| *n == name)
+        .find_map(|(_, v)| v.trim().trim_matches('"').parse().ok())
+}
+
+/// The Set-Cookie value that binds a client to process `id`.
+fn sticky_set_cookie(name: &str, id: u32, attributes: &str) -> String {
+    match attributes.trim() {
+        "" => format!("{name}={id}"),
+        a => format!("{name}={id}; {a}"),
+    }
+}
+
 /// Runs `forwarding` (one request in a process) within `max_request_time` seconds (0 = no
 /// limit); `None` when it ran longer. An upgraded connection (a tunnel) is a conversation, not a
 /// request: once the app switched protocols the limit no longer applies.
@@ -457,4 +488,33 @@ fn plain_response(status: u16, body: &str) -> String {
         response::canonical_reason(status),
         body.len()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sticky_session_cookies() {
+        let raw = scgi::encode(
+            [
+                ("CONTENT_LENGTH", "0"),
+                (
+                    "HTTP_COOKIE",
+                    "a=1; _passenger_route=x; _passenger_route=42; b=2",
+                ),
+            ]
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+        );
+        let header = scgi::decode(&raw, DEFAULT_MAX_HEADER).unwrap().unwrap().0;
+        assert_eq!(sticky_cookie(&header, "_passenger_route"), Some(42));
+        assert_eq!(sticky_cookie(&header, "b"), Some(2));
+        assert_eq!(sticky_cookie(&header, "route"), None);
+        assert_eq!(
+            sticky_set_cookie("_passenger_route", 7, "SameSite=Lax; Secure;"),
+            "_passenger_route=7; SameSite=Lax; Secure;"
+        );
+        assert_eq!(sticky_set_cookie("r", 7, ""), "r=7");
+    }
 }

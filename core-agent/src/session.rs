@@ -73,6 +73,8 @@ pub struct Relaying<'a> {
     pub high_watermark: usize,
     /// How far the response got (read by the request server when it gives up on a request).
     pub progress: Progress,
+    /// A `Set-Cookie` value added to the response (the sticky session cookie).
+    pub set_cookie: Option<String>,
 }
 
 impl Relaying<'_> {
@@ -86,7 +88,15 @@ impl Relaying<'_> {
             },
             Ordering::SeqCst,
         );
-        response::render_head(head, self.powered_by)
+        let mut out = response::render_head(head, self.powered_by);
+        if let Some(cookie) = &self.set_cookie {
+            // Before the blank line that ends the head.
+            out.truncate(out.len() - 2);
+            out.extend_from_slice(b"Set-Cookie: ");
+            out.extend_from_slice(cookie.as_bytes());
+            out.extend_from_slice(b"\r\n\r\n");
+        }
+        out
     }
 }
 

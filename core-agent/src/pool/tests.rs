@@ -348,6 +348,67 @@ async fn force_max_concurrent_requests_overrides_what_the_process_advertised() {
 }
 
 #[tokio::test]
+async fn sticky_requests_go_to_their_process_and_wait_for_it() {
+    let pool = Pool::new(Dummy::new(1));
+    let o = with(|p| p.min_instances = 2);
+    drop(pool.checkout(&o).await.unwrap());
+    settle().await;
+    assert_eq!(pids(&pool, &o), vec![1000, 1001]);
+    let a = pool.checkout(&o).await.unwrap();
+    let target = a.process.clone();
+    let other = if target.pid == 1000 { 1001 } else { 1000 };
+    assert_ne!(target.sticky_id, 0);
+    drop(a);
+    // Idle: sticky requests all go to their process, even where the least busy rule would
+    // rotate.
+    for _ in 0..4 {
+        let c = pool
+            .checkout_sticky(&o, Some(target.sticky_id))
+            .await
+            .unwrap();
+        assert_eq!(c.process.pid, target.pid);
+    }
+    // Busy: the next sticky request waits for it (no spawn for it), while a plain request
+    // arriving after it is served by the other process.
+    let busy = pool
+        .checkout_sticky(&o, Some(target.sticky_id))
+        .await
+        .unwrap();
+    let sticky = {
+        let pool = pool.clone();
+        let o = o.clone();
+        let id = target.sticky_id;
+        tokio::spawn(async move { pool.checkout_sticky(&o, Some(id)).await })
+    };
+    settle().await;
+    assert!(!sticky.is_finished());
+    assert_eq!(pid_of(start(&pool, &o)).await, other);
+    settle().await;
+    assert_eq!(
+        pool.spawner.spawns(),
+        2,
+        "a sticky wait is no reason to spawn"
+    );
+    drop(busy);
+    assert_eq!(pid_of(sticky).await, target.pid);
+    // An unknown id is ignored.
+    let unknown = pool
+        .checkout_sticky(&o, Some(target.sticky_id ^ 1))
+        .await
+        .unwrap();
+    assert!([1000, 1001].contains(&unknown.process.pid));
+    drop(unknown);
+    // Once its process is gone, the id is unknown.
+    pool.spawner.kill(target.pid);
+    settle().await;
+    let after = pool
+        .checkout_sticky(&o, Some(target.sticky_id))
+        .await
+        .unwrap();
+    assert_ne!(after.process.pid, target.pid);
+}
+
+#[tokio::test]
 async fn min_instances_exist_after_the_first_request() {
     let pool = Pool::new(Dummy::gated(1));
     let o = with(|p| p.min_instances = 3);
