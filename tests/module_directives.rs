@@ -352,26 +352,36 @@ fn large_responses_arrive_intact_with_and_without_length(flavour: Flavour) {
 fn show_version_in_header(flavour: Flavour) {
     let version = env!("CARGO_PKG_VERSION");
     let on = Nginx::start(flavour, &[site("")]);
-    let powered = on
-        .get("/env")
-        .header("x-powered-by")
-        .unwrap_or("")
-        .to_string();
+    let r = on.get("/env");
+    let powered = r.header("x-powered-by").unwrap_or("");
     assert!(powered.contains(version), "{powered:?}");
+    let server = r.header("server").unwrap_or("");
+    assert!(
+        server.starts_with("nginx/") && server.ends_with(&format!("+ passenger-rs {version}")),
+        "{server:?}"
+    );
+    // Static files are nginx's alone.
+    let file = on.get("/static.txt");
+    assert!(
+        !file.header("server").unwrap_or("").contains("passenger"),
+        "{file:?}"
+    );
     drop(on);
     let off = Nginx::start_with(
         flavour,
         &[site("")],
         "passenger_show_version_in_header off;",
     );
-    let powered = off
-        .get("/env")
-        .header("x-powered-by")
-        .unwrap_or("")
-        .to_string();
+    let r = off.get("/env");
+    let powered = r.header("x-powered-by").unwrap_or("");
     assert!(
         !powered.is_empty() && !powered.contains(version),
         "{powered:?}"
+    );
+    let server = r.header("server").unwrap_or("");
+    assert!(
+        server.starts_with("nginx") && !server.contains("passenger"),
+        "{server:?}"
     );
 }
 
@@ -511,6 +521,11 @@ fn http2_clients_are_served(flavour: Flavour) {
         1,
     );
     std::fs::write(&conf_path, conf).unwrap();
+    // (The master writes its pid file just after it starts listening.)
+    let pid_file = nginx.dir.0.join("nginx.pid");
+    wait_until("nginx.pid written", || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n'))
+    });
     let reload = nginx_command(flavour, &nginx.dir.0)
         .args(["-s", "reload"])
         .output()
@@ -684,6 +699,56 @@ fn app_group_name_separates_groups(flavour: Flavour) {
     );
 }
 
+/// When the core's socket cannot be reached, nginx answers 502 and says why in one line.
+fn an_unreachable_core_gives_502_and_one_log_line(flavour: Flavour) {
+    let nginx = Nginx::start(flavour, &[site("")]);
+    assert_eq!(nginx.get("/env").status, 200);
+    std::fs::remove_file(nginx.instance_dir().join("agents.s/core")).unwrap();
+    let r = nginx.get("/env");
+    assert_eq!(r.status, 502, "{r:?}");
+    let log = nginx.error_log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("agents.s/core") && l.contains("connect()"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(lines[0].contains("No such file"), "{}", lines[0]);
+    // Static files are still served.
+    assert_eq!(nginx.get("/static.txt").status, 200);
+}
+
+/// A directive set in http reaches server and location; a location and an `if` inside it
+/// override it.
+fn settings_inherit_from_http_to_location_and_if(flavour: Flavour) {
+    let nginx = Nginx::start_with(
+        flavour,
+        &[site(
+            "location /loc {\n\
+             \x20   passenger_set_header X-Level location;\n\
+             \x20   if ($arg_inner) { passenger_set_header X-Level if; }\n\
+             \x20   rewrite ^/loc(.*)$ $1 break;\n\
+             }",
+        )],
+        "passenger_set_header X-Level http;",
+    );
+    let level = |path: &str| env_of(&nginx.get(path))["HTTP_X_LEVEL"].clone();
+    assert_eq!(level("/env"), "http");
+    assert_eq!(level("/loc/env"), "location");
+    assert_eq!(level("/loc/env?inner=1"), "if");
+}
+
+/// nginx's header limits apply before the app is asked; within them, a large header reaches
+/// the app whole.
+fn large_request_headers_within_nginx_limits_reach_the_app(flavour: Flavour) {
+    let nginx = Nginx::start(flavour, &[site("large_client_header_buffers 4 64k;")]);
+    let big = "b".repeat(40_000);
+    let env = env_of(&http(nginx.port(), "GET", "/env", &[("X-Big", &big)], b""));
+    assert_eq!(env["HTTP_X_BIG"].len(), big.len());
+    let too_big = "b".repeat(70_000);
+    let r = http(nginx.port(), "GET", "/env", &[("X-Big", &too_big)], b"");
+    assert_eq!(r.status, 400, "{r:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Configuration checks
 
@@ -803,6 +868,9 @@ for_both_nginx! {
     agents_failing_to_start,
     a_restarted_core_is_used_without_reloading_nginx,
     app_group_name_separates_groups,
+    an_unreachable_core_gives_502_and_one_log_line,
+    settings_inherit_from_http_to_location_and_if,
+    large_request_headers_within_nginx_limits_reach_the_app,
     aliases_and_obsolete_directives_are_accepted,
     new_directives_accept_good_values,
     new_directives_refuse_bad_values,

@@ -17,6 +17,9 @@
 use std::ptr;
 
 use nginx_sys::{
+    NGINX_VERSION, ngx_hash_key, ngx_http_core_loc_conf_t, ngx_http_core_module, ngx_str_t,
+};
+use nginx_sys::{
     NGX_AGAIN, NGX_ERROR, NGX_HTTP_HEAD, NGX_HTTP_NO_CONTENT, NGX_HTTP_NOT_MODIFIED,
     NGX_HTTP_PARSE_HEADER_DONE, NGX_HTTP_SWITCHING_PROTOCOLS, NGX_HTTP_UPSTREAM_INVALID_HEADER,
     NGX_HTTP_VERSION_11, NGX_LOG_ERR, NGX_OK, ngx_hash_find, ngx_http_parse_header_line,
@@ -25,8 +28,12 @@ use nginx_sys::{
     ngx_strlow, ngx_table_elt_t, ngx_uint_t,
 };
 
+use crate::config::MainConf;
 use crate::handler::{RequestCtx, module};
-use crate::util::{guard, log_debug, log_error, rc, request_ctx, request_log, request_main_conf};
+use crate::util::{
+    guard, log_debug, log_error, pool_str, rc, request_ctx, request_loc_conf, request_log,
+    request_main_conf,
+};
 
 /// `u->reinit_request`: the response is read again from scratch.
 pub unsafe extern "C" fn reinit_request(r: *mut ngx_http_request_t) -> ngx_int_t {
@@ -161,7 +168,7 @@ unsafe fn header_done(r: *mut ngx_http_request_t) -> ngx_int_t {
     unsafe {
         let u = (*r).upstream;
         if (*u).headers_in.status_n != NGX_HTTP_SWITCHING_PROTOCOLS as ngx_uint_t {
-            return rc(NGX_OK);
+            return add_server_header(r);
         }
         // The core's connection serves this request only, and never another after a 101.
         (*u).set_keepalive(0);
@@ -181,6 +188,56 @@ unsafe fn header_done(r: *mut ngx_http_request_t) -> ngx_int_t {
              app must only switch protocols when the client asks it to",
         );
         rc(NGX_HTTP_UPSTREAM_INVALID_HEADER)
+    }
+}
+
+/// With `passenger_show_version_in_header on` (the default) and nginx's `server_tokens on`, a
+/// response whose app sent no `Server` header gets `Server: nginx/<version> + passenger-rs
+/// <version>`, as Passenger's own module does; otherwise nginx writes its usual one.
+unsafe fn add_server_header(r: *mut ngx_http_request_t) -> ngx_int_t {
+    unsafe {
+        let u = (*r).upstream;
+        let mcf: *const MainConf = request_main_conf(r, module());
+        let clcf: *const ngx_http_core_loc_conf_t =
+            request_loc_conf(r, &raw const ngx_http_core_module);
+        if mcf.is_null()
+            || (*mcf).show_version_in_header != 1
+            || clcf.is_null()
+            || (*clcf).server_tokens != 1
+            || !(*u).headers_in.server.is_null()
+        {
+            return rc(NGX_OK);
+        }
+        let value = format!(
+            "nginx/{} + passenger-rs {}",
+            NGINX_VERSION.to_string_lossy(),
+            passenger_protocol::VERSION
+        );
+        let h = ngx_list_push(&mut (*u).headers_in.headers) as *mut ngx_table_elt_t;
+        if h.is_null() {
+            return rc(NGX_ERROR);
+        }
+        let (Some(key), Some(value), Some(lowcase)) = (
+            pool_str((*r).pool, b"Server\0"),
+            pool_str((*r).pool, [value.as_bytes(), b"\0"].concat().as_slice()),
+            pool_str((*r).pool, b"server\0"),
+        ) else {
+            (*h).hash = 0;
+            return rc(NGX_ERROR);
+        };
+        // Lengths without the NULs, which nginx's own header strings also carry.
+        (*h).key = ngx_str_t { len: 6, ..key };
+        (*h).value = ngx_str_t {
+            len: value.len - 1,
+            ..value
+        };
+        (*h).lowcase_key = lowcase.data;
+        (*h).hash = ngx_hash_key(lowcase.data, 6);
+        #[cfg(nginx1_23_0)]
+        {
+            (*h).next = ptr::null_mut();
+        }
+        rc(NGX_OK)
     }
 }
 

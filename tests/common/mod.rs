@@ -380,13 +380,18 @@ impl Nginx {
         dirs.into_iter().next().unwrap()
     }
 
+    /// The core's pid (waiting, within [`PATIENCE`], while the watchdog is writing it).
     pub fn core_pid(&self) -> i32 {
         let path = self.instance_dir().join("core.pid");
-        std::fs::read_to_string(&path)
-            .unwrap_or_default()
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("no pid in {}", path.display()))
+        let read = || {
+            std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .trim()
+                .parse::<i32>()
+                .ok()
+        };
+        wait_until(&format!("a pid in {}", path.display()), || read().is_some());
+        read().unwrap()
     }
 
     /// The live app processes: below the core, directly (direct spawning) or under a
