@@ -19,6 +19,7 @@ for_both_nginx! {
     memory_limit_recycles_a_process_that_grew_past_it,
     rolling_restarts_off_waits_for_the_old_process_before_new_ones_serve,
     sticky_sessions_route_a_client_to_its_process,
+    abort_websockets_on_process_shutdown_closes_or_keeps_upgraded_connections,
 }
 
 fn site(extra: &str) -> Site {
@@ -390,5 +391,119 @@ fn sticky_sessions_route_a_client_to_its_process(flavour: Flavour) {
         assert_eq!(r.status, 200);
         let (cookie, _) = route_cookie(&r, name).expect("an unknown id is replaced");
         assert_eq!(&cookie, cookies.get(&pid_of(&r)).unwrap());
+    }
+}
+
+/// A masked client text frame (short payloads only).
+fn client_frame(text: &str) -> Vec<u8> {
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    let mut out = vec![0x81, 0x80 | text.len() as u8];
+    out.extend_from_slice(&mask);
+    out.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// Reads one unmasked server text frame (short payloads only).
+fn read_frame(s: &mut TcpStream) -> String {
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head)
+        .expect("a frame header from the server");
+    assert_eq!(head[0], 0x81, "a final text frame");
+    let mut payload = vec![0u8; (head[1] & 0x7f) as usize];
+    s.read_exact(&mut payload).unwrap();
+    String::from_utf8(payload).unwrap()
+}
+
+/// A WebSocket to the node-ws test app through nginx, past its 101 head.
+fn open_websocket(port: u16) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.write_all(
+        b"GET /socket HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("the 101 head");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s
+}
+
+/// A restart replaces the process that holds a WebSocket. By default the WebSocket is closed
+/// when the process shuts down; with `passenger_abort_websockets_on_process_shutdown off` it
+/// keeps working, and the old process stops once it is closed.
+fn abort_websockets_on_process_shutdown_closes_or_keeps_upgraded_connections(flavour: Flavour) {
+    for abort in [true, false] {
+        let scratch = Scratch::writable_by_apps("ws");
+        let restart = scratch.0.join("restart.txt");
+        touch(&restart, 1_000_000);
+        let extra = format!(
+            "passenger_restart_dir {}; {}",
+            scratch.0.display(),
+            if abort {
+                ""
+            } else {
+                "passenger_abort_websockets_on_process_shutdown off;"
+            }
+        );
+        let nginx = Nginx::start_with(
+            flavour,
+            &[Site {
+                app: test_app("node-ws"),
+                extra,
+            }],
+            "passenger_stat_throttle_rate 0;",
+        );
+        assert_eq!(nginx.get("/").status, 200);
+        wait_until("one app process", || nginx.app_pids().len() == 1);
+        let old = nginx.app_pids()[0];
+        let mut ws = open_websocket(nginx.port());
+        ws.write_all(&client_frame("one")).unwrap();
+        assert_eq!(read_frame(&mut ws), "echo: one");
+
+        touch(&restart, 2_000_000);
+        assert_eq!(
+            nginx.get("/").status,
+            200,
+            "the request that notices the restart"
+        );
+        let replaced = format!("App {old} of group");
+        wait_until("the old process is being replaced", || {
+            nginx
+                .passenger_log()
+                .lines()
+                .any(|l| l.contains(&replaced) && l.contains("replaced by a restart"))
+        });
+        if abort {
+            let mut rest = Vec::new();
+            // EOF, or a reset: either way the connection is closed.
+            let _ = ws.read_to_end(&mut rest);
+            assert!(rest.is_empty(), "nothing but the end: {rest:?}");
+            wait_until("the old process stops", || !alive(old));
+        } else {
+            ws.write_all(&client_frame("two")).unwrap();
+            assert_eq!(
+                read_frame(&mut ws),
+                "echo: two",
+                "the WebSocket keeps working"
+            );
+            assert!(alive(old), "the old process lives while its WebSocket does");
+            // A close frame (masked, empty): the app ends the connection.
+            ws.write_all(&[0x88, 0x80, 1, 2, 3, 4]).unwrap();
+            let mut rest = Vec::new();
+            let _ = ws.read_to_end(&mut rest);
+            drop(ws);
+            wait_until("the old process stops once its WebSocket closed", || {
+                !alive(old)
+            });
+        }
     }
 }

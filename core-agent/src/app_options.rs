@@ -190,6 +190,9 @@ pub struct PoolOptions {
     pub sticky_sessions_cookie_name: String,
     /// What follows `<name>=<id>; ` in the Set-Cookie header.
     pub sticky_sessions_cookie_attributes: String,
+    /// Close a process's upgraded connections (WebSockets) when it is shut down
+    /// (`passenger_abort_websockets_on_process_shutdown`, default on); off: they run on.
+    pub abort_websockets_on_process_shutdown: bool,
     /// Global: seconds after which idle processes beyond min_instances stop, 0 = never.
     pub pool_idle_time: u64,
     /// Global: seconds between two stat() checks of restart.txt.
@@ -225,6 +228,7 @@ impl PoolOptions {
             memory_limit: 0,
             rolling_restarts: true,
             sticky_sessions: false,
+            abort_websockets_on_process_shutdown: true,
             sticky_sessions_cookie_name: options::DEFAULT_STICKY_SESSIONS_COOKIE_NAME.to_string(),
             sticky_sessions_cookie_attributes: options::DEFAULT_STICKY_SESSIONS_COOKIE_ATTRIBUTES
                 .to_string(),
@@ -299,6 +303,11 @@ impl PoolOptions {
                 .unwrap_or(d.memory_limit),
             rolling_restarts: flag(h, options::ROLLING_RESTARTS)?.unwrap_or(d.rolling_restarts),
             sticky_sessions: flag(h, options::STICKY_SESSIONS)?.unwrap_or(d.sticky_sessions),
+            abort_websockets_on_process_shutdown: flag(
+                h,
+                options::ABORT_WEBSOCKETS_ON_PROCESS_SHUTDOWN,
+            )?
+            .unwrap_or(d.abort_websockets_on_process_shutdown),
             sticky_sessions_cookie_name: match text(h, options::STICKY_SESSIONS_COOKIE_NAME)? {
                 None => d.sticky_sessions_cookie_name,
                 Some(name) if is_cookie_name(name) => name.to_string(),
@@ -563,6 +572,7 @@ mod tests {
             "SameSite=Lax; Secure;"
         );
         assert!(o.pool.rolling_restarts);
+        assert!(o.pool.abort_websockets_on_process_shutdown);
         assert_eq!(o.spawn, SpawnOptions::defaults(AppType::Rack, "production"));
         assert_eq!(o.spawn.method, SpawnMethod::Smart);
         assert!(!o.spawn.friendly_error_pages);
@@ -653,6 +663,7 @@ mod tests {
             ("PASSENGER_MEMORY_LIMIT", "256"),
             ("PASSENGER_ROLLING_RESTARTS", "0"),
             ("PASSENGER_STICKY_SESSIONS", "1"),
+            ("PASSENGER_ABORT_WEBSOCKETS_ON_PROCESS_SHUTDOWN", "0"),
             ("PASSENGER_STICKY_SESSIONS_COOKIE_NAME", "route"),
             (
                 "PASSENGER_STICKY_SESSIONS_COOKIE_ATTRIBUTES",
@@ -682,6 +693,7 @@ mod tests {
                 memory_limit: 256,
                 rolling_restarts: false,
                 sticky_sessions: true,
+                abort_websockets_on_process_shutdown: false,
                 sticky_sessions_cookie_name: "route".into(),
                 sticky_sessions_cookie_attributes: "Path=/; HttpOnly".into(),
                 pool_idle_time: 0,

@@ -311,7 +311,13 @@ pub async fn forward(
         (Exchange::Upgraded(response), _) => match hyper::upgrade::on(response).await {
             Ok(upgraded) => {
                 let mut app = TokioIo::new(upgraded);
-                session::tunnel(client, &mut app, process.pid).await;
+                session::tunnel(
+                    client,
+                    &mut app,
+                    process,
+                    relaying.abort_upgraded_on_shutdown,
+                )
+                .await;
             }
             Err(e) => tracing::warn!(
                 "App {} answered 101 but the connection could not be taken over: {e}",

@@ -109,12 +109,26 @@ pub struct Process {
     pub sticky_id: u32,
     pub spawned_at: SystemTime,
     stop: Mutex<Option<oneshot::Sender<()>>>,
+    /// Turns true when the pool shuts the process down (it drains, or stops).
+    retired: watch::Sender<bool>,
 }
 
 impl Process {
+    /// The pool shuts the process down: it takes no new requests.
+    fn retire(&self) {
+        self.retired.send_replace(true);
+    }
+
+    /// Turns true once the pool shuts the process down (for
+    /// `passenger_abort_websockets_on_process_shutdown`).
+    pub fn retirement(&self) -> watch::Receiver<bool> {
+        self.retired.subscribe()
+    }
+
     /// Asks the process to stop gracefully (its loader sees EOF on stdin; the spawner's
     /// supervision follows with SIGTERM, then SIGKILL).
     pub fn stop(&self) {
+        self.retire();
         if let Some(tx) = self.stop.lock().unwrap().take() {
             let _ = tx.send(());
         }
@@ -201,6 +215,12 @@ enum OobWork {
 }
 
 impl ProcEntry {
+    /// It takes no new requests, and stops once the ones it has are done.
+    fn drain(&mut self) {
+        self.state = ProcessState::Draining;
+        self.process.retire();
+    }
+
     fn has_room(&self) -> bool {
         self.state == ProcessState::Active
             && matches!(self.oob_work, OobWork::None)
@@ -321,7 +341,7 @@ impl Group {
         p.processed += 1;
         p.last_used = now;
         if p.recycle_after > 0 && p.processed >= p.recycle_after {
-            p.state = ProcessState::Draining;
+            p.drain();
         }
         p.process.clone()
     }
@@ -730,6 +750,7 @@ impl<S: Spawner> Pool<S> {
                         sticky_id: group.new_sticky_id(),
                         spawned_at: SystemTime::now(),
                         stop: Mutex::new(Some(spawned.stop)),
+                        retired: watch::channel(false).0,
                     });
                     let exited = spawned.exited;
                     let weak = self.me.clone();
@@ -864,7 +885,7 @@ impl<S: Spawner> Pool<S> {
             let recycled = match inner.groups.get_mut(&process.group) {
                 Some(group) => match group.find(process.id) {
                     Some(i) if group.procs[i].state == ProcessState::Active => {
-                        group.procs[i].state = ProcessState::Draining;
+                        group.procs[i].drain();
                         true
                     }
                     _ => false,
@@ -1114,7 +1135,15 @@ fn drain_oldest_old(group: &mut Group, actions: &mut Actions) {
         if group.procs[i].sessions == 0 {
             actions.stops.push(group.procs.remove(i).process);
         } else {
-            group.procs[i].state = ProcessState::Draining;
+            let p = &mut group.procs[i];
+            tracing::info!(
+                "App {} of group {:?} is replaced by a restart; it stops once its {} requests \
+                 are done",
+                p.process.pid,
+                group.name,
+                p.sessions
+            );
+            p.drain();
         }
     }
 }

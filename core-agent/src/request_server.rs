@@ -183,6 +183,7 @@ impl<S: Spawner> RequestServer<S> {
                 powered_by: &powered_by,
                 high_watermark: options.pool.response_buffer_high_watermark as usize,
                 progress: session::Progress::default(),
+                abort_upgraded_on_shutdown: options.pool.abort_websockets_on_process_shutdown,
                 set_cookie: (options.pool.sticky_sessions && sticky != Some(process.sticky_id))
                     .then(|| {
                         sticky_set_cookie(

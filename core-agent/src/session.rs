@@ -75,6 +75,8 @@ pub struct Relaying<'a> {
     pub progress: Progress,
     /// A `Set-Cookie` value added to the response (the sticky session cookie).
     pub set_cookie: Option<String>,
+    /// An upgraded connection closes when the pool shuts its process down.
+    pub abort_upgraded_on_shutdown: bool,
 }
 
 impl Relaying<'_> {
@@ -166,7 +168,13 @@ pub async fn forward(
         }
     };
     if relayed.upgraded {
-        tunnel(client, &mut app, process.pid).await;
+        tunnel(
+            client,
+            &mut app,
+            process,
+            relaying.abort_upgraded_on_shutdown,
+        )
+        .await;
     }
     Ok(Forwarded {
         oob_work: relayed.oob_work,
@@ -214,13 +222,30 @@ pub async fn out_of_band_work(process: &Process) {
     }
 }
 
-/// After a `101 Switching Protocols`: raw bytes both ways until either side is done.
-pub async fn tunnel<A, B>(client: &mut A, app: &mut B, pid: u32)
+/// After a `101 Switching Protocols`: raw bytes both ways until either side is done, or (with
+/// `abort_on_shutdown`) until the pool shuts the process down. A tunnel opened on a process
+/// that is shutting down already (e.g. the request that reached its max_requests) runs on.
+pub async fn tunnel<A, B>(client: &mut A, app: &mut B, process: &Process, abort_on_shutdown: bool)
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    match tokio::io::copy_bidirectional(client, app).await {
+    let pid = process.pid;
+    let mut retirement = process.retirement();
+    let watch_retirement = abort_on_shutdown && !*retirement.borrow_and_update();
+    let copied = tokio::select! {
+        copied = tokio::io::copy_bidirectional(client, app) => copied,
+        _ = async {
+            let _ = retirement.wait_for(|retired| *retired).await;
+        }, if watch_retirement => {
+            tracing::info!(
+                "Closed an upgraded connection to app {pid}: the process is shutting down \
+                 (passenger_abort_websockets_on_process_shutdown on)"
+            );
+            return;
+        }
+    };
+    match copied {
         Ok((up, down)) => tracing::debug!(
             "Upgraded connection to app {pid} closed: {up} bytes to the app, {down} from it"
         ),

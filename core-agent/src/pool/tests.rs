@@ -772,6 +772,24 @@ async fn a_recycled_process_finishes_its_requests_then_is_replaced() {
     assert_eq!(pids(&pool, &o), vec![1002], "min_instances: replaced");
 }
 
+#[tokio::test]
+async fn retirement_fires_when_the_pool_shuts_a_process_down() {
+    // What upgraded connections watch (passenger_abort_websockets_on_process_shutdown).
+    let pool = Pool::new(Dummy::new(0));
+    let o = options();
+    let a = pool.checkout(&o).await.unwrap();
+    let retirement = a.process.retirement();
+    assert!(!*retirement.borrow(), "a serving process is not retired");
+    assert!(pool.recycle(&a.process));
+    assert!(*retirement.borrow(), "draining retires it");
+    drop(a);
+    let b = pool.checkout(&o).await.unwrap();
+    let retirement = b.process.retirement();
+    drop(b);
+    pool.shutdown().await;
+    assert!(*retirement.borrow(), "stopping retires it");
+}
+
 #[tokio::test(start_paused = true)]
 async fn idle_processes_beyond_min_instances_stop() {
     let pool = Pool::new(Dummy::new(1));
