@@ -16,7 +16,8 @@
 #   loader:  !>                    (with a trailing space)
 #
 # When the app root has a Gemfile (or gems.rb, or BUNDLE_GEMFILE is set), the bundle is set up
-# (as `require 'bundler/setup'` does) before Rack and config.ru are loaded. If the app cannot be
+# (as `require 'bundler/setup'` does) before Rack and config.ru are loaded; with the handshake's
+# `preload_bundler: true` (passenger_preload_bundler on) `bundler/setup` is required anyway. If the app cannot be
 # loaded it prints `!> Error`, `!> html: false` and the reason with the exception, and exits 1.
 #
 # Once ready, `thread_count` threads (1 when absent) serve the session protocol on its unix

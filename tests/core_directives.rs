@@ -20,6 +20,7 @@ for_both_nginx! {
     rolling_restarts_off_waits_for_the_old_process_before_new_ones_serve,
     sticky_sessions_route_a_client_to_its_process,
     abort_websockets_on_process_shutdown_closes_or_keeps_upgraded_connections,
+    preload_bundler_loads_bundler_before_the_app,
 }
 
 fn site(extra: &str) -> Site {
@@ -506,4 +507,38 @@ fn abort_websockets_on_process_shutdown_closes_or_keeps_upgraded_connections(fla
             });
         }
     }
+}
+
+/// `passenger_preload_bundler on`: Bundler is loaded before the app (which has no Gemfile, so
+/// nothing else loads it), with both spawn methods; when Bundler cannot be loaded, the spawn
+/// fails and the log names the directive and Bundler.
+fn preload_bundler_loads_bundler_before_the_app(flavour: Flavour) {
+    let no_bundler = test_app("directives").join("no-bundler");
+    let nginx = Nginx::start(
+        flavour,
+        &[
+            site("passenger_app_group_name plain;"),
+            site("passenger_app_group_name smart; passenger_preload_bundler on;"),
+            site(
+                "passenger_app_group_name direct; passenger_preload_bundler on; \
+                 passenger_spawn_method direct;",
+            ),
+            site(&format!(
+                "passenger_app_group_name missing; passenger_preload_bundler on; \
+                 passenger_env_var RUBYLIB {};",
+                no_bundler.display()
+            )),
+        ],
+    );
+    let bundler = |i: usize| http(nginx.ports[i], "GET", "/bundler", &[], b"");
+    assert_eq!(bundler(0).text(), "not loaded");
+    assert_eq!(bundler(1).text(), "loaded", "smart spawning");
+    assert_eq!(bundler(2).text(), "loaded", "direct spawning");
+    let failed = bundler(3);
+    assert_eq!(failed.status, 500, "{failed:?}");
+    let log = nginx.passenger_log();
+    assert!(
+        log.contains("passenger_preload_bundler is on but Bundler cannot be loaded"),
+        "{log}"
+    );
 }

@@ -75,6 +75,9 @@ pub struct SpawnOptions {
     pub spawn_exception_status: u16,
     /// Threads per Ruby/Python process: the loader serves that many requests at once.
     pub thread_count: u32,
+    /// The Ruby loaders require `bundler/setup` before loading the app
+    /// (`passenger_preload_bundler`).
+    pub preload_bundler: bool,
 }
 
 impl SpawnOptions {
@@ -101,6 +104,7 @@ impl SpawnOptions {
             custom_error_page: None,
             spawn_exception_status: options::DEFAULT_SPAWN_EXCEPTION_STATUS_CODE as u16,
             thread_count: 1,
+            preload_bundler: false,
         }
     }
 
@@ -156,6 +160,7 @@ impl SpawnOptions {
                 .map_or(d.spawn_exception_status, |v| v as u16),
             thread_count: number(h, options::THREAD_COUNT, 1, 1024)?
                 .map_or(d.thread_count, |v| v as u32),
+            preload_bundler: flag(h, options::PRELOAD_BUNDLER)?.unwrap_or(d.preload_bundler),
         })
     }
 }
@@ -604,6 +609,7 @@ mod tests {
             ("PASSENGER_CUSTOM_ERROR_PAGE", "/srv/error.html"),
             ("PASSENGER_SPAWN_EXCEPTION_STATUS_CODE", "503"),
             ("PASSENGER_THREAD_COUNT", "4"),
+            ("PASSENGER_PRELOAD_BUNDLER", "1"),
         ]))
         .unwrap();
         assert_eq!(
@@ -625,6 +631,7 @@ mod tests {
                 custom_error_page: Some("/srv/error.html".into()),
                 spawn_exception_status: 503,
                 thread_count: 4,
+                preload_bundler: true,
             }
         );
         for (key, value) in [

@@ -88,6 +88,14 @@ impl SpawnConfig {
                 ("base_uri", options.base_uri.as_str()),
                 ("log_level", log_level.as_str()),
                 ("thread_count", thread_count.as_str()),
+                (
+                    "preload_bundler",
+                    if options.spawn.preload_bundler {
+                        "true"
+                    } else {
+                        "false"
+                    },
+                ),
             ]
             .into_iter()
             .chain(extra.iter().copied()),

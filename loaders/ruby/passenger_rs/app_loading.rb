@@ -4,7 +4,9 @@ module PassengerRs
   # Loads the Rack app from its startup file (config.ru) through Rack::Builder, in the app's
   # root and environment, after setting up the app's Bundler bundle if it has one (a Gemfile or
   # gems.rb in the app root, or BUNDLE_GEMFILE set), so that the bundle's Rack and gems are the
-  # ones loaded. Any failure is reported with the handshake's error block.
+  # ones loaded; with the handshake's `preload_bundler: true` (passenger_preload_bundler on),
+  # `bundler/setup` is required in any case. Any failure is reported with the handshake's
+  # error block.
   module AppLoading
     module_function
 
@@ -40,6 +42,7 @@ module PassengerRs
         Handshake.fail_startup("The startup file #{startup_file} does not exist; create it or set passenger_startup_file")
       end
       bundled = setup_bundler(root)
+      preload_bundler unless bundled || options['preload_bundler'] != 'true'
       begin
         require 'rack'
       rescue LoadError => e
@@ -61,6 +64,22 @@ module PassengerRs
       app = result.is_a?(Array) ? result.first : result
       Handshake.fail_startup("#{startup_file} does not define a Rack app (no `run`)") unless app.respond_to?(:call)
       app
+    end
+
+    # passenger_preload_bundler: requires bundler/setup (which sets up a bundle if one is found
+    # from the current directory, and loads Bundler in any case) before the app is loaded.
+    def preload_bundler
+      stdout = $stdout
+      begin
+        $stdout = $stderr
+        require 'bundler/setup'
+      ensure
+        $stdout = stdout
+      end
+    rescue LoadError => e
+      Handshake.fail_startup("passenger_preload_bundler is on but Bundler cannot be loaded for #{RUBY_DESCRIPTION}; install bundler (Debian: ruby-bundler), or turn passenger_preload_bundler off", e)
+    rescue StandardError, ScriptError => e
+      Handshake.fail_startup("passenger_preload_bundler is on but requiring bundler/setup failed", e)
     end
 
     # The Gemfile of the app's bundle, if it has one: BUNDLE_GEMFILE, else the app root's

@@ -8,6 +8,8 @@
 #                          writes S (if given), then holds the request until file F exists
 #                          (at most 60 s)
 #   /grow?mb=N             keeps N MiB more private memory for the rest of its life
+#   /bundler               whether Bundler is loaded: "loaded" or "not loaded"
+# no-bundler/ holds a bundler/setup.rb that raises LoadError, for RUBYLIB.
 require 'uri'
 
 $kept = []
@@ -44,6 +46,8 @@ run(lambda do |env|
     File.write(query['started'], Process.pid.to_s) if query['started']
     deadline = Time.now + 60
     sleep 0.02 until File.exist?(query['file'].to_s) || Time.now > deadline
+  when '/bundler'
+    return [200, headers, [defined?(::Bundler) ? 'loaded' : 'not loaded']]
   when '/grow'
     # Written to, so that the pages are the process's own (private dirty).
     $kept << ('y' * (query.fetch('mb', '1').to_i * 1_048_576))
