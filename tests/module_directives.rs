@@ -432,6 +432,35 @@ fn buffer_size_bounds_the_response_header(flavour: Flavour) {
     assert_eq!(roomy.header("x-big").map(str::len), Some(20000));
 }
 
+/// With `passenger_buffer_response on`, a response larger than `passenger_buffers` that the
+/// client does not read yet goes to temp files under `passenger_temp_path` (nginx creates the
+/// level directories when it writes the first one), and still arrives intact.
+fn buffered_responses_spill_to_passenger_temp_path(flavour: Flavour) {
+    let temp = Scratch::new("passenger-temp");
+    let nginx = Nginx::start(
+        flavour,
+        &[site(&format!(
+            "passenger_buffer_response on;\npassenger_buffers 4 4k;\n\
+             passenger_busy_buffers_size 8k;\npassenger_temp_path {}/t 1 2;",
+            temp.0.display()
+        ))],
+    );
+    let n = 8 * 1024 * 1024;
+    let mut s = connect(nginx.port());
+    s.write_all(
+        format!("GET /bytes?n={n}&cl=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let levels = temp.0.join("t");
+    wait_until("nginx wrote the response to a temp file", || {
+        std::fs::read_dir(&levels).is_ok_and(|mut d| d.next().is_some())
+    });
+    let r = read_response(s);
+    assert_eq!(r.body.len(), n);
+    assert!(r.body == pattern(n), "the body differs");
+}
+
 fn pass_header_and_ignore_headers(flavour: Flavour) {
     let nginx = Nginx::start(
         flavour,
@@ -860,6 +889,7 @@ for_both_nginx! {
     intercept_errors_hands_app_errors_to_error_page,
     buffer_size_bounds_the_response_header,
     pass_header_and_ignore_headers,
+    buffered_responses_spill_to_passenger_temp_path,
     read_timeout_gives_504,
     ignore_client_abort,
     http2_clients_are_served,
