@@ -522,7 +522,14 @@ def _build_environ(pairs, body, context):
         # Still in its encoded form (or absent): decode it. A PATH_INFO that differs from the
         # raw path was decoded by nginx already and must not be decoded twice.
         path = _unquote_native(raw_path if path is None else path)
-    base = context.base_uri
+    # The frontend's SCRIPT_NAME names the base URI this request came in under; the
+    # handshake's is the one the process was spawned for (an app served under two base URIs
+    # shares its processes). nginx sends PATH_INFO already split from it.
+    script_name = env.get('SCRIPT_NAME', '')
+    if script_name not in ('', '/') and not (path == script_name
+                                              or path.startswith(script_name + '/')):
+        path = script_name + (path or '')
+    base = script_name if script_name not in ('', '/') else context.base_uri
     if base and (path == base or path.startswith(base + '/')):
         env['SCRIPT_NAME'] = base
         env['PATH_INFO'] = path[len(base):]

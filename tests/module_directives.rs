@@ -76,9 +76,8 @@ fn passengers_integration_config_passes_nginx_t_and_serves(flavour: Flavour) {
     let sub_app = copy_app("echo");
     let sub_public = sub_app.0.join("public");
     std::os::unix::fs::symlink(&sub_public, root_app.0.join("public/subapp")).unwrap();
-    // A second copy for the alias location: one app root served under two base URIs shares
-    // one group, whose processes know the base URI they were spawned for.
-    let alias_app = copy_app("echo");
+    // The alias location serves the same app under a second base URI: one group, whose
+    // processes take each request's SCRIPT_NAME from nginx.
     let http = "passenger_default_user nobody;\n\
                 passenger_default_group nogroup;\n\
                 passenger_max_pool_size 3;\n\
@@ -98,7 +97,7 @@ fn passengers_integration_config_passes_nginx_t_and_serves(flavour: Flavour) {
          \x20   passenger_document_root {sub}/public;\n\
          \x20   passenger_enabled on;\n\
          }}\n",
-        sub = alias_app.0.display()
+        sub = sub_app.0.display()
     );
     let site = Site {
         app: root_app.0.clone(),

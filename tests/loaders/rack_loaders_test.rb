@@ -768,6 +768,9 @@ class RackLoadersTest < Minitest::Test
     # nginx rewrote or normalised the URI: the path it routed is the one that counts.
     env = call_app(loader, uri: '/sub/a/../env', env: { 'PATH_INFO' => '/sub/env' }).json
     assert_equal ['/sub', '/env'], [env['SCRIPT_NAME'], env['PATH_INFO']]
+    # The same app under another base URI: nginx's split of this request wins.
+    env = call_app(loader, uri: '/other/env', env: { 'SCRIPT_NAME' => '/other', 'PATH_INFO' => '/env' }).json
+    assert_equal ['/other', '/env'], [env['SCRIPT_NAME'], env['PATH_INFO']]
   end
 
   # 4 requests that each wait until all 4 are inside the app: they overlap in time only if

@@ -620,6 +620,10 @@ class ServingTest(LoaderTestCase):
                          {'SCRIPT_NAME': '/sub', 'PATH_INFO': ''})
         self.assertEqual(self.loader.request('GET', '/subway').json(),
                          {'SCRIPT_NAME': '', 'PATH_INFO': '/subway'})
+        # The same app under another base URI: nginx's split of this request wins.
+        r = self.loader.request('GET', '/other/env',
+                                env={'SCRIPT_NAME': '/other', 'PATH_INFO': '/env'})
+        self.assertEqual((r.json()['SCRIPT_NAME'], r.json()['PATH_INFO']), ('/other', '/env'))
 
     def test_write_callable(self):
         r = self.loader.request('GET', '/write')

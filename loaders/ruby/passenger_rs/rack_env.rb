@@ -112,7 +112,10 @@ module PassengerRs
       script = bin('') if script == '/'
       # A frontend that split the path itself (SCRIPT_NAME set, PATH_INFO the rest).
       decoded = script + decoded.to_s if !script.empty? && decoded && !segment_prefix?(decoded.b, script)
-      base = @base_uri || (script.empty? ? nil : script)
+      # The frontend's SCRIPT_NAME names the base URI this request came in under; the
+      # handshake's is the one the process was spawned for (an app served under two base URIs
+      # shares its processes).
+      base = script.empty? ? @base_uri : script
 
       raw = raw_request_path(env)
       path = if decoded.nil? || decoded.empty?
