@@ -33,6 +33,8 @@ impl AppOptions {
             AppType::Rack => &self.ruby,
             AppType::Wsgi => &self.python,
             AppType::Node => &self.nodejs,
+            // A generic app's start command runs through the shell.
+            AppType::Generic => "/bin/sh",
         }
     }
 }
@@ -78,6 +80,9 @@ pub struct SpawnOptions {
     /// The Ruby loaders require `bundler/setup` before loading the app
     /// (`passenger_preload_bundler`).
     pub preload_bundler: bool,
+    /// `passenger_app_start_command`: the shell command that starts a generic app (always
+    /// set for one, ignored for the others).
+    pub start_command: Option<String>,
 }
 
 impl SpawnOptions {
@@ -105,6 +110,7 @@ impl SpawnOptions {
             spawn_exception_status: options::DEFAULT_SPAWN_EXCEPTION_STATUS_CODE as u16,
             thread_count: 1,
             preload_bundler: false,
+            start_command: None,
         }
     }
 
@@ -115,6 +121,8 @@ impl SpawnOptions {
     ) -> Result<SpawnOptions, OptionsError> {
         let d = SpawnOptions::defaults(app_type, app_env);
         let method = match text(h, options::SPAWN_METHOD)? {
+            // A generic app has nothing to preload.
+            _ if app_type == AppType::Generic => SpawnMethod::Direct,
             None => d.method,
             Some("smart" | "smart-lv2") => SpawnMethod::Smart,
             Some("direct" | "conservative") => SpawnMethod::Direct,
@@ -161,6 +169,11 @@ impl SpawnOptions {
             thread_count: number(h, options::THREAD_COUNT, 1, 1024)?
                 .map_or(d.thread_count, |v| v as u32),
             preload_bundler: flag(h, options::PRELOAD_BUNDLER)?.unwrap_or(d.preload_bundler),
+            start_command: match text(h, options::APP_START_COMMAND)? {
+                Some(c) if !c.trim().is_empty() => Some(c.to_string()),
+                _ if app_type == AppType::Generic => return Err(OptionsError::NoStartCommand),
+                _ => None,
+            },
         })
     }
 }
@@ -390,13 +403,19 @@ pub enum OptionsError {
         value: String,
         expected: &'static str,
     },
-    #[error("app type {0:?} is unknown: use rack, wsgi or node")]
+    #[error("app type {0:?} is unknown: use rack, wsgi, node or generic")]
     UnsupportedType(String),
     #[error(
         "the app type of {0} could not be detected: it has no config.ru, passenger_wsgi.py or \
          app.js; set passenger_app_type"
     )]
     Undetected(String),
+    #[error(
+        "a generic app needs a start command, and {} is missing or empty; set \
+         passenger_app_start_command",
+        options::APP_START_COMMAND
+    )]
+    NoStartCommand,
 }
 
 /// A cookie name is an HTTP token.
@@ -482,12 +501,14 @@ impl AppOptions {
         let app_type = match text(h, options::APP_TYPE)? {
             Some(name) => AppType::from_name(name)
                 .ok_or_else(|| OptionsError::UnsupportedType(name.to_string()))?,
+            None if text(h, options::APP_START_COMMAND)?.is_some() => AppType::Generic,
             None => AppType::detect(Path::new(&app_root))
                 .ok_or_else(|| OptionsError::Undetected(app_root.clone()))?,
         };
         let startup_file = match text(h, options::STARTUP_FILE)? {
             Some(f) if f.starts_with('/') => f.to_string(),
             Some(f) => format!("{}/{f}", app_root.trim_end_matches('/')),
+            None if app_type == AppType::Generic => app_root.clone(),
             None => format!(
                 "{}/{}",
                 app_root.trim_end_matches('/'),
@@ -632,6 +653,7 @@ mod tests {
                 spawn_exception_status: 503,
                 thread_count: 4,
                 preload_bundler: true,
+                start_command: None,
             }
         );
         for (key, value) in [
@@ -808,7 +830,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "app type \"cobol\" is unknown: use rack, wsgi or node"
+            "app type \"cobol\" is unknown: use rack, wsgi, node or generic"
         );
         let wsgi = AppOptions::from_header(&header(&[
             ("PASSENGER_APP_ROOT", "/srv/app"),
@@ -829,5 +851,49 @@ mod tests {
             AppOptions::from_header(&header(&[("PASSENGER_APP_ROOT", "/nonexistent/app")])),
             Err(OptionsError::Undetected(_))
         ));
+    }
+
+    #[test]
+    fn generic_apps_need_a_start_command() {
+        let o = AppOptions::from_header(&header(&[
+            ("PASSENGER_APP_ROOT", "/srv/app"),
+            ("PASSENGER_APP_TYPE", "generic"),
+            ("PASSENGER_APP_START_COMMAND", "./server --port $PORT"),
+            ("PASSENGER_SPAWN_METHOD", "smart"),
+        ]))
+        .unwrap();
+        assert_eq!(o.app_type, AppType::Generic);
+        assert_eq!(o.startup_file, "/srv/app");
+        assert_eq!(
+            o.spawn.start_command.as_deref(),
+            Some("./server --port $PORT")
+        );
+        assert_eq!(o.spawn.method, SpawnMethod::Direct);
+        assert_eq!(o.interpreter(), "/bin/sh");
+        // Without a type, a start command makes the app generic (nothing is detected).
+        let o = AppOptions::from_header(&header(&[
+            ("PASSENGER_APP_ROOT", "/nonexistent/app"),
+            ("PASSENGER_APP_START_COMMAND", "x"),
+        ]))
+        .unwrap();
+        assert_eq!(o.app_type, AppType::Generic);
+        for command in [None, Some(""), Some("  ")] {
+            let mut pairs = vec![
+                ("PASSENGER_APP_ROOT", "/srv/app"),
+                ("PASSENGER_APP_TYPE", "generic"),
+            ];
+            if let Some(c) = command {
+                pairs.push(("PASSENGER_APP_START_COMMAND", c));
+            }
+            let e = AppOptions::from_header(&header(&pairs)).unwrap_err();
+            assert!(matches!(e, OptionsError::NoStartCommand), "{command:?}");
+            assert!(e.to_string().contains("passenger_app_start_command"));
+        }
+        let o = AppOptions::from_header(&header(&[
+            ("PASSENGER_APP_ROOT", "/srv/app"),
+            ("PASSENGER_APP_TYPE", "rack"),
+        ]))
+        .unwrap();
+        assert_eq!(o.spawn.start_command, None);
     }
 }

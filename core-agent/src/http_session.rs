@@ -1,10 +1,11 @@
 //! One request/response exchange with a Node.js app over http_session: plain HTTP/1.1 on the
-//! app's unix socket. The CGI environment nginx sent becomes an HTTP request again (the
-//! `HTTP_*` keys its headers, `X-Forwarded-For`/`-Proto` from the connection); the response is
-//! normalised like a session-protocol one and streamed to nginx. Connections to an app are
-//! kept alive and reused (hyper does the HTTP/1.1 framing).
+//! app's unix socket (or, for a generic app, its localhost TCP port). The CGI environment
+//! nginx sent becomes an HTTP request again (the `HTTP_*` keys its headers,
+//! `X-Forwarded-For`/`-Proto` from the connection); the response is normalised like a
+//! session-protocol one and streamed to nginx. Connections to an app are kept alive and
+//! reused (hyper does the HTTP/1.1 framing).
 
-use crate::pool::Process;
+use crate::pool::{AppAddress, Process};
 use crate::relay::{self, Backlog};
 use crate::response::{self, ResponseHead};
 use crate::session::{self, Forwarded, Relaying, RequestBody, SessionError};
@@ -94,17 +95,12 @@ impl Connections {
                 None => break,
             }
         }
-        let stream = session::connect(process).await?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| SessionError::ConnectFailed(format!("app {}: {e}", process.pid)))?;
-        let pid = process.pid;
-        tokio::spawn(async move {
-            if let Err(e) = connection.with_upgrades().await {
-                tracing::debug!("A connection to app {pid} ended: {e}");
+        match &process.address {
+            AppAddress::Unix(_) => open(process, session::connect(process).await?).await,
+            AppAddress::Tcp(addr) => {
+                open(process, session::connect_tcp(process, *addr).await?).await
             }
-        });
-        Ok(sender)
+        }
     }
 
     fn checkin(&self, process: &Process, sender: SendRequest<ChannelBody>) {
@@ -119,6 +115,23 @@ impl Connections {
     pub fn forget(&self, process: &Process) {
         self.idle.lock().unwrap().remove(&process.id);
     }
+}
+
+/// An HTTP/1.1 client connection on `stream` to `process`; hyper drives it in a task.
+async fn open<S>(process: &Process, stream: S) -> Result<SendRequest<ChannelBody>, SessionError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| SessionError::ConnectFailed(format!("app {}: {e}", process.pid)))?;
+    let pid = process.pid;
+    tokio::spawn(async move {
+        if let Err(e) = connection.with_upgrades().await {
+            tracing::debug!("A connection to app {pid} ended: {e}");
+        }
+    });
+    Ok(sender)
 }
 
 /// Turns nginx's CGI environment back into an HTTP/1.1 request for the app.

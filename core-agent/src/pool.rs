@@ -67,10 +67,27 @@ pub struct SpawnError {
     pub user: String,
 }
 
+/// Where an app process takes connections: the unix socket its loader reported, or (a
+/// generic app) the localhost TCP port it was started with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppAddress {
+    Unix(PathBuf),
+    Tcp(std::net::SocketAddr),
+}
+
+impl std::fmt::Display for AppAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AppAddress::Unix(path) => write!(f, "unix:{}", path.display()),
+            AppAddress::Tcp(addr) => write!(f, "tcp://{addr}"),
+        }
+    }
+}
+
 /// What a spawner hands the pool: a running, ready app process.
 pub struct SpawnedProcess {
     pub pid: u32,
-    pub socket_path: PathBuf,
+    pub address: AppAddress,
     pub protocol: SocketProtocol,
     /// Concurrent sessions the process takes; 0 means unlimited.
     pub concurrency: u32,
@@ -99,7 +116,7 @@ pub struct Process {
     pub id: u64,
     pub pid: u32,
     pub group: String,
-    pub socket_path: PathBuf,
+    pub address: AppAddress,
     pub protocol: SocketProtocol,
     pub password: String,
     pub concurrency: u32,
@@ -739,7 +756,7 @@ impl<S: Spawner> Pool<S> {
                         id: self.next_id.fetch_add(1, Ordering::Relaxed),
                         pid: spawned.pid,
                         group: name.clone(),
-                        socket_path: spawned.socket_path,
+                        address: spawned.address,
                         protocol: spawned.protocol,
                         password: spawned.password,
                         concurrency: options

@@ -2,7 +2,7 @@
 //! environment and body go to the app's unix socket, its response comes back, gets a
 //! normalised head, and is streamed to nginx.
 
-use crate::pool::Process;
+use crate::pool::{AppAddress, Process};
 use crate::relay::{self, Backlog};
 use crate::response::{self, MAX_HEAD, ResponseHead};
 use bytes::Bytes;
@@ -40,15 +40,32 @@ enum Upload {
 /// Connects to the app's socket; a refusal means nothing was sent, so the request can go to
 /// another process.
 pub async fn connect(process: &Process) -> Result<UnixStream, SessionError> {
-    UnixStream::connect(&process.socket_path)
-        .await
-        .map_err(|e| {
-            SessionError::ConnectFailed(format!(
-                "could not connect to app {} on {}: {e}",
-                process.pid,
-                process.socket_path.display()
-            ))
-        })
+    let failed = |e: &dyn std::fmt::Display| {
+        SessionError::ConnectFailed(format!(
+            "could not connect to app {} on {}: {e}",
+            process.pid, process.address
+        ))
+    };
+    match &process.address {
+        AppAddress::Unix(path) => UnixStream::connect(path).await.map_err(|e| failed(&e)),
+        AppAddress::Tcp(_) => Err(failed(&"the session protocol needs a unix socket")),
+    }
+}
+
+/// Connects to an app that listens on TCP (a generic app); a refusal, as with
+/// [`connect`], means nothing was sent.
+pub async fn connect_tcp(
+    process: &Process,
+    addr: std::net::SocketAddr,
+) -> Result<tokio::net::TcpStream, SessionError> {
+    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| {
+        SessionError::ConnectFailed(format!(
+            "could not connect to app {} on {}: {e}",
+            process.pid, process.address
+        ))
+    })?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }
 
 /// Response header by which an app asks for out-of-band work after this request (Phusion
@@ -190,7 +207,12 @@ const OOB_WORK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60)
 pub async fn out_of_band_work(process: &Process) {
     let pid = process.pid;
     let exchange = async {
-        let mut app = UnixStream::connect(&process.socket_path).await?;
+        let AppAddress::Unix(path) = &process.address else {
+            return Err(std::io::Error::other(
+                "out-of-band work needs a unix socket",
+            ));
+        };
+        let mut app = UnixStream::connect(path).await?;
         let pairs: [(&[u8], &[u8]); 6] = [
             (b"REQUEST_METHOD", b"OOBW"),
             (b"REQUEST_URI", b"/"),

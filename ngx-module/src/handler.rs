@@ -170,6 +170,18 @@ unsafe fn route(
             }
         }
     };
+    // passenger_app_start_command: an app of any language, nothing to detect; its "startup
+    // file" is the app root (whose owner user switching goes by).
+    let start_command = lcf.app_start_command;
+    if !start_command.data.is_null() && start_command.len > 0 {
+        return Ok(Route::App(AppRoute {
+            app_type: AppType::Generic,
+            startup_file: app_root.clone(),
+            app_root,
+            document_root,
+            base_uri: base_uri.unwrap_or_default().to_vec(),
+        }));
+    }
     let detected = || crate::detect::app_type(&app_root, mcf.stat_throttle_rate);
     let Some(app_type) = lcf.app_type().or_else(detected) else {
         unsafe {

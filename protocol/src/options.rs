@@ -123,6 +123,9 @@ pub enum AppType {
     Rack,
     Wsgi,
     Node,
+    /// An app of any language started by `passenger_app_start_command`: it listens for HTTP on
+    /// `127.0.0.1:$PORT`. Never autodetected (it has no startup file).
+    Generic,
 }
 
 impl AppType {
@@ -138,6 +141,7 @@ impl AppType {
             AppType::Rack => "rack",
             AppType::Wsgi => "wsgi",
             AppType::Node => "node",
+            AppType::Generic => "generic",
         }
     }
 
@@ -145,24 +149,28 @@ impl AppType {
         Self::DETECTION
             .iter()
             .map(|(t, _)| *t)
+            .chain([AppType::Generic])
             .find(|t| t.name() == name)
     }
 
-    /// The startup file used when `passenger_startup_file` is not set.
+    /// The startup file used when `passenger_startup_file` is not set, relative to the app
+    /// root; empty for a generic app, whose "startup file" is the app root itself.
     pub fn default_startup_file(self) -> &'static str {
         Self::DETECTION
             .iter()
             .find(|(t, _)| *t == self)
             .map(|(_, f)| *f)
-            .unwrap()
+            .unwrap_or("")
     }
 
-    /// The loader script under `<passenger_root>/loaders/`.
-    pub fn loader(self) -> &'static str {
+    /// The loader script under `<passenger_root>/loaders/`; a generic app has none (the core
+    /// runs its start command itself).
+    pub fn loader(self) -> Option<&'static str> {
         match self {
-            AppType::Rack => "rack-loader.rb",
-            AppType::Wsgi => "wsgi-loader.py",
-            AppType::Node => "node-loader.js",
+            AppType::Rack => Some("rack-loader.rb"),
+            AppType::Wsgi => Some("wsgi-loader.py"),
+            AppType::Node => Some("node-loader.js"),
+            AppType::Generic => None,
         }
     }
 
@@ -216,6 +224,23 @@ pub fn decode_env_vars(text: &str) -> Option<Vec<(String, String)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generic_is_named_but_never_detected() {
+        assert_eq!(AppType::from_name("generic"), Some(AppType::Generic));
+        assert_eq!(AppType::Generic.name(), "generic");
+        assert_eq!(AppType::Generic.loader(), None);
+        assert_eq!(AppType::Generic.default_startup_file(), "");
+        assert!(
+            AppType::DETECTION
+                .iter()
+                .all(|(t, _)| *t != AppType::Generic)
+        );
+        for (t, _) in AppType::DETECTION {
+            assert_eq!(AppType::from_name(t.name()), Some(t));
+            assert!(t.loader().is_some());
+        }
+    }
 
     #[test]
     fn env_vars_round_trip() {

@@ -92,7 +92,7 @@ impl Spawner for Dummy {
         });
         Ok(SpawnedProcess {
             pid,
-            socket_path: PathBuf::from("/nonexistent"),
+            address: AppAddress::Unix(PathBuf::from("/nonexistent")),
             protocol: SocketProtocol::Session,
             concurrency: self.concurrency,
             password: "pw".into(),

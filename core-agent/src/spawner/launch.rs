@@ -39,6 +39,35 @@ impl LaunchPlan {
     pub fn new(options: &AppOptions, identity: Identity, script: &Path) -> LaunchPlan {
         let interpreter = options.interpreter().to_string();
         let script = script.to_string_lossy().into_owned();
+        LaunchPlan::with_argv(options, identity, interpreter, vec![script])
+    }
+
+    /// The plan for a generic app: `/bin/sh -c <command>` (`passenger_app_start_command`),
+    /// with `PORT` set to the port the app is to listen on (nothing may override it).
+    pub fn start_command(
+        options: &AppOptions,
+        identity: Identity,
+        command: &str,
+        port: u16,
+    ) -> LaunchPlan {
+        let mut plan = LaunchPlan::with_argv(
+            options,
+            identity,
+            "/bin/sh".to_string(),
+            vec!["-c".to_string(), command.to_string()],
+        );
+        plan.env.retain(|(name, _)| name.as_bytes() != b"PORT");
+        plan.env.push(("PORT".into(), port.to_string().into()));
+        plan
+    }
+
+    /// Runs `interpreter args...`, through the login shell when that applies.
+    fn with_argv(
+        options: &AppOptions,
+        identity: Identity,
+        interpreter: String,
+        script_args: Vec<String>,
+    ) -> LaunchPlan {
         let shell_name = Path::new(&identity.shell)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -49,11 +78,12 @@ impl LaunchPlan {
                 let args = ["-l", "-c", "exec \"$@\"", "passenger-spawn"]
                     .into_iter()
                     .map(String::from)
-                    .chain([interpreter, script])
+                    .chain(std::iter::once(interpreter))
+                    .chain(script_args)
                     .collect();
                 (identity.shell.clone(), args)
             } else {
-                (interpreter, vec![script])
+                (interpreter, script_args)
             };
         LaunchPlan {
             program,
@@ -319,6 +349,26 @@ mod tests {
         assert_eq!(get(&plan, "RACK_ENV"), Some("mine"));
         assert_eq!(plan.env.iter().filter(|(k, _)| k == "RACK_ENV").count(), 1);
         assert!(get(&plan, "PASSENGER_CORE_PASSWORD").is_none());
+    }
+
+    #[test]
+    fn start_command_runs_through_sh_with_port() {
+        let mut o = options();
+        o.app_type = AppType::Generic;
+        o.spawn.env_vars = vec![("PORT".into(), "1".into())];
+        let plan = LaunchPlan::start_command(&o, identity("/bin/bash"), "./run --x", 4242);
+        assert_eq!(
+            plan.command_text(),
+            "/bin/bash -l -c 'exec \"$@\"' passenger-spawn /bin/sh -c './run --x'"
+        );
+        // The port the core picked wins over passenger_env_var.
+        assert_eq!(get(&plan, "PORT"), Some("4242"));
+        assert_eq!(plan.env.iter().filter(|(k, _)| k == "PORT").count(), 1);
+        assert_eq!(get(&plan, "IN_PASSENGER"), Some("1"));
+        o.spawn.load_shell_envvars = false;
+        let plan = LaunchPlan::start_command(&o, identity("/bin/bash"), "./run", 1);
+        assert_eq!(plan.command_text(), "/bin/sh -c ./run");
+        assert_eq!(plan.cwd, "/srv/app");
     }
 
     #[test]

@@ -3,11 +3,15 @@
 //! - smart (Ruby's default): a preloader loads the app once and forks a ready child per
 //!   spawn, the children sharing its memory copy-on-write (see [`smart`]).
 //!
+//! A generic app (`passenger_app_start_command`) has no loader: its command is run directly
+//! and it is ready when it listens on the TCP port it was given (see [`generic`]).
+//!
 //! Either way a process starts from a clean slate ([`launch`]), as the user the
 //! user-switching rules pick ([`identity`]), speaks the loader handshake ([`handshake`],
 //! [`start`]), has its output logged ([`output`]) and is supervised until it exits
 //! ([`process`]).
 
+mod generic;
 mod handshake;
 mod identity;
 mod launch;
@@ -17,7 +21,7 @@ mod smart;
 mod start;
 
 use crate::app_options::{AppOptions, SpawnMethod};
-use crate::pool::{SpawnError, SpawnedProcess, Spawner};
+use crate::pool::{AppAddress, SpawnError, SpawnedProcess, Spawner};
 use identity::Identity;
 use launch::LaunchPlan;
 use passenger_protocol::loader;
@@ -180,6 +184,7 @@ fn exec_failure(options: &AppOptions, plan: &LaunchPlan, e: &std::io::Error) -> 
                 AppType::Rack => "ruby",
                 AppType::Wsgi => "python",
                 AppType::Node => "nodejs",
+                AppType::Generic => "app_start_command",
             }
         ),
         std::io::ErrorKind::PermissionDenied => format!(
@@ -222,17 +227,13 @@ impl AppSpawner {
         identity: Identity,
     ) -> Result<SpawnedProcess, SpawnError> {
         let began = std::time::Instant::now();
+        let Some(loader) = options.app_type.loader() else {
+            return generic::spawn(options, identity).await;
+        };
         let password = random_password();
         let (running, _) = self
             .config
-            .launch(
-                options,
-                identity,
-                options.app_type.loader(),
-                Kind::App,
-                &password,
-                &[],
-            )
+            .launch(options, identity, loader, Kind::App, &password, &[])
             .await?;
         Ok(into_spawned(running, password, "direct", began))
     }
@@ -254,7 +255,7 @@ fn into_spawned(
     );
     SpawnedProcess {
         pid: running.pid,
-        socket_path: PathBuf::from(running.socket.path),
+        address: AppAddress::Unix(PathBuf::from(running.socket.path)),
         protocol: running.socket.protocol,
         concurrency: running.socket.concurrency,
         password,

@@ -108,15 +108,19 @@ pub fn describe(status: ExitStatus) -> String {
     }
 }
 
-/// What a supervised process is, for the log.
+/// What a supervised process is, for the log and for how it is stopped.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     App,
     Preloader,
+    /// An app started by `passenger_app_start_command`: it knows nothing of its stdin, so a
+    /// stop begins with SIGTERM; and what it left in its process group goes with it.
+    Generic,
 }
 
 /// Owns the process until it exits. A stop request (or the owner dropping the sender) closes
-/// its stdin, then after [`STOP_STEP`] sends SIGTERM, then SIGKILL, to its process group.
+/// its stdin, then after [`STOP_STEP`] sends SIGTERM, then SIGKILL, to its process group (a
+/// [`Kind::Generic`] app gets SIGTERM at once).
 /// Afterwards its private directory (and the socket in it) is removed.
 pub async fn supervise<S: Send + 'static>(
     mut handle: Handle,
@@ -130,7 +134,7 @@ pub async fn supervise<S: Send + 'static>(
     let requested = tokio::select! {
         how = handle.wait() => {
             match kind {
-                Kind::App => tracing::warn!(
+                Kind::App | Kind::Generic => tracing::warn!(
                     "App {pid} exited unexpectedly ({how}); it is removed from the pool and the \
                      next request starts a new one. Its output above may tell why"
                 ),
@@ -144,8 +148,13 @@ pub async fn supervise<S: Send + 'static>(
     };
     drop(stdin);
     if requested {
-        let mut how = tokio::time::timeout(STOP_STEP, handle.wait()).await.ok();
-        if how.is_none() {
+        let mut how = if kind == Kind::Generic {
+            handle.signal_group(Signal::SIGTERM);
+            tokio::time::timeout(STOP_STEP, handle.wait()).await.ok()
+        } else {
+            tokio::time::timeout(STOP_STEP, handle.wait()).await.ok()
+        };
+        if how.is_none() && kind != Kind::Generic {
             tracing::warn!(
                 "Process {pid} did not exit within {} s of its stdin closing; sending SIGTERM",
                 STOP_STEP.as_secs()
@@ -160,12 +169,18 @@ pub async fn supervise<S: Send + 'static>(
             );
             how = Some(handle.kill().await);
         }
-        let what = if kind == Kind::App {
-            "App"
-        } else {
+        let what = if kind == Kind::Preloader {
             "Preloader"
+        } else {
+            "App"
         };
         tracing::info!("{what} {pid} stopped ({})", how.unwrap_or_default());
+    }
+    if kind == Kind::Generic {
+        // Whatever the start command left behind in the app's process group (a shell's
+        // background jobs, a server's workers) goes too: the group outlives its leader only
+        // while such members remain, so its id is still theirs.
+        handle.signal_group(Signal::SIGKILL);
     }
     let _ = std::fs::remove_dir_all(&private_dir);
     let _ = exited.send(());

@@ -43,21 +43,29 @@ impl StartContext<'_> {
         let options = self.options;
         let command = self.plan.command_text();
         let lines = output.trim_end().lines().count();
+        let (printed, output_of) = if self.kind == Kind::Generic {
+            ("The app printed nothing", "The app's output")
+        } else {
+            ("The loader printed nothing", "The loader's output")
+        };
         tracing::error!(
             "Could not start the app in {}: {summary}. Command: {command}; cwd {}; user {}. {}",
             options.app_root,
             options.app_root,
             self.plan.identity.describe(),
             if lines == 0 {
-                "The loader printed nothing".to_string()
+                printed.to_string()
             } else {
-                format!(
-                    "The loader's output ({lines} lines) follows; fix the app and reload the page"
-                )
+                format!("{output_of} ({lines} lines) follows; fix the app and reload the page")
             }
         );
+        let label = if self.kind == Kind::Generic {
+            "App output"
+        } else {
+            "Loader output"
+        };
         for line in output.trim_end().lines() {
-            tracing::error!("Loader output for {}: {line}", options.app_root);
+            tracing::error!("{label} for {}: {line}", options.app_root);
         }
         SpawnError {
             summary,
