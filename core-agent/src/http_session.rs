@@ -155,7 +155,7 @@ fn build_request(
             .header("connection", "upgrade")
             .header("upgrade", upgrade);
     }
-    for (key, value) in &header.pairs {
+    for (key, value) in header.pairs() {
         let Some(name) = key.strip_prefix(b"HTTP_") else {
             continue;
         };
@@ -169,7 +169,7 @@ fn build_request(
         {
             continue;
         }
-        request = request.header(name, value.as_slice());
+        request = request.header(name, value);
     }
     if let Some(ct) = header.get("CONTENT_TYPE").filter(|v| !v.is_empty()) {
         request = request.header("content-type", ct);

@@ -153,7 +153,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread runs every request: a request's work is a few syscalls and some parsing, and
+    // on the small machines this serves, handing tasks between worker threads (futex wake-ups,
+    // work stealing) cost more CPU per request than the work itself. Nothing on the request
+    // path blocks: spawning, handshakes and app I/O are asynchronous; app output is written by
+    // its own thread.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -28,23 +28,28 @@ pub trait ChunkSource {
 /// The body of a session-protocol response: everything until the app closes the connection.
 pub struct ReadToEnd<'a, R> {
     reader: &'a mut R,
-    buf: Vec<u8>,
+    /// Filled by read_buf (no zeroing) and handed out without a copy; it allocates on the
+    /// first read, so a response that was whole with its head costs nothing here.
+    buf: bytes::BytesMut,
 }
 
 impl<'a, R: AsyncRead + Unpin> ReadToEnd<'a, R> {
     pub fn new(reader: &'a mut R) -> Self {
         ReadToEnd {
             reader,
-            buf: vec![0; READ_CHUNK],
+            buf: bytes::BytesMut::new(),
         }
     }
 }
 
 impl<R: AsyncRead + Unpin> ChunkSource for ReadToEnd<'_, R> {
     async fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
-        // AsyncRead::read is cancel-safe: no bytes are lost if the future is dropped.
-        let n = self.reader.read(&mut self.buf).await?;
-        Ok((n > 0).then(|| Bytes::copy_from_slice(&self.buf[..n])))
+        if self.buf.capacity() < READ_CHUNK / 4 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        // read_buf is cancel-safe: no bytes are lost if the future is dropped.
+        let n = self.reader.read_buf(&mut self.buf).await?;
+        Ok((n > 0).then(|| self.buf.split().freeze()))
     }
 }
 

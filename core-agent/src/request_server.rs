@@ -416,25 +416,34 @@ const MAX_WAITING_BODY: usize = 8 * 1024 * 1024;
 /// request body into `body` meanwhile; never completes while the body is larger than
 /// [`MAX_WAITING_BODY`].
 async fn client_gone(conn: &mut UnixStream, body: &mut Vec<u8>, content_length: u64) {
-    let mut chunk = vec![0u8; 16 * 1024];
+    use bytes::BufMut;
     loop {
         let missing = content_length.saturating_sub(body.len() as u64) as usize;
         if missing > 0 && body.len() >= MAX_WAITING_BODY {
             return std::future::pending().await;
         }
-        let want = if missing > 0 {
-            missing.min(chunk.len())
+        // Straight into the body (read_buf is cancel-safe, and does not zero memory first).
+        let read = if missing > 0 {
+            body.reserve(missing.min(WAITING_READ));
+            let spare = body.capacity() - body.len();
+            conn.read_buf(&mut (&mut *body).limit(missing.min(spare)))
+                .await
         } else {
-            chunk.len()
+            // Bytes beyond the body: nothing nginx should send; read to see EOF, ignored.
+            let mut scratch = [0u8; 256];
+            conn.read(&mut scratch).await
         };
-        match conn.read(&mut chunk[..want]).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) if missing > 0 => body.extend_from_slice(&chunk[..n]),
-            // Bytes beyond the body: nothing nginx should send; ignored.
-            Ok(_) => {}
+        if matches!(read, Ok(0) | Err(_)) {
+            return;
         }
     }
 }
+
+/// The most read at once while a request waits.
+const WAITING_READ: usize = 64 * 1024;
+
+/// What a read of the SCGI header asks for at once (a typical header is 1 to 3 KiB).
+const HEADER_READ: usize = 16 * 1024;
 
 enum HeaderProblem {
     Malformed(scgi::ScgiError),
@@ -446,10 +455,12 @@ async fn read_header(
     conn: &mut UnixStream,
 ) -> Result<Option<(ScgiHeader, Vec<u8>)>, HeaderProblem> {
     let read = async {
-        let mut buf = Vec::with_capacity(8192);
-        let mut chunk = vec![0u8; 16 * 1024];
+        let mut buf = Vec::with_capacity(HEADER_READ);
         loop {
-            match conn.read(&mut chunk).await {
+            if buf.capacity() - buf.len() < HEADER_READ / 2 {
+                buf.reserve(HEADER_READ);
+            }
+            match conn.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => {
                     if !buf.is_empty() {
                         tracing::debug!(
@@ -459,7 +470,7 @@ async fn read_header(
                     }
                     return Ok(None);
                 }
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Ok(_) => {}
             }
             match scgi::decode(&buf, DEFAULT_MAX_HEADER) {
                 Ok(Some((header, used))) => return Ok(Some((header, buf.split_off(used)))),

@@ -15,6 +15,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 const COPY_BUFFER: usize = 64 * 1024;
+/// The first read of a response asks for this much: a typical head and a small body.
+const HEAD_READ: usize = 16 * 1024;
 
 #[derive(Debug, Error)]
 pub enum SessionError {
@@ -151,10 +153,8 @@ pub async fn forward(
 ) -> Result<Forwarded, SessionError> {
     let mut app = connect(process).await?;
     let pairs = header
-        .pairs
-        .iter()
+        .pairs()
         .filter(|(k, _)| !k.starts_with(b"PASSENGER_"))
-        .map(|(k, v)| (k.as_slice(), v.as_slice()))
         .chain(std::iter::once((
             CONNECT_PASSWORD.as_bytes(),
             process.password.as_bytes(),
@@ -364,19 +364,21 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; COPY_BUFFER];
-    let mut filled = 0;
+    // Filled by read_buf, which does not zero the memory first.
+    let mut buf: Vec<u8> = Vec::with_capacity(HEAD_READ);
     let (mut head, used) = loop {
-        if filled == buf.len() {
-            buf.resize((buf.len() * 2).min(MAX_HEAD + COPY_BUFFER), 0);
+        if buf.len() == buf.capacity() {
+            // Doubling; a head is refused at MAX_HEAD bytes anyway.
+            buf.reserve(buf.len().max(HEAD_READ));
         }
         let n = app
-            .read(&mut buf[filled..])
+            .read_buf(&mut buf)
             .await
             .map_err(|e| SessionError::BadGateway {
                 message: format!("reading the response of app {pid} failed: {e}"),
                 dead: true,
             })?;
+        let filled = buf.len();
         if n == 0 {
             return Err(SessionError::BadGateway {
                 message: format!(
@@ -390,8 +392,7 @@ where
                 dead: filled == 0,
             });
         }
-        filled += n;
-        match response::parse_head(&buf[..filled]) {
+        match response::parse_head(&buf) {
             Ok(Some(done)) => break done,
             Ok(None) if filled >= MAX_HEAD => {
                 return Err(SessionError::BadGateway {
@@ -420,7 +421,7 @@ where
         backlog: Backlog::default(),
     };
     let mut out = relaying.render_head(&head);
-    out.extend_from_slice(&buf[used..filled]);
+    out.extend_from_slice(&buf[used..]);
     client.write_all(&out).await.map_err(gone)?;
     if relayed.upgraded {
         client.flush().await.map_err(gone)?;

@@ -39,20 +39,39 @@ pub enum ScgiError {
     BadKey { key: String, offset: usize },
 }
 
-/// A decoded SCGI request header.
+/// A decoded SCGI request header: its bytes as received, and where each key and value is in
+/// them (one allocation for the text and one for the index, rather than two per pair: the
+/// header is decoded once per request).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScgiHeader {
-    pub pairs: crate::Pairs,
+    raw: Vec<u8>,
+    /// Start and end of each key, then of its value, in `raw`.
+    spans: Vec<[usize; 4]>,
     pub content_length: u64,
 }
 
 impl ScgiHeader {
+    /// The pairs in the order received.
+    pub fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.spans
+            .iter()
+            .map(|&[ks, ke, vs, ve]| (&self.raw[ks..ke], &self.raw[vs..ve]))
+    }
+
+    /// How many pairs there are.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
     /// The value of `key`, if present.
     pub fn get(&self, key: &str) -> Option<&[u8]> {
-        self.pairs
-            .iter()
-            .find(|(k, _)| k == key.as_bytes())
-            .map(|(_, v)| v.as_slice())
+        self.pairs()
+            .find(|(k, _)| *k == key.as_bytes())
+            .map(|(_, v)| v)
     }
 
     /// The value of `key` as UTF-8 text, if present and valid.
@@ -117,13 +136,17 @@ pub fn decode(buf: &[u8], max_header: usize) -> Result<crate::Decoded<ScgiHeader
         }
         offset += k.len() + v.len() + 2;
     }
-    let pairs = raw
-        .into_iter()
-        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+    let text = &buf[start..end];
+    let base = text.as_ptr() as usize;
+    let at = |part: &[u8]| part.as_ptr() as usize - base;
+    let spans = raw
+        .iter()
+        .map(|&(k, v)| [at(k), at(k) + k.len(), at(v), at(v) + v.len()])
         .collect();
     Ok(Some((
         ScgiHeader {
-            pairs,
+            raw: text.to_vec(),
+            spans,
             content_length,
         },
         end + 1,

@@ -147,5 +147,5 @@ fn many_tiny_scgi_pairs_decode_quickly() {
     pairs.extend(keys.iter().map(|k| (k.as_bytes(), &b""[..])));
     let wire = scgi::encode(pairs);
     let (header, _) = scgi::decode(&wire, wire.len()).unwrap().unwrap();
-    assert_eq!(header.pairs.len(), 30_001);
+    assert_eq!(header.len(), 30_001);
 }

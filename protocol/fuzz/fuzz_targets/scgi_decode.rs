@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
         _ => usize::MAX,
     };
     if let Ok(Some((header, used))) = scgi::decode(input, limit) {
-        let pairs = header.pairs.iter().map(|(k, v)| (&k[..], &v[..]));
+        let pairs = header.pairs();
         assert_eq!(scgi::encode(pairs), input[..used]);
         assert_eq!(scgi::decode(&input[..used - 1], limit), Ok(None));
     }
