@@ -80,6 +80,8 @@ EXIT_GRACE = 5
 # How long the worker threads get to finish at shutdown.
 SHUTDOWN_JOIN = 2
 BACKLOG = 1024
+# The first read of a connection: the whole session header, as a rule.
+FIRST_READ = 16 * 1024
 # Small response chunks go out in one write together with the head.
 COALESCE_LIMIT = 64 * 1024
 
@@ -437,53 +439,102 @@ def _recv_exact(conn, n):
     return bytes(buf) if got == n else bytes(buf[:got])
 
 
+_LENGTH = struct.Struct('>I')
+
+
 def _read_header(conn):
-    """The session header as a dict of bytes; None if the connection closed before sending
-    anything."""
-    prefix = _recv_exact(conn, 4)
-    if not prefix:
-        return None
-    if len(prefix) < 4:
-        raise _BadSession('the connection closed inside the 4-byte length of the session header')
-    (length,) = struct.unpack('>I', prefix)
-    if length > MAX_HEADER:
-        raise _BadSession('the session header claims %d bytes, over the limit of %d'
-                          % (length, MAX_HEADER))
-    data = _recv_exact(conn, length)
-    if len(data) < length:
-        raise _BadSession('the connection closed after %d of the %d bytes of the session header'
-                          % (len(data), length))
-    parts = data.split(b'\0')
-    if parts and parts[-1] == b'':
+    """The session header as a dict of native strings (latin-1), and the bytes read past it
+    (the start of the body); (None, b'') if the connection closed before sending anything.
+
+    One recv() without waiting takes the whole header as a rule (the core writes it right
+    after connecting); only when it has not all arrived yet is the rest awaited, within
+    HEADER_TIMEOUT."""
+    try:
+        data = conn.recv(FIRST_READ, socket.MSG_DONTWAIT)
+        if not data:
+            return None, b''
+    except (BlockingIOError, InterruptedError):
+        data = b''
+    if len(data) >= 4:
+        (length,) = _LENGTH.unpack_from(data)
+        if length > MAX_HEADER:
+            raise _BadSession('the session header claims %d bytes, over the limit of %d'
+                              % (length, MAX_HEADER))
+        if len(data) < 4 + length:
+            data = _read_header_rest(conn, data, 4 + length)
+    else:
+        data = _read_header_rest(conn, data, 4)
+        if data is None:
+            return None, b''
+        (length,) = _LENGTH.unpack_from(data)
+        if length > MAX_HEADER:
+            raise _BadSession('the session header claims %d bytes, over the limit of %d'
+                              % (length, MAX_HEADER))
+        if len(data) < 4 + length:
+            data = _read_header_rest(conn, data, 4 + length)
+    end = 4 + length
+    # Latin-1 maps bytes to code points one to one: decoding first, then splitting, gives the
+    # native strings of PEP 3333 with one decode for the whole header.
+    parts = data[4:end].decode('latin-1').split('\0')
+    if parts and parts[-1] == '':
         parts.pop()
     if len(parts) % 2:
         raise _BadSession('the session header has a key without a value (%d NUL-separated '
                           'fields)' % len(parts))
-    return dict(zip(parts[0::2], parts[1::2]))
+    return dict(zip(parts[0::2], parts[1::2])), data[end:]
+
+
+def _read_header_rest(conn, data, want):
+    """`data` completed to `want` bytes, waiting at most HEADER_TIMEOUT; None if the connection
+    closed before sending anything."""
+    conn.settimeout(HEADER_TIMEOUT)
+    try:
+        rest = _recv_exact(conn, want - len(data))
+    except socket.timeout:
+        raise _BadSession('no complete session header arrived within %d seconds'
+                          % HEADER_TIMEOUT) from None
+    finally:
+        conn.settimeout(None)
+    data += rest
+    if len(data) < want:
+        if not data:
+            return None
+        if want == 4:
+            raise _BadSession('the connection closed inside the 4-byte length of the session '
+                              'header')
+        raise _BadSession('the connection closed after %d of the %d bytes of the session header'
+                          % (len(data) - 4, want - 4))
+    return data
 
 
 def _content_length(pairs):
-    text = pairs.get(b'CONTENT_LENGTH', b'').strip()
+    text = pairs.get('CONTENT_LENGTH', '').strip()
     if not text:
         return 0
-    if not text.isdigit():
-        raise _BadSession('CONTENT_LENGTH %r is not a number of bytes' % text.decode('latin-1'))
+    if not (text.isascii() and text.isdigit()):
+        raise _BadSession('CONTENT_LENGTH %r is not a number of bytes' % text)
     return int(text)
 
 
-def _read_body(conn, length):
-    """Exactly `length` bytes of body, in memory or (when large) in an unlinked temp file."""
+def _read_body(conn, length, early=b''):
+    """Exactly `length` bytes of body, in memory or (when large) in an unlinked temp file.
+    `early`: body bytes that came with the session header."""
+    if len(early) > length:
+        early = early[:length]
     if length <= MAX_MEMORY_BODY:
-        data = _recv_exact(conn, length)
+        if len(early) == length:
+            return io.BytesIO(early)
+        data = early + _recv_exact(conn, length - len(early))
         if len(data) < length:
             raise _BadSession('the request body ended after %d of its %d bytes (CONTENT_LENGTH)'
                               % (len(data), length))
         return io.BytesIO(data)
     spool = tempfile.TemporaryFile(prefix='passenger-wsgi-body.')
     try:
+        spool.write(early)
         buf = bytearray(COPY_CHUNK)
         view = memoryview(buf)
-        left = length
+        left = length - len(early)
         while left:
             k = conn.recv_into(view, min(left, COPY_CHUNK))
             if k == 0:
@@ -505,8 +556,8 @@ def _unquote_native(path):
     return unquote_to_bytes(path.encode('latin-1')).decode('latin-1')
 
 
-def _build_environ(pairs, body, context):
-    env = {k.decode('latin-1'): v.decode('latin-1') for k, v in pairs.items()}
+def _build_environ(env, body, context):
+    """The WSGI environ, made of `env` (the session header, which it changes)."""
     env.pop('PASSENGER_CONNECT_PASSWORD', None)
     env.pop('HTTP_CONTENT_TYPE', None)
     env.pop('HTTP_CONTENT_LENGTH', None)
@@ -515,13 +566,18 @@ def _build_environ(pairs, body, context):
     env.setdefault('SERVER_PORT', '80')
     env.setdefault('SERVER_PROTOCOL', 'HTTP/1.1')
 
-    raw_path, _, raw_query = _ABSOLUTE_URI.sub('', env.get('REQUEST_URI', '')).partition('?')
+    uri = env.get('REQUEST_URI', '')
+    if uri[:1] != '/':
+        uri = _ABSOLUTE_URI.sub('', uri)
+    raw_path, _, raw_query = uri.partition('?')
     env.setdefault('QUERY_STRING', raw_query)
     path = env.get('PATH_INFO')
     if path is None or path == raw_path:
         # Still in its encoded form (or absent): decode it. A PATH_INFO that differs from the
         # raw path was decoded by nginx already and must not be decoded twice.
-        path = _unquote_native(raw_path if path is None else path)
+        path = raw_path if path is None else path
+        if '%' in path:
+            path = _unquote_native(path)
     # The frontend's SCRIPT_NAME names the base URI this request came in under; the
     # handshake's is the one the process was spawned for (an app served under two base URIs
     # shares its processes). nginx sends PATH_INFO already split from it.
@@ -557,10 +613,27 @@ def _build_environ(pairs, body, context):
 
 _STATUS = re.compile(r'\A[0-9]{3}(?: [^\r\n\0]*)?\Z')
 _TOKEN = re.compile(r"\A[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
-_BAD_VALUE = re.compile(r'[\r\n\0]')
+
+
+# Statuses and header names seen before, and what checking them gave: apps send the same few
+# again and again. Each holds at most _CACHE_LIMIT entries.
+_CACHE_LIMIT = 512
+_STATUS_CACHE = {}  # status as the app gave it => the status to send
+_NAME_CACHE = {}  # valid header name => whether it is Content-Length
 
 
 def _check_status(status):
+    if type(status) is str:
+        checked = _STATUS_CACHE.get(status)
+        if checked is not None:
+            return checked
+    checked = _check_new_status(status)
+    if type(status) is str and len(_STATUS_CACHE) < _CACHE_LIMIT:
+        _STATUS_CACHE[status] = checked
+    return checked
+
+
+def _check_new_status(status):
     if not isinstance(status, str):
         raise TypeError('the WSGI status must be a str like "200 OK", not %s'
                         % type(status).__name__)
@@ -580,7 +653,11 @@ def _check_status(status):
 
 
 def _check_headers(headers):
+    """The headers as a new list of (name, value) tuples; and the Content-Length they declare
+    (None if none, or not a number), and whether there is a Content-Length header at all."""
     checked = []
+    content_length = None
+    has_length = False
     for item in headers:
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise TypeError('every WSGI response header must be a (name, value) tuple, not %r'
@@ -588,18 +665,29 @@ def _check_headers(headers):
         name, value = item
         if not isinstance(name, str) or not isinstance(value, str):
             raise TypeError('the response header %r must have a str name and value' % (item,))
-        if not _TOKEN.match(name):
-            raise ValueError('the response header name %r is not a valid HTTP token' % name)
-        if _BAD_VALUE.search(value):
+        is_length = _NAME_CACHE.get(name) if type(name) is str else None
+        if is_length is None:
+            if not _TOKEN.match(name):
+                raise ValueError('the response header name %r is not a valid HTTP token' % name)
+            is_length = name.lower() == 'content-length'
+            if type(name) is str and len(_NAME_CACHE) < _CACHE_LIMIT:
+                _NAME_CACHE[name] = is_length
+        if '\r' in value or '\n' in value or '\0' in value:
             raise ValueError('the value of the response header %s contains CR, LF or NUL' % name)
-        try:
-            name.encode('latin-1')
-            value.encode('latin-1')
-        except UnicodeEncodeError:
-            raise ValueError('the response header %s has characters outside latin-1; '
-                             'encode the value (e.g. RFC 5987) first' % name) from None
+        if not value.isascii():
+            try:
+                value.encode('latin-1')
+            except UnicodeEncodeError:
+                raise ValueError('the response header %s has characters outside latin-1; '
+                                 'encode the value (e.g. RFC 5987) first' % name) from None
+        if is_length:
+            has_length = True
+            try:
+                content_length = int(value.strip())
+            except ValueError:
+                pass
         checked.append((name, value))
-    return checked
+    return checked, content_length, has_length
 
 
 class _Response:
@@ -614,6 +702,7 @@ class _Response:
         self.headers_sent = False
         self.body_allowed = True
         self.content_length = None
+        self.has_length = False
         self.sent = 0
         self.client_gone = False
 
@@ -629,9 +718,11 @@ class _Response:
         elif self.status is not None:
             raise AssertionError('start_response() was called a second time without exc_info')
         status = _check_status(status)
-        headers = _check_headers(headers)
+        headers, content_length, has_length = _check_headers(headers)
         self.status = status
         self.headers = headers
+        self.content_length = content_length
+        self.has_length = has_length
         return self.write
 
     def write(self, data):
@@ -654,16 +745,8 @@ class _Response:
     def _head(self):
         code = int(self.status[:3])
         self.body_allowed = not (self.head_request or code < 200 or code in (204, 304))
-        lines = ['HTTP/1.1 %s\r\n' % self.status]
-        for name, value in self.headers:
-            if name.lower() == 'content-length':
-                try:
-                    self.content_length = int(value.strip())
-                except ValueError:
-                    pass
-            lines.append('%s: %s\r\n' % (name, value))
-        lines.append('\r\n')
-        return ''.join(lines).encode('latin-1')
+        lines = ['%s: %s\r\n' % header for header in self.headers]
+        return ('HTTP/1.1 %s\r\n%s\r\n' % (self.status, ''.join(lines))).encode('latin-1')
 
     def _clip(self, data):
         """The part of `data` that fits in the declared Content-Length, if any."""
@@ -723,8 +806,10 @@ class _Response:
                 and isinstance(result[0], bytes) and self.status is not None
                 and not self.head_request and self.status[:3] not in ('204', '304')
                 and not self.status.startswith('1')
-                and not any(n.lower() == 'content-length' for n, _ in self.headers)):
+                and not self.has_length):
             self.headers.append(('Content-Length', str(len(result[0]))))
+            self.content_length = len(result[0])
+            self.has_length = True
         for chunk in result:
             if not isinstance(chunk, (bytes, bytearray)):
                 raise TypeError('the app\'s response body yielded a %s; WSGI body chunks must '
@@ -797,22 +882,18 @@ class _Context:
 def _serve_connection(conn, context):
     body = None
     try:
-        conn.settimeout(HEADER_TIMEOUT)
-        try:
-            pairs = _read_header(conn)
-        except socket.timeout:
-            raise _BadSession('no complete session header arrived within %d seconds'
-                              % HEADER_TIMEOUT) from None
+        if conn.gettimeout() is not None:  # socket.setdefaulttimeout() in the app
+            conn.settimeout(None)
+        pairs, early = _read_header(conn)
         if pairs is None:
             return
-        conn.settimeout(None)
-        given = pairs.pop(b'PASSENGER_CONNECT_PASSWORD', None)
-        if given is None or not hmac.compare_digest(given, context.password):
+        given = pairs.pop('PASSENGER_CONNECT_PASSWORD', None)
+        if given is None or not hmac.compare_digest(given.encode('latin-1'), context.password):
             _log('Refused a session on %s: %s connect password; only the passenger-rs core may '
                  'connect to this socket' % (context.path, 'no' if given is None else 'a wrong'))
             return
         length = _content_length(pairs)
-        body = _read_body(conn, length)
+        body = _read_body(conn, length, early)
         environ = _build_environ(pairs, InputStream(body, length), context)
         _Response(conn, environ).run(context.app)
     except _BadSession as e:
@@ -853,7 +934,6 @@ def _serve_single(server, ctl, context):
             if select.select([ctl], [], [], 0.1)[0]:
                 return
             continue
-        conn.setblocking(True)
         _serve_connection(conn, context)
 
 

@@ -4,6 +4,7 @@
 # Only the standard library and Rack: it runs inside the app's process, before the app is loaded.
 
 require 'socket'
+require 'io/nonblock'
 require 'stringio'
 require 'tempfile'
 require 'securerandom'

@@ -18,6 +18,9 @@ module PassengerRs
   class RackEnv
     attr_reader :base_uri
 
+    HTTPS_ON = %w[on 1 true yes].freeze
+    BINARY = Encoding::BINARY
+
     # `base_uri`: the handshake's base_uri ('' or '/' for an app at the root).
     # `multithread`: whether other threads of this process may call the app at the same time.
     def initialize(base_uri:, multithread:)
@@ -42,7 +45,7 @@ module PassengerRs
       env['REQUEST_METHOD'] = bin('GET') if blank?(env['REQUEST_METHOD'])
       env['QUERY_STRING'] ||= bin('')
       split_path(env)
-      https = %w[on 1 true yes].include?(env['HTTPS'].to_s.downcase)
+      https = (flag = env['HTTPS']) ? HTTPS_ON.include?(flag.downcase) : false
       server_defaults(env, https)
       env.delete('CONTENT_TYPE') if env['CONTENT_TYPE'] == ''
       env.delete('CONTENT_LENGTH') if env['CONTENT_LENGTH'] == ''
@@ -70,6 +73,8 @@ module PassengerRs
 
     # Percent-decodes a binary string (not '+': that is only a space in query strings).
     def self.unescape(text)
+      return text.b unless text.include?('%')
+
       text.b.gsub(/%[0-9A-Fa-f]{2}/n) { |m| m[1, 2].hex.chr }
     end
 
@@ -82,7 +87,7 @@ module PassengerRs
     private
 
     def bin(text)
-      String.new(text, encoding: Encoding::BINARY)
+      text.b
     end
 
     def blank?(value)
@@ -100,16 +105,26 @@ module PassengerRs
       uri = env['REQUEST_URI']
       return nil if blank?(uri)
 
-      path = uri.b.split('?', 2).first.split('#', 2).first
+      uri = uri.b unless uri.encoding == BINARY
+      cut = uri.index('?')
+      hash = uri.index('#')
+      cut = hash if hash && (cut.nil? || hash < cut)
+      # A new String in any case: PATH_INFO must not be the REQUEST_URI object itself.
+      path = uri.byteslice(0, cut || uri.bytesize)
       path = path.sub(%r{\A[A-Za-z][A-Za-z0-9+.\-]*://[^/]*}n, '') unless path.start_with?('/')
       path.start_with?('/') ? path : nil
+    end
+
+    # Whether the raw path `raw` decodes to `decoded` (a binary String).
+    def decodes_to?(raw, decoded)
+      raw.include?('%') ? RackEnv.unescape(raw) == decoded : raw == decoded
     end
 
     # Sets SCRIPT_NAME and PATH_INFO (see the class comment).
     def split_path(env)
       decoded = env['PATH_INFO']
-      script = env['SCRIPT_NAME'].to_s.b
-      script = bin('') if script == '/'
+      script = env['SCRIPT_NAME']
+      script = script.nil? || script == '/' ? bin('') : script.b
       # A frontend that split the path itself (SCRIPT_NAME set, PATH_INFO the rest).
       decoded = script + decoded.to_s if !script.empty? && decoded && !segment_prefix?(decoded.b, script)
       # The frontend's SCRIPT_NAME names the base URI this request came in under; the
@@ -118,9 +133,10 @@ module PassengerRs
       base = script.empty? ? @base_uri : script
 
       raw = raw_request_path(env)
+      decoded = decoded.b if decoded && decoded.encoding != BINARY
       path = if decoded.nil? || decoded.empty?
                raw || bin('/')
-             elsif raw && RackEnv.unescape(raw) == decoded.b
+             elsif raw && decodes_to?(raw, decoded)
                raw
              else
                RackEnv.escape_path(decoded)

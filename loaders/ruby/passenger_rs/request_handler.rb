@@ -34,6 +34,12 @@ module PassengerRs
                      "Content-Length: 22\r\n\r\nInternal Server Error\n"
     # Arrays of small strings go out in one write with the head, up to this size.
     COALESCE_LIMIT = 64 * 1024
+    # The first read of a connection: the whole session header, as a rule.
+    FIRST_READ = 16 * 1024
+    # At most this many response header names are remembered as checked (see header_name).
+    HEADER_NAME_CACHE = 512
+    INVALID_HEADER_NAME = /[\s:\x00-\x1f\x7f]/.freeze
+    BINARY = Encoding::BINARY
 
     class BodyTooShort < StandardError; end
 
@@ -51,6 +57,9 @@ module PassengerRs
       @app = app
       @password = password.to_s
       @env_builder = RackEnv.new(base_uri: base_uri, multithread: multithread)
+      # Response header name => what to do with it (see header_name); status => status line.
+      @header_names = {}
+      @status_lines = {}
     end
 
     # Serves one connection. Returns :hijacked when the app took the connection over (the
@@ -80,27 +89,50 @@ module PassengerRs
     end
 
     # Reads the session header; nil when the connection is closed or the header is malformed.
+    # One read takes the length and, as a rule, the whole header; bytes read past the header
+    # (the start of the body) are pushed back into the connection's read buffer, where the body
+    # reading (or an app that hijacks the connection) finds them.
     def read_session_header(conn)
-      len = read_exact(conn, 4)&.unpack1('N')
-      return nil unless len && len <= MAX_HEADER
+      data = conn.readpartial(FIRST_READ)
+      while data.bytesize < 4
+        more = read_exact(conn, 4 - data.bytesize)
+        return nil unless more
 
-      data = read_exact(conn, len)
-      return nil unless data
+        data << more
+      end
+      len = data.unpack1('N')
+      return nil if len > MAX_HEADER
 
-      parts = data.split("\0", -1)
+      total = len + 4
+      if data.bytesize < total
+        more = read_exact(conn, total - data.bytesize)
+        return nil unless more
+
+        data << more
+      elsif data.bytesize > total
+        conn.ungetbyte(data.byteslice(total, data.bytesize - total))
+      end
+      parts = data.byteslice(4, len).split("\0", -1)
       parts.pop if parts.last == ''
-      return nil if parts.size.odd?
+      count = parts.size
+      return nil if count.odd?
 
       headers = {}
-      parts.each_slice(2) { |k, v| headers[k] = v }
+      i = 0
+      while i < count
+        headers[parts[i]] = parts[i + 1]
+        i += 2
+      end
       headers
+    rescue EOFError
+      nil
     end
 
     # The request body as a rewindable binary IO holding exactly CONTENT_LENGTH bytes (Rack 2
     # requires rewind; Rack 3 allows it).
     def read_body(conn, length)
       if length <= MAX_MEMORY_BODY
-        data = length.zero? ? String.new(encoding: Encoding::BINARY) : read_exact(conn, length)
+        data = length.zero? ? ''.b : read_exact(conn, length)
         raise BodyTooShort unless data
 
         StringIO.new(data.force_encoding(Encoding::BINARY))
@@ -207,9 +239,10 @@ module PassengerRs
     end
 
     def send_enumerable(conn, head, body, state)
-      if body.is_a?(Array) && body.sum { |chunk| chunk.to_s.bytesize } <= COALESCE_LIMIT
+      if body.is_a?(Array) && small?(body)
         state[:head_sent] = true
-        conn.write(body.each_with_object(head.dup) { |chunk, out| out << chunk.to_s.b })
+        body.each { |chunk| head << binary(chunk.to_s) }
+        conn.write(head)
         return
       end
       state[:head_sent] = true
@@ -217,6 +250,18 @@ module PassengerRs
       body.each do |chunk|
         conn.write(chunk) unless chunk.empty?
       end
+    end
+
+    def small?(body)
+      size = 0
+      body.each { |chunk| size += chunk.to_s.bytesize }
+      size <= COALESCE_LIMIT
+    end
+
+    # `text`, or a binary copy when appending it to a binary string could change that string's
+    # encoding (or fail).
+    def binary(text)
+      text.encoding == BINARY || text.ascii_only? ? text : text.b
     end
 
     # The path of the file a body stands for, when it is one that can be sent as is.
@@ -229,30 +274,55 @@ module PassengerRs
 
     # The status line and header lines; and the partial-hijack callback, if the app set one.
     def render_head(status, headers)
-      out = String.new("HTTP/1.1 #{status} #{reason_phrase(status)}\r\n", encoding: Encoding::BINARY)
+      out = status_line(status).dup
       partial_hijack = nil
       oob_work = false
       headers.each do |name, value|
-        name = name.to_s
-        if name.start_with?('rack.')
-          partial_hijack = value if name == 'rack.hijack' && value.respond_to?(:call)
-          next
-        end
-        next if name.casecmp?('status')
-
-        if name.casecmp?(OOB_WORK_HEADER)
+        kind = header_name(name)
+        case kind
+        when String
+          if value.is_a?(String) && !value.empty? && !value.include?("\n")
+            add_header(out, kind, value)
+          else
+            header_values(value).each { |v| add_header(out, kind, v) }
+          end
+        when :hijack
+          partial_hijack = value if value.respond_to?(:call)
+        when :oob_work
           oob_work ||= header_values(value).any? { |v| v.strip.casecmp?('true') }
-          next
+        when :invalid
+          STDERR.write("Dropped a response header with an invalid name: #{name.to_s.inspect}\n")
         end
-        if name.empty? || name.match?(/[\s:\x00-\x1f\x7f]/)
-          STDERR.write("Dropped a response header with an invalid name: #{name.inspect}\n")
-          next
-        end
-        header_values(value).each { |v| out << name.b << ': ' << v.b.delete("\r\0") << "\r\n" }
       end
       out << OOB_WORK_LINE if oob_work
       out << "\r\n"
       [out, partial_hijack]
+    end
+
+    def add_header(out, name, value)
+      value = value.to_s
+      value = value.b.delete("\r\0") if value.include?("\r") || value.include?("\0")
+      out << name << ': ' << binary(value) << "\r\n"
+    end
+
+    # What a response header name stands for: the name to send (a frozen binary String), or
+    # :hijack (`rack.hijack`), :skip (other `rack.*` names, `Status`), :oob_work, :invalid.
+    # Remembered per name, as apps send the same few names over and over.
+    def header_name(name)
+      kind = @header_names[name]
+      return kind if kind
+
+      text = name.to_s
+      kind = if text.start_with?('rack.') then text == 'rack.hijack' ? :hijack : :skip
+             elsif text.casecmp?('status') then :skip
+             elsif text.casecmp?(OOB_WORK_HEADER) then :oob_work
+             elsif text.empty? || text.match?(INVALID_HEADER_NAME) then :invalid
+             else text.b.freeze
+             end
+      if name.is_a?(String) && @header_names.size < HEADER_NAME_CACHE
+        @header_names[name.frozen? ? name : name.dup.freeze] = kind
+      end
+      kind
     end
 
     # Rack 3: a String or an Array of Strings; Rack 2: a String of "\n"-separated lines.
@@ -260,8 +330,14 @@ module PassengerRs
       (value.is_a?(Array) ? value : [value]).flat_map { |v| v.to_s.split("\n") }
     end
 
-    def reason_phrase(status)
-      Rack::Utils::HTTP_STATUS_CODES[status] || 'Unknown'
+    # "HTTP/1.1 <status> <reason>\r\n", a frozen binary String.
+    def status_line(status)
+      line = @status_lines[status]
+      return line if line
+
+      line = "HTTP/1.1 #{status} #{Rack::Utils::HTTP_STATUS_CODES[status] || 'Unknown'}\r\n".b.freeze
+      @status_lines[status] = line if status < 1000
+      line
     end
 
     def close_body(body)

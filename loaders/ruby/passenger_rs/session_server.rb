@@ -26,25 +26,28 @@ module PassengerRs
     # Serves with `threads` threads until a byte or EOF arrives on stdin; then closes the socket
     # and waits for the requests in progress (the core sends SIGTERM if they take too long).
     # `on_ready` is called once the threads accept.
+    #
+    # The threads wait in a blocking accept(2) (the socket in blocking mode, the GVL released):
+    # one system call per connection, and the kernel wakes one waiting thread per connection,
+    # not all of them. Closing the socket wakes them all with an IOError.
     def serve(handler, server, threads, on_ready: nil)
-      stop_r, stop_w = IO.pipe
+      server.nonblock = false
       workers = Array.new(threads) do |i|
         Thread.new do
           Thread.current.name = "passenger-rs request #{i + 1}" if Thread.current.respond_to?(:name=)
-          accept_loop(handler, server, stop_r)
+          accept_loop(handler, server)
         end
       end
       on_ready&.call
       wait_for_stop
       graceful = true
     ensure
-      stop_w&.close
       # New connections are refused from now on (the core can send them to another process);
-      # threads waiting in select on the socket get an IOError and leave.
+      # threads waiting in accept get an IOError and leave, the others leave after their
+      # request.
       server.close unless server.closed?
       # On SIGTERM, or `exit` in the app, nobody waits for the requests in progress.
       workers&.each(&:join) if graceful
-      stop_r&.close
     end
 
     # A byte or EOF on stdin: the core is gone or wants us to stop.
@@ -55,14 +58,11 @@ module PassengerRs
       end
     end
 
-    def accept_loop(handler, server, stop_r)
+    def accept_loop(handler, server)
       loop do
-        readable, = IO.select([server, stop_r])
-        return if readable.include?(stop_r)
-
         begin
-          conn = server.accept_nonblock
-        rescue IO::WaitReadable, Errno::EINTR, Errno::ECONNABORTED
+          conn = server.accept
+        rescue Errno::EINTR, Errno::ECONNABORTED, Errno::EAGAIN
           next
         end
         serve_connection(handler, conn)
