@@ -552,6 +552,58 @@ impl AppOptions {
     }
 }
 
+/// Parsed options by the text they were parsed from. nginx sends the same `PASSENGER_*` keys
+/// for every request of a location (serialised once at configuration time), so parsing them
+/// again per request is wasted work: this keeps the last results (a bounded number).
+#[derive(Default)]
+pub struct OptionsCache {
+    parsed: std::sync::Mutex<std::collections::HashMap<Vec<u8>, std::sync::Arc<AppOptions>>>,
+}
+
+/// More distinct option sets than this (locations times option variants) clear the cache.
+const MAX_CACHED_OPTION_SETS: usize = 256;
+
+impl OptionsCache {
+    /// The options of the request with `h`, from the cache when the same keys came before.
+    pub fn get(&self, h: &ScgiHeader) -> Result<std::sync::Arc<AppOptions>, OptionsError> {
+        let key = options_text(h);
+        if let Some(found) = self.lock().get(&key) {
+            return Ok(found.clone());
+        }
+        let parsed = std::sync::Arc::new(AppOptions::from_header(h)?);
+        let mut cache = self.lock();
+        if cache.len() >= MAX_CACHED_OPTION_SETS {
+            cache.clear();
+        }
+        cache.insert(key, parsed.clone());
+        Ok(parsed)
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<Vec<u8>, std::sync::Arc<AppOptions>>>
+    {
+        self.parsed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Everything [`AppOptions::from_header`] reads: the `PASSENGER_*` pairs but the password, and
+/// `SCRIPT_NAME` (the base URI when `PASSENGER_BASE_URI` is absent).
+fn options_text(h: &ScgiHeader) -> Vec<u8> {
+    let mut text = Vec::with_capacity(2048);
+    for (k, v) in h.pairs() {
+        if (k.starts_with(b"PASSENGER_") && k != options::CONNECT_PASSWORD.as_bytes())
+            || k == b"SCRIPT_NAME"
+        {
+            text.extend_from_slice(k);
+            text.push(0);
+            text.extend_from_slice(v);
+            text.push(0);
+        }
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,6 +617,34 @@ mod tests {
             .unwrap()
             .unwrap()
             .0
+    }
+
+    #[test]
+    fn the_cache_reuses_options_parsed_from_the_same_keys() {
+        let cache = OptionsCache::default();
+        let request = |password: &str, script: &str, min: &str| {
+            header(&[
+                ("REQUEST_URI", "/x"),
+                ("SCRIPT_NAME", script),
+                ("PASSENGER_APP_ROOT", "/srv/app"),
+                ("PASSENGER_APP_TYPE", "rack"),
+                ("PASSENGER_MIN_INSTANCES", min),
+                ("PASSENGER_CONNECT_PASSWORD", password),
+            ])
+        };
+        let first = cache.get(&request("a", "", "1")).unwrap();
+        // Another request of the same location (the password is not an option).
+        let again = cache.get(&request("b", "", "1")).unwrap();
+        assert!(std::sync::Arc::ptr_eq(&first, &again));
+        // Other options, or another base URI, are parsed afresh.
+        let other = cache.get(&request("a", "", "2")).unwrap();
+        assert_eq!(other.pool.min_instances, 2);
+        let sub = cache.get(&request("a", "/sub", "1")).unwrap();
+        assert_eq!(sub.base_uri, "/sub");
+        assert!(!std::sync::Arc::ptr_eq(&first, &sub));
+        // Errors are not kept.
+        assert!(cache.get(&request("a", "", "lots")).is_err());
+        assert!(cache.get(&request("a", "", "lots")).is_err());
     }
 
     #[test]

@@ -237,6 +237,7 @@ async fn run(args: Args, password: String, listener: std::os::unix::net::UnixLis
         password,
         pool: pool.clone(),
         http: http_session::Connections::default(),
+        options: app_options::OptionsCache::default(),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let accept_task = tokio::spawn(server.run(listener, shutdown_rx));

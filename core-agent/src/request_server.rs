@@ -27,6 +27,8 @@ pub struct RequestServer<S: Spawner> {
     pub pool: Arc<Pool<S>>,
     /// Keep-alive connections to Node.js apps.
     pub http: http_session::Connections,
+    /// The options of recent requests, parsed.
+    pub options: app_options::OptionsCache,
 }
 
 impl<S: Spawner> RequestServer<S> {
@@ -118,7 +120,7 @@ impl<S: Spawner> RequestServer<S> {
             let _ = conn.write_all(&page).await;
             return;
         }
-        let options = match AppOptions::from_header(&header) {
+        let options = match self.options.get(&header) {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!("Cannot serve {describe}: {e}");
@@ -325,7 +327,8 @@ impl<S: Spawner> RequestServer<S> {
                     tracing::debug!("{describe} abandoned: {message}");
                 }
             }
-            let _ = conn.shutdown().await;
+            // Dropping the connection closes it: nginx sees the end of the response (a
+            // shutdown() first would only cost a system call).
             return;
         }
     }
