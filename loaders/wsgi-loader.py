@@ -64,6 +64,7 @@ import struct
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from http import HTTPStatus
 from urllib.parse import unquote_to_bytes
@@ -485,17 +486,27 @@ def _read_header(conn):
 
 
 def _read_header_rest(conn, data, want):
-    """`data` completed to `want` bytes, waiting at most HEADER_TIMEOUT; None if the connection
-    closed before sending anything."""
-    conn.settimeout(HEADER_TIMEOUT)
-    try:
-        rest = _recv_exact(conn, want - len(data))
-    except socket.timeout:
-        raise _BadSession('no complete session header arrived within %d seconds'
-                          % HEADER_TIMEOUT) from None
-    finally:
-        conn.settimeout(None)
-    data += rest
+    """`data` completed to `want` bytes, waiting at most HEADER_TIMEOUT in all; None if the
+    connection closed before sending anything."""
+    deadline = time.monotonic() + HEADER_TIMEOUT
+    poller = select.poll()
+    poller.register(conn, select.POLLIN)
+    chunks = [data]
+    have = len(data)
+    while have < want:
+        left = deadline - time.monotonic()
+        if left <= 0 or not poller.poll(left * 1000):
+            raise _BadSession('no complete session header arrived within %d seconds'
+                              % HEADER_TIMEOUT)
+        try:
+            chunk = conn.recv(want - have, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            continue
+        if not chunk:
+            break
+        chunks.append(chunk)
+        have += len(chunk)
+    data = b''.join(chunks)
     if len(data) < want:
         if not data:
             return None
@@ -919,10 +930,13 @@ _ACCEPT_RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOM
 def _serve_single(server, ctl, context):
     """thread_count 1: one request at a time, on the main thread."""
     server.setblocking(False)
+    poller = select.poll()
+    poller.register(ctl, select.POLLIN)
+    poller.register(server, select.POLLIN)
     while True:
-        readable, _, _ = select.select([ctl, server], [], [])
-        if ctl in readable:
-            return  # a byte or EOF: stop
+        for fd, _ in poller.poll():
+            if fd == ctl:
+                return  # a byte or EOF (POLLHUP): stop
         try:
             conn, _ = server.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
