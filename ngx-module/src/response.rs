@@ -314,6 +314,38 @@ pub unsafe extern "C" fn input_filter_init(data: *mut std::ffi::c_void) -> ngx_i
         };
         (*(*u).pipe).length = length;
         (*u).length = length;
+        if (*u).buffering() == 0 && !widen_stream_buffer(r) {
+            return rc(NGX_ERROR);
+        }
         rc(NGX_OK)
     })
+}
+
+/// The least buffer a streamed (unbuffered) response body moves through. nginx streams
+/// through the buffer the header was read into (`passenger_buffer_size`, one page by default),
+/// so a 100 KB page took some 25 reads and writes; the core already holds the response for
+/// slow clients, so this buffer only sets how much moves per system call.
+const STREAM_BUFFER: usize = 32 * 1024;
+
+/// Before nginx streams the body: gives `u->buffer` at least [`STREAM_BUFFER`] bytes, keeping
+/// the body bytes that came with the header. `false` when out of memory.
+unsafe fn widen_stream_buffer(r: *mut ngx_http_request_t) -> bool {
+    unsafe {
+        let b = &mut (*(*r).upstream).buffer;
+        if b.start.is_null() || b.end.offset_from(b.start) as usize >= STREAM_BUFFER {
+            return true;
+        }
+        let unread = b.last.offset_from(b.pos).max(0) as usize;
+        let start = nginx_sys::ngx_palloc((*r).pool, STREAM_BUFFER) as *mut u8;
+        if start.is_null() {
+            return false;
+        }
+        // The old buffer stays in the request pool: header values point into it.
+        ptr::copy_nonoverlapping(b.pos, start, unread);
+        b.start = start;
+        b.pos = start;
+        b.last = start.add(unread);
+        b.end = start.add(STREAM_BUFFER);
+        true
+    }
 }
