@@ -43,6 +43,27 @@ module PassengerRs
 
     class BodyTooShort < StandardError; end
 
+    # What became of one request's connection; also its full-hijack callable
+    # (env['rack.hijack']), which hands the app the connection.
+    class Exchange
+      attr_accessor :env, :head_sent, :keep_open
+      attr_reader :hijacked
+
+      def initialize(conn)
+        @conn = conn
+        @env = nil
+        @hijacked = false
+        @head_sent = false
+        @keep_open = false
+      end
+
+      def call
+        @hijacked = true
+        @env['rack.hijack_io'] = @conn
+        @conn
+      end
+    end
+
     # Errors that mean the core (or the client behind it) went away.
     GONE = [Errno::EPIPE, Errno::ECONNRESET, Errno::ENOTCONN, IOError].freeze
 
@@ -117,6 +138,10 @@ module PassengerRs
       count = parts.size
       return nil if count.odd?
 
+      # Hash[] takes the pairs in one C call; a very large header goes pair by pair rather than
+      # as that many arguments.
+      return Hash[*parts] if count <= 512
+
       headers = {}
       i = 0
       while i < count
@@ -165,20 +190,14 @@ module PassengerRs
     # Calls the app and sends its response. The connection is closed at the end unless the app
     # hijacked it.
     def serve(conn, headers, input)
-      state = { hijacked: false, head_sent: false, keep_open: false }
-      env = nil
-      hijack = lambda do
-        state[:hijacked] = true
-        env['rack.hijack_io'] = conn
-        conn
-      end
-      env = @env_builder.build(headers, input, hijack)
+      state = Exchange.new(conn)
+      env = state.env = @env_builder.build(headers, input, state)
       status = response_headers = body = error = nil
       begin
         status, response_headers, body = @app.call(env)
         # After a full hijack the app has answered on the connection itself: its return value
         # is ignored.
-        send_response(conn, env, status, response_headers, body, state) unless state[:hijacked]
+        send_response(conn, env, status, response_headers, body, state) unless state.hijacked
       rescue Exception => e # rubocop:disable Lint/RescueException -- reported, then re-raised if fatal
         error = e
         raise if e.is_a?(SystemExit) || e.is_a?(SignalException) || e.is_a?(NoMemoryError)
@@ -186,11 +205,11 @@ module PassengerRs
         report_failure(conn, env, e, state)
       ensure
         close_body(body)
-        close_quietly(conn) unless state[:hijacked] || state[:keep_open]
+        close_quietly(conn) unless state.hijacked || state.keep_open
         response_finished(env, status, response_headers, error)
         close_input(input)
       end
-      state[:hijacked] || state[:keep_open] ? :hijacked : :done
+      state.hijacked || state.keep_open ? :hijacked : :done
     end
 
     def report_failure(conn, env, error, state)
@@ -201,9 +220,9 @@ module PassengerRs
       )
       # Once the head is out (or the app has the connection) all that can be done is to end
       # the response early.
-      return if state[:head_sent] || state[:hijacked] || state[:keep_open]
+      return if state.head_sent || state.hijacked || state.keep_open
 
-      state[:head_sent] = true
+      state.head_sent = true
       conn.write(INTERNAL_ERROR)
     rescue *GONE, SystemCallError
       nil
@@ -216,21 +235,21 @@ module PassengerRs
 
       head, partial_hijack = render_head(status, headers)
       if partial_hijack
-        state[:head_sent] = true
+        state.head_sent = true
         conn.write(head)
-        state[:keep_open] = true # the callback owns the connection, and closes it
+        state.keep_open = true # the callback owns the connection, and closes it
         partial_hijack.call(conn)
       elsif env['REQUEST_METHOD'] == 'HEAD' || status < 200 || status == 204 || status == 304
-        state[:head_sent] = true
+        state.head_sent = true
         conn.write(head)
       elsif (path = file_path(body))
-        state[:head_sent] = true
+        state.head_sent = true
         conn.write(head)
         File.open(path, 'rb') { |file| IO.copy_stream(file, conn) }
       elsif body.respond_to?(:each)
         send_enumerable(conn, head, body, state)
       elsif body.respond_to?(:call)
-        state[:head_sent] = true
+        state.head_sent = true
         conn.write(head)
         body.call(conn) # Rack 3 streaming body; the loader closes the stream after, if still open
       else
@@ -240,12 +259,12 @@ module PassengerRs
 
     def send_enumerable(conn, head, body, state)
       if body.is_a?(Array) && small?(body)
-        state[:head_sent] = true
+        state.head_sent = true
         body.each { |chunk| head << binary(chunk.to_s) }
         conn.write(head)
         return
       end
-      state[:head_sent] = true
+      state.head_sent = true
       conn.write(head)
       body.each do |chunk|
         conn.write(chunk) unless chunk.empty?
