@@ -622,6 +622,47 @@ fn pre_start_spawns_the_app_before_any_request(flavour: Flavour) {
     );
 }
 
+/// Under a registry path too long for unix socket addresses, app sockets go to a short
+/// directory under /tmp, which goes away with the instance.
+fn a_long_instance_registry_path_still_spawns_apps(flavour: Flavour) {
+    let dir = Scratch::new("long-registry");
+    // 70 bytes: short enough for the core's own socket (instance dir + agents.s/core), too
+    // long for the apps' (instance dir + apps.s/<process dir>/<socket name>).
+    let name_len = 70 - dir.0.as_os_str().len() - 1;
+    let registry = dir.0.join("r".repeat(name_len));
+    std::fs::create_dir_all(&registry).unwrap();
+    let port = free_port();
+    let conf = Nginx::config_with(flavour, &dir.0, &[(port, &site(""))], "").replace(
+        &format!(
+            "passenger_instance_registry_dir {}/registry;",
+            dir.0.display()
+        ),
+        &format!("passenger_instance_registry_dir {};", registry.display()),
+    );
+    std::fs::write(dir.0.join("nginx.conf"), conf).unwrap();
+    let mut child = nginx_command(flavour, &dir.0)
+        .args(["-g", "daemon off;"])
+        .spawn()
+        .unwrap();
+    wait_until("nginx listens", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let r = http(port, "GET", "/env", &[], b"");
+    let instance = instance_dirs(&registry).into_iter().next().unwrap();
+    let note = std::fs::read_to_string(instance.join("apps.s.elsewhere")).unwrap_or_default();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    let log = std::fs::read_to_string(dir.0.join("passenger.log")).unwrap_or_default();
+    assert_eq!(r.status, 200, "{r:?}\n{log}");
+    assert!(
+        note.starts_with("/tmp/prs."),
+        "no short socket dir noted: {note:?}\n{log}"
+    );
+    wait_until("the short socket dir is removed with the instance", || {
+        !Path::new(&note).exists()
+    });
+}
+
 fn core_socket_backlog_and_fd_limit(flavour: Flavour) {
     let nginx = Nginx::start_with(
         flavour,
@@ -894,6 +935,7 @@ for_both_nginx! {
     http2_clients_are_served,
     pre_start_spawns_the_app_before_any_request,
     core_socket_backlog_and_fd_limit,
+    a_long_instance_registry_path_still_spawns_apps,
     agents_failing_to_start,
     a_restarted_core_is_used_without_reloading_nginx,
     app_group_name_separates_groups,

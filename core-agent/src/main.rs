@@ -12,6 +12,7 @@ mod relay;
 mod request_server;
 mod response;
 mod session;
+mod socket_dir;
 mod spawn_error_page;
 mod spawner;
 
@@ -181,24 +182,13 @@ async fn run(args: Args, password: String, listener: std::os::unix::net::UnixLis
             return ExitCode::from(1);
         }
     };
-    let socket_dir = args
-        .instance_dir
-        .join(passenger_protocol::instance::APPS_DIR);
-    let created = {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            // Traversable: apps running as other users reach their own private directory.
-            .mode(0o711)
-            .create(&socket_dir)
+    let socket_dir = match socket_dir::SocketDir::create(&args.instance_dir) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(1);
+        }
     };
-    if let Err(e) = created {
-        tracing::error!(
-            "Cannot create the app socket directory {}: {e}; check the instance directory's permissions",
-            socket_dir.display()
-        );
-        return ExitCode::from(1);
-    }
     let (mut sigterm, mut sigint) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -229,7 +219,7 @@ async fn run(args: Args, password: String, listener: std::os::unix::net::UnixLis
 
     let spawner = spawner::AppSpawner::new(spawner::SpawnConfig {
         passenger_root: args.passenger_root.clone(),
-        socket_dir,
+        socket_dir: socket_dir.path.clone(),
         log_level: args.log_level,
     });
     let pool = pool::Pool::new(spawner);
@@ -263,6 +253,7 @@ async fn run(args: Args, password: String, listener: std::os::unix::net::UnixLis
     let _ = shutdown_tx.send(true);
     let _ = accept_task.await;
     pool.shutdown().await;
+    socket_dir.remove_short();
     tracing::info!("Shutdown complete");
     ExitCode::SUCCESS
 }

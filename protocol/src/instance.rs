@@ -15,6 +15,25 @@ pub const READ_ONLY_ADMIN_PASSWORD: &str = "read_only_admin_password.txt";
 pub const FULL_ADMIN_PASSWORD: &str = "full_admin_password.txt";
 pub const AGENTS_DIR: &str = "agents.s";
 pub const APPS_DIR: &str = "apps.s";
+/// When `<instance>/apps.s` is too long a path for the app sockets in it, the core puts them in
+/// a short directory under /tmp instead and names it in this file, so that whoever removes the
+/// instance removes that directory too.
+pub const SHORT_APPS_DIR_NOTE: &str = "apps.s.elsewhere";
+/// Where such short directories are made: `/tmp/prs.<8 random characters>`.
+pub const SHORT_APPS_DIR_PREFIX: &str = "/tmp/prs.";
+
+/// Removes the short app socket directory an instance names in [`SHORT_APPS_DIR_NOTE`], if any
+/// (only a path with [`SHORT_APPS_DIR_PREFIX`] is touched), and the note.
+pub fn remove_short_apps_dir(instance_dir: &std::path::Path) {
+    let note = instance_dir.join(SHORT_APPS_DIR_NOTE);
+    if let Ok(text) = std::fs::read_to_string(&note) {
+        let dir = text.trim();
+        if dir.starts_with(SHORT_APPS_DIR_PREFIX) && !dir.contains("..") {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        let _ = std::fs::remove_file(&note);
+    }
+}
 pub const CORE_SOCKET: &str = "agents.s/core";
 pub const CORE_API_SOCKET: &str = "agents.s/core_api";
 pub const WATCHDOG_API_SOCKET: &str = "agents.s/watchdog_api";

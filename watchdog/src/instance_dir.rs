@@ -108,6 +108,7 @@ impl InstanceDir {
     }
 
     pub fn remove(self) {
+        passenger_protocol::instance::remove_short_apps_dir(&self.path);
         if let Err(e) = fs::remove_dir_all(&self.path) {
             crate::log::error(&format!(
                 "cannot remove the instance directory {}: {e}",
