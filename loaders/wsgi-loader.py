@@ -482,7 +482,8 @@ def _read_header(conn):
     if len(parts) % 2:
         raise _BadSession('the session header has a key without a value (%d NUL-separated '
                           'fields)' % len(parts))
-    return dict(zip(parts[0::2], parts[1::2])), data[end:]
+    pairs = iter(parts)
+    return dict(zip(pairs, pairs)), data[end:]
 
 
 def _read_header_rest(conn, data, want):
