@@ -20,6 +20,7 @@ module PassengerRs
 
     HTTPS_ON = %w[on 1 true yes].freeze
     BINARY = Encoding::BINARY
+    EMPTY = ''.b.freeze
 
     # `base_uri`: the handshake's base_uri ('' or '/' for an app at the root).
     # `multithread`: whether other threads of this process may call the app at the same time.
@@ -124,7 +125,7 @@ module PassengerRs
     def split_path(env)
       decoded = env['PATH_INFO']
       script = env['SCRIPT_NAME']
-      script = script.nil? || script == '/' ? bin('') : script.b
+      script = script.nil? || script.empty? || script == '/' ? EMPTY : script.b
       # A frontend that split the path itself (SCRIPT_NAME set, PATH_INFO the rest).
       decoded = script + decoded.to_s if !script.empty? && decoded && !segment_prefix?(decoded.b, script)
       # The frontend's SCRIPT_NAME names the base URI this request came in under; the
@@ -141,7 +142,7 @@ module PassengerRs
              else
                RackEnv.escape_path(decoded)
              end
-      script_name, path_info = base ? split_base(path, base) : [nil, nil]
+      script_name, path_info = split_base(path, base) if base
       script_name ||= bin('')
       path_info ||= path
       path_info = bin('/') if script_name.empty? && path_info.empty?

@@ -300,8 +300,8 @@ module PassengerRs
         kind = header_name(name)
         case kind
         when String
-          if value.is_a?(String) && !value.empty? && !value.include?("\n")
-            add_header(out, kind, value)
+          if value.is_a?(String) && plain_value?(value)
+            out << kind << value << "\r\n"
           else
             header_values(value).each { |v| add_header(out, kind, v) }
           end
@@ -318,13 +318,20 @@ module PassengerRs
       [out, partial_hijack]
     end
 
-    def add_header(out, name, value)
+    # `prefix`: "Name: ".
+    def add_header(out, prefix, value)
       value = value.to_s
       value = value.b.delete("\r\0") if value.include?("\r") || value.include?("\0")
-      out << name << ': ' << binary(value) << "\r\n"
+      out << prefix << binary(value) << "\r\n"
     end
 
-    # What a response header name stands for: the name to send (a frozen binary String), or
+    # A header value that goes out as it is: one line, nothing to strip, nothing to re-encode.
+    def plain_value?(value)
+      !value.empty? && !value.include?("\n") && !value.include?("\r") && !value.include?("\0") &&
+        (value.encoding == BINARY || value.ascii_only?)
+    end
+
+    # What a response header name stands for: "Name: " to send (a frozen binary String), or
     # :hijack (`rack.hijack`), :skip (other `rack.*` names, `Status`), :oob_work, :invalid.
     # Remembered per name, as apps send the same few names over and over.
     def header_name(name)
@@ -336,7 +343,7 @@ module PassengerRs
              elsif text.casecmp?('status') then :skip
              elsif text.casecmp?(OOB_WORK_HEADER) then :oob_work
              elsif text.empty? || text.match?(INVALID_HEADER_NAME) then :invalid
-             else text.b.freeze
+             else (text.b << ': ').freeze
              end
       if name.is_a?(String) && @header_names.size < HEADER_NAME_CACHE
         @header_names[name.frozen? ? name : name.dup.freeze] = kind
