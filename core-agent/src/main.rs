@@ -231,6 +231,7 @@ async fn run(args: Args, password: String, listener: std::os::unix::net::UnixLis
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let accept_task = tokio::spawn(server.run(listener, shutdown_rx));
+    tokio::spawn(return_freed_memory());
 
     tracing::info!(
         "passenger-core {} ready: serving the core socket (fd {LISTENER_FD}) for instance {}, loaders from {}",
@@ -256,6 +257,21 @@ async fn run(args: Args, password: String, listener: std::os::unix::net::UnixLis
     socket_dir.remove_short();
     tracing::info!("Shutdown complete");
     ExitCode::SUCCESS
+}
+
+/// How often the core gives freed heap memory back to the system.
+const MEMORY_TRIM_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A burst of concurrent requests (each with its buffers, and a connection per Node.js
+/// request) leaves the heap at its high-water mark: malloc keeps freed memory for reuse. Every
+/// few seconds the free pages go back to the system, so the core's RSS after load is what it
+/// holds, not what it once needed.
+async fn return_freed_memory() {
+    loop {
+        tokio::time::sleep(MEMORY_TRIM_INTERVAL).await;
+        // SAFETY: malloc_trim only releases free memory; it is safe to call at any time.
+        unsafe { libc::malloc_trim(0) };
+    }
 }
 
 #[cfg(test)]

@@ -446,7 +446,7 @@ async fn client_gone(conn: &mut UnixStream, body: &mut Vec<u8>, content_length: 
 const WAITING_READ: usize = 64 * 1024;
 
 /// What a read of the SCGI header asks for at once (a typical header is 1 to 3 KiB).
-const HEADER_READ: usize = 16 * 1024;
+const HEADER_READ: usize = 8 * 1024;
 
 enum HeaderProblem {
     Malformed(scgi::ScgiError),

@@ -16,7 +16,7 @@ use tokio::net::UnixStream;
 
 const COPY_BUFFER: usize = 64 * 1024;
 /// The first read of a response asks for this much: a typical head and a small body.
-const HEAD_READ: usize = 16 * 1024;
+const HEAD_READ: usize = 8 * 1024;
 
 #[derive(Debug, Error)]
 pub enum SessionError {
