@@ -876,6 +876,25 @@ fn new_directives_accept_good_values(flavour: Flavour) {
     );
 }
 
+/// The headers hash sizes are the ones nginx builds the hidden-headers hash with: too small a
+/// one gets nginx's own warning naming the size given.
+fn headers_hash_sizes_reach_nginx(flavour: Flavour) {
+    let dir = Scratch::new("headers-hash");
+    let (ok, err) = nginx_t(
+        flavour,
+        &dir.0,
+        "",
+        "passenger_pass_header X-Foo;\npassenger_headers_hash_max_size 1;\n\
+         passenger_headers_hash_bucket_size 32;",
+    );
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("could not build optimal passenger_hide_headers_hash")
+            && err.contains("max_size: 1"),
+        "{err}"
+    );
+}
+
 fn new_directives_refuse_bad_values(flavour: Flavour) {
     assert_bad_values_fail_nginx_t(
         flavour,
@@ -945,4 +964,5 @@ for_both_nginx! {
     aliases_and_obsolete_directives_are_accepted,
     new_directives_accept_good_values,
     new_directives_refuse_bad_values,
+    headers_hash_sizes_reach_nginx,
 }
