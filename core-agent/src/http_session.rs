@@ -73,7 +73,12 @@ impl Body for ChannelBody {
 #[derive(Default)]
 pub struct Connections {
     idle: Mutex<HashMap<u64, Vec<SendRequest<ChannelBody>>>>,
+    /// Check-ins so far: every [`PRUNE_EVERY`]th one drops the closed connections of every
+    /// process (those of processes that stopped would otherwise stay forever).
+    checkins: std::sync::atomic::AtomicUsize,
 }
+
+const PRUNE_EVERY: usize = 256;
 
 impl Connections {
     /// An idle connection to `process`, or a new one.
@@ -105,6 +110,15 @@ impl Connections {
 
     fn checkin(&self, process: &Process, sender: SendRequest<ChannelBody>) {
         let mut idle = self.idle.lock().unwrap();
+        let n = self
+            .checkins
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n % PRUNE_EVERY == PRUNE_EVERY - 1 {
+            idle.retain(|_, list| {
+                list.retain(|s| !s.is_closed());
+                !list.is_empty()
+            });
+        }
         let list = idle.entry(process.id).or_default();
         if list.len() < MAX_IDLE_PER_PROCESS {
             list.push(sender);
