@@ -929,24 +929,42 @@ _ACCEPT_RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOM
 
 
 def _serve_single(server, ctl, context):
-    """thread_count 1: one request at a time, on the main thread."""
-    server.setblocking(False)
-    poller = select.poll()
-    poller.register(ctl, select.POLLIN)
-    poller.register(server, select.POLLIN)
-    while True:
-        for fd, _ in poller.poll():
-            if fd == ctl:
-                return  # a byte or EOF (POLLHUP): stop
+    """thread_count 1: one request at a time, on the main thread, which waits in accept() (one
+    system call per connection). A watcher thread waits for the stop byte (or EOF) on `ctl`
+    and then shuts the socket down, which ends the accept() at once, or the one after the
+    request in progress."""
+    stopping = threading.Event()
+
+    def watch():
+        # Signals (SIGTERM) must reach the main thread, and interrupt its accept().
+        try:
+            signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        except (AttributeError, OSError, ValueError):
+            pass
+        try:
+            os.read(ctl, 1)  # returns on a byte or EOF
+        except OSError:
+            pass
+        stopping.set()
+        try:
+            server.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    server.setblocking(True)
+    threading.Thread(target=watch, name='passenger-wsgi-stop', daemon=True).start()
+    while not stopping.is_set():
         try:
             conn, _ = server.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             continue
         except OSError as e:
+            if stopping.is_set():
+                return
             if e.errno not in _ACCEPT_RESOURCE_ERRORS:
                 raise
             _log('Cannot accept a connection on %s: %s; retrying' % (context.path, e))
-            if select.select([ctl], [], [], 0.1)[0]:
+            if stopping.wait(0.1):
                 return
             continue
         _serve_connection(conn, context)
