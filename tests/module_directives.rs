@@ -577,82 +577,102 @@ fn http2_clients_are_served(flavour: Flavour) {
 // ---------------------------------------------------------------------------------------------
 // Global settings and resilience
 
+/// Writes the harness's configuration for the module app on `port` into `dir`, passed through
+/// `edit` (for what the harness fixes itself, like `passenger_root` or the registry dir).
+fn write_own_config(flavour: Flavour, dir: &Path, port: u16, edit: impl FnOnce(String) -> String) {
+    std::fs::create_dir_all(dir.join("registry")).unwrap();
+    let conf = Nginx::config_with(flavour, dir, &[(port, &site(""))], "");
+    std::fs::write(dir.join("nginx.conf"), edit(conf)).unwrap();
+}
+
+/// nginx in the foreground on a configuration of [`write_own_config`], listening; stopped
+/// (SIGTERM, and waited for) when dropped.
+struct OwnNginx {
+    dir: Scratch,
+    port: u16,
+    child: std::process::Child,
+}
+
+impl OwnNginx {
+    fn start(flavour: Flavour, label: &str, edit: impl FnOnce(String, u16) -> String) -> OwnNginx {
+        let dir = Scratch::new(label);
+        let port = free_port();
+        write_own_config(flavour, &dir.0, port, |conf| edit(conf, port));
+        let mut child = nginx_command(flavour, &dir.0)
+            .args(["-g", "daemon off;"])
+            .spawn()
+            .unwrap();
+        wait_until("nginx listens", || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "nginx exited with {status}:\n{}",
+                    std::fs::read_to_string(dir.0.join("error.log")).unwrap_or_default()
+                );
+            }
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        OwnNginx { dir, port, child }
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.0.join(name)).unwrap_or_default()
+    }
+
+    fn stop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnNginx {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 fn pre_start_spawns_the_app_before_any_request(flavour: Flavour) {
     // The pre-start URL names the port nginx listens on, so the config is written here.
-    let port = free_port();
-    let s = site("");
-    let dir = Scratch::new("pre-start");
-    std::fs::create_dir_all(dir.0.join("registry")).unwrap();
-    let conf = Nginx::config_with(
-        flavour,
-        &dir.0,
-        &[(port, &s)],
-        &format!("passenger_pre_start http://127.0.0.1:{port}/env;"),
-    );
-    std::fs::write(dir.0.join("nginx.conf"), conf).unwrap();
-    let mut child = nginx_command(flavour, &dir.0)
-        .args(["-g", "daemon off;"])
-        .spawn()
-        .unwrap();
-    let log = dir.0.join("passenger.log");
-    let found = (|| {
-        let deadline = std::time::Instant::now() + PATIENCE;
-        while std::time::Instant::now() < deadline {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.contains("pre-start http://") {
-                return Some(text);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        None
-    })();
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
-    let _ = child.wait();
-    let text = found.unwrap_or_else(|| {
-        panic!(
-            "no pre-start line in the log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
+    let nginx = OwnNginx::start(flavour, "pre-start", |conf, port| {
+        conf.replacen(
+            "http {\n",
+            &format!("http {{\npassenger_pre_start http://127.0.0.1:{port}/env;\n"),
+            1,
         )
     });
-    assert!(
-        text.contains(&format!(
-            "pre-start http://127.0.0.1:{port}/env: HTTP/1.1 200"
-        )),
-        "{text}"
-    );
+    let line = format!("pre-start http://127.0.0.1:{}/env: ", nginx.port);
+    wait_until("the watchdog logged the pre-start request", || {
+        nginx.log("passenger.log").contains(&line)
+    });
+    let log = nginx.log("passenger.log");
+    assert!(log.contains(&format!("{line}HTTP/1.1 200")), "{log}");
+    assert!(log.contains("Started app"), "{log}");
 }
 
 /// Under a registry path too long for unix socket addresses, app sockets go to a short
 /// directory under /tmp, which goes away with the instance.
 fn a_long_instance_registry_path_still_spawns_apps(flavour: Flavour) {
-    let dir = Scratch::new("long-registry");
+    let parent = Scratch::new("long-registry");
     // 70 bytes: short enough for the core's own socket (instance dir + agents.s/core), too
     // long for the apps' (instance dir + apps.s/<process dir>/<socket name>).
-    let name_len = 70 - dir.0.as_os_str().len() - 1;
-    let registry = dir.0.join("r".repeat(name_len));
+    let name_len = 70 - parent.0.as_os_str().len() - 1;
+    let registry = parent.0.join("r".repeat(name_len));
     std::fs::create_dir_all(&registry).unwrap();
-    let port = free_port();
-    let conf = Nginx::config_with(flavour, &dir.0, &[(port, &site(""))], "").replace(
-        &format!(
-            "passenger_instance_registry_dir {}/registry;",
-            dir.0.display()
-        ),
-        &format!("passenger_instance_registry_dir {};", registry.display()),
-    );
-    std::fs::write(dir.0.join("nginx.conf"), conf).unwrap();
-    let mut child = nginx_command(flavour, &dir.0)
-        .args(["-g", "daemon off;"])
-        .spawn()
-        .unwrap();
-    wait_until("nginx listens", || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    let mut nginx = OwnNginx::start(flavour, "long-registry-nginx", |conf, _| {
+        let line = conf
+            .lines()
+            .find(|l| l.contains("passenger_instance_registry_dir"))
+            .unwrap()
+            .to_string();
+        conf.replace(
+            &line,
+            &format!("passenger_instance_registry_dir {};", registry.display()),
+        )
     });
-    let r = http(port, "GET", "/env", &[], b"");
+    let r = http(nginx.port, "GET", "/env", &[], b"");
     let instance = instance_dirs(&registry).into_iter().next().unwrap();
     let note = std::fs::read_to_string(instance.join("apps.s.elsewhere")).unwrap_or_default();
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let _ = child.wait();
-    let log = std::fs::read_to_string(dir.0.join("passenger.log")).unwrap_or_default();
+    nginx.stop();
+    let log = nginx.log("passenger.log");
     assert_eq!(r.status, 200, "{r:?}\n{log}");
     assert!(
         note.starts_with("/tmp/prs."),
@@ -693,36 +713,29 @@ fn core_socket_backlog_and_fd_limit(flavour: Flavour) {
 fn agents_failing_to_start(flavour: Flavour) {
     let broken_root = Scratch::new("no-agents");
     let root_line = format!("passenger_root {};", broken_root.0.display());
-    // Off (the default): nginx runs, static files are served, apps answer 503.
-    let dir = Scratch::new("startup-error");
-    std::fs::create_dir_all(dir.0.join("registry")).unwrap();
-    let port = free_port();
-    let write_conf = |extra: &str| {
-        let conf = Nginx::config_with(flavour, &dir.0, &[(port, &site(""))], "").replace(
+    let with_broken_root = |conf: String, extra: &str| {
+        conf.replace(
             &format!("passenger_root {};", buildout().display()),
             &format!("{root_line}\n{extra}"),
-        );
-        std::fs::write(dir.0.join("nginx.conf"), conf).unwrap();
+        )
     };
-    write_conf("");
-    let mut child = nginx_command(flavour, &dir.0)
-        .args(["-g", "daemon off;"])
-        .spawn()
-        .unwrap();
-    wait_until("nginx listens", || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    // Off (the default): nginx runs, static files are served, apps answer 503.
+    let nginx = OwnNginx::start(flavour, "startup-error", |conf, _| {
+        with_broken_root(conf, "")
     });
-    let file = http(port, "GET", "/static.txt", &[], b"");
-    let app = http(port, "GET", "/env", &[], b"");
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
-    let _ = child.wait();
-    let log = std::fs::read_to_string(dir.0.join("error.log")).unwrap();
+    let file = http(nginx.port, "GET", "/static.txt", &[], b"");
+    let app = http(nginx.port, "GET", "/env", &[], b"");
+    let log = nginx.log("error.log");
     assert_eq!(file.status, 200, "{log}");
     assert_eq!(app.status, 503, "{app:?}\n{log}");
     assert!(log.contains("could not start the watchdog"), "{log}");
     assert!(log.contains("no core agent is running"), "{log}");
+    drop(nginx);
     // On: nginx refuses to start.
-    write_conf("passenger_abort_on_startup_error on;");
+    let dir = Scratch::new("startup-error-abort");
+    write_own_config(flavour, &dir.0, free_port(), |conf| {
+        with_broken_root(conf, "passenger_abort_on_startup_error on;")
+    });
     let out = nginx_command(flavour, &dir.0)
         .args(["-g", "daemon off;"])
         .output()
