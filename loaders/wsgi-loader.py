@@ -447,76 +447,53 @@ def _read_header(conn):
     """The session header as a dict of native strings (latin-1), and the bytes read past it
     (the start of the body); (None, b'') if the connection closed before sending anything.
 
-    One recv() without waiting takes the whole header as a rule (the core writes it right
-    after connecting); only when it has not all arrived yet is the rest awaited, within
-    HEADER_TIMEOUT."""
-    try:
-        data = conn.recv(FIRST_READ, socket.MSG_DONTWAIT)
-        if not data:
-            return None, b''
-    except (BlockingIOError, InterruptedError):
-        data = b''
-    if len(data) >= 4:
-        (length,) = _LENGTH.unpack_from(data)
-        if length > MAX_HEADER:
-            raise _BadSession('the session header claims %d bytes, over the limit of %d'
-                              % (length, MAX_HEADER))
-        if len(data) < 4 + length:
-            data = _read_header_rest(conn, data, 4 + length)
-    else:
-        data = _read_header_rest(conn, data, 4)
-        if data is None:
-            return None, b''
-        (length,) = _LENGTH.unpack_from(data)
-        if length > MAX_HEADER:
-            raise _BadSession('the session header claims %d bytes, over the limit of %d'
-                              % (length, MAX_HEADER))
-        if len(data) < 4 + length:
-            data = _read_header_rest(conn, data, 4 + length)
-    end = 4 + length
+    Reads without waiting, as much as has arrived: as a rule the whole header in one recv().
+    What has not arrived yet is awaited with poll(), HEADER_TIMEOUT in all."""
+    data = b''
+    want = 4
+    length = None
+    poller = None
+    while True:
+        try:
+            chunk = conn.recv(max(FIRST_READ, want - len(data)), socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            chunk = None
+        if chunk is not None:
+            if not chunk:
+                if not data:
+                    return None, b''
+                if length is None:
+                    raise _BadSession('the connection closed inside the 4-byte length of the '
+                                      'session header')
+                raise _BadSession('the connection closed after %d of the %d bytes of the '
+                                  'session header' % (len(data) - 4, length))
+            data = data + chunk if data else chunk
+            if length is None and len(data) >= 4:
+                (length,) = _LENGTH.unpack_from(data)
+                if length > MAX_HEADER:
+                    raise _BadSession('the session header claims %d bytes, over the limit of %d'
+                                      % (length, MAX_HEADER))
+                want = 4 + length
+            if len(data) >= want:
+                break
+        if poller is None:
+            poller = select.poll()
+            poller.register(conn, select.POLLIN)
+            deadline = time.monotonic() + HEADER_TIMEOUT
+        left = deadline - time.monotonic()
+        if left <= 0 or not poller.poll(left * 1000):
+            raise _BadSession('no complete session header arrived within %d seconds'
+                              % HEADER_TIMEOUT)
     # Latin-1 maps bytes to code points one to one: decoding first, then splitting, gives the
     # native strings of PEP 3333 with one decode for the whole header.
-    parts = data[4:end].decode('latin-1').split('\0')
+    parts = data[4:want].decode('latin-1').split('\0')
     if parts and parts[-1] == '':
         parts.pop()
     if len(parts) % 2:
         raise _BadSession('the session header has a key without a value (%d NUL-separated '
                           'fields)' % len(parts))
     pairs = iter(parts)
-    return dict(zip(pairs, pairs)), data[end:]
-
-
-def _read_header_rest(conn, data, want):
-    """`data` completed to `want` bytes, waiting at most HEADER_TIMEOUT in all; None if the
-    connection closed before sending anything."""
-    deadline = time.monotonic() + HEADER_TIMEOUT
-    poller = select.poll()
-    poller.register(conn, select.POLLIN)
-    chunks = [data]
-    have = len(data)
-    while have < want:
-        left = deadline - time.monotonic()
-        if left <= 0 or not poller.poll(left * 1000):
-            raise _BadSession('no complete session header arrived within %d seconds'
-                              % HEADER_TIMEOUT)
-        try:
-            chunk = conn.recv(want - have, socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            continue
-        if not chunk:
-            break
-        chunks.append(chunk)
-        have += len(chunk)
-    data = b''.join(chunks)
-    if len(data) < want:
-        if not data:
-            return None
-        if want == 4:
-            raise _BadSession('the connection closed inside the 4-byte length of the session '
-                              'header')
-        raise _BadSession('the connection closed after %d of the %d bytes of the session header'
-                          % (len(data) - 4, want - 4))
-    return data
+    return dict(zip(pairs, pairs)), data[want:]
 
 
 def _content_length(pairs):
