@@ -151,7 +151,7 @@ pub async fn forward(
     process: &Process,
     relaying: &Relaying<'_>,
 ) -> Result<Forwarded, SessionError> {
-    let mut app = connect(process).await?;
+    // Encoded before connecting: the loader reads the header as soon as it accepts.
     let pairs = header
         .pairs()
         .filter(|(k, _)| !k.starts_with(b"PASSENGER_"))
@@ -160,6 +160,7 @@ pub async fn forward(
             process.password.as_bytes(),
         )));
     let session_header = encode_header(pairs);
+    let mut app = connect(process).await?;
 
     let relayed = {
         let (mut app_r, mut app_w) = app.split();
