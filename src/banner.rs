@@ -15,7 +15,7 @@ pub fn banner(cfg: &StartConfig, pid: i32, background: bool) -> String {
         "App:            {} ({}, {})\n",
         cfg.app.root.display(),
         cfg.app.app_type.name(),
-        cfg.app.startup_file
+        cfg.app.started_by()
     ));
     out.push_str(&format!("Environment:    {}\n", cfg.environment));
     for (i, url) in urls.iter().enumerate() {

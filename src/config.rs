@@ -132,8 +132,29 @@ pub fn resolve(layer: &Layer, app_dir: &Path, root: &Path) -> Result<StartConfig
             ));
         }
     }
-    let app = detect::detect(app_dir, layer.text("app_type"), layer.text("startup_file"))?;
     let mut warnings = layer.warnings.clone();
+    let app = match layer.text("app_start_command") {
+        // A generic app: nothing to detect; what would choose or start another kind is moot.
+        Some(command) => {
+            let because = layer.source("app_start_command");
+            if layer.get("app_type").is_some() && layer.text("app_type") != Some("generic") {
+                warnings.push(format!(
+                    "{} is ignored: with {because} the app is a generic one",
+                    layer.source("app_type")
+                ));
+            }
+            for key in ["startup_file", "ruby", "python", "nodejs"] {
+                if layer.get(key).is_some() {
+                    warnings.push(format!(
+                        "{} has no effect on a generic app: {because} starts it",
+                        layer.source(key)
+                    ));
+                }
+            }
+            detect::generic(app_dir, command)
+        }
+        None => detect::detect(app_dir, layer.text("app_type"), layer.text("startup_file"))?,
+    };
 
     let ssl_on = layer.flag("ssl").unwrap_or(false);
     let ssl = if ssl_on {
@@ -220,12 +241,26 @@ pub fn resolve(layer: &Layer, app_dir: &Path, root: &Path) -> Result<StartConfig
         }
     };
 
-    let thread_count = layer.number("thread_count");
-    if thread_count.is_some() && app.app_type == AppType::Node {
+    if spawn_method == Some("smart") && app.app_type == AppType::Generic {
         warnings.push(format!(
-            "{} has no effect on a Node.js app: its one thread takes many requests at once",
-            layer.source("thread_count")
+            "{} smart has no effect on a generic app: its command starts every process anew",
+            layer.source("spawn_method")
         ));
+    }
+
+    let thread_count = layer.number("thread_count");
+    if thread_count.is_some() {
+        match app.app_type {
+            AppType::Node => warnings.push(format!(
+                "{} has no effect on a Node.js app: its one thread takes many requests at once",
+                layer.source("thread_count")
+            )),
+            AppType::Generic => warnings.push(format!(
+                "{} has no effect on a generic app: its own server decides how many requests it takes at once",
+                layer.source("thread_count")
+            )),
+            AppType::Rack | AppType::Wsgi => {}
+        }
     }
 
     let daemonize = layer.flag("daemonize").unwrap_or(false);

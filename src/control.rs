@@ -25,6 +25,7 @@ pub fn write_info(run_dir: &Path, cfg: &StartConfig, pid: i32) -> Result<(), Str
         "app_root": cfg.app.root,
         "app_type": cfg.app.app_type.name(),
         "startup_file": cfg.app.startup_file,
+        "app_start_command": cfg.app.start_command,
         "environment": cfg.environment,
         "urls": urls,
         "log_file": cfg.log_file,
@@ -192,7 +193,10 @@ pub fn status(pid_file: &Path) -> Result<i32, String> {
                     "App:            {} ({}, {})",
                     info["app_root"].as_str().unwrap_or("?"),
                     info["app_type"].as_str().unwrap_or("?"),
-                    info["startup_file"].as_str().unwrap_or("?")
+                    info["app_start_command"]
+                        .as_str()
+                        .or(info["startup_file"].as_str())
+                        .unwrap_or("?")
                 );
                 println!(
                     "Environment:    {}",

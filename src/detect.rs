@@ -12,6 +12,16 @@ pub struct App {
     pub startup_file: String,
     /// Whether the startup file was given (then it is passed to the module explicitly).
     pub startup_file_given: bool,
+    /// The command that starts a generic app (`--app-start-command`); None for the others.
+    pub start_command: Option<String>,
+}
+
+impl App {
+    /// What starts the app, for the banner and `passenger status`: the startup file, or a
+    /// generic app's command.
+    pub fn started_by(&self) -> &str {
+        self.start_command.as_deref().unwrap_or(&self.startup_file)
+    }
 }
 
 /// The app types `--app-type` accepts, with Phusion Passenger's aliases.
@@ -20,7 +30,20 @@ pub fn parse_app_type(name: &str) -> Option<AppType> {
         "rack" | "ruby" => Some(AppType::Rack),
         "wsgi" | "python" => Some(AppType::Wsgi),
         "node" | "nodejs" => Some(AppType::Node),
+        "generic" => Some(AppType::Generic),
         _ => None,
+    }
+}
+
+/// A generic app in `root`, started by `command` (`--app-start-command`): nothing to detect,
+/// no startup file (Phusion Passenger 6's "any language" apps).
+pub fn generic(root: &Path, command: &str) -> App {
+    App {
+        root: root.to_path_buf(),
+        app_type: AppType::Generic,
+        startup_file: String::new(),
+        startup_file_given: false,
+        start_command: Some(command.to_string()),
     }
 }
 
@@ -50,6 +73,12 @@ pub fn detect(
         })?),
         None => None,
     };
+    if given_type == Some(AppType::Generic) {
+        return Err(
+            "a generic app needs --app-start-command (the command that starts it, listening on $PORT)"
+                .to_string(),
+        );
+    }
     if let Some(file) = startup_file {
         let path = root.join(file);
         if !path.is_file() {
@@ -71,6 +100,7 @@ pub fn detect(
             app_type,
             startup_file: file.to_string(),
             startup_file_given: true,
+            start_command: None,
         });
     }
     let app_type = match given_type {
@@ -99,6 +129,7 @@ pub fn detect(
         app_type,
         startup_file: app_type.default_startup_file().to_string(),
         startup_file_given: false,
+        start_command: None,
     })
 }
 
@@ -134,6 +165,11 @@ mod tests {
             detect(&d, Some("rack"), None)
                 .unwrap_err()
                 .starts_with("no config.ru in ")
+        );
+        assert!(
+            detect(&d, Some("generic"), None)
+                .unwrap_err()
+                .starts_with("a generic app needs --app-start-command")
         );
         assert!(
             detect(&d, Some("perl"), None)

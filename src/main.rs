@@ -75,12 +75,15 @@ struct StartArgs {
     /// smart (preload, then fork) or direct [default: smart for Ruby, else direct]
     #[arg(long, value_name = "NAME")]
     spawn_method: Option<String>,
-    /// rack, wsgi or node [default: detected]
+    /// rack, wsgi or node [default: detected; generic with --app-start-command]
     #[arg(long, value_name = "NAME")]
     app_type: Option<String>,
     /// The app's startup file, relative to the app directory [default: detected]
     #[arg(long, value_name = "FILE")]
     startup_file: Option<String>,
+    /// Start a generic app (any language) with this command, run by /bin/sh -c in the app directory; it must listen on 127.0.0.1:$PORT
+    #[arg(long, value_name = "COMMAND")]
+    app_start_command: Option<String>,
     /// Ruby interpreter for Rack apps [default: ruby]
     #[arg(long, value_name = "PATH")]
     ruby: Option<String>,
@@ -282,6 +285,7 @@ fn start_flags(a: &StartArgs) -> Result<Layer, String> {
         ("spawn_method", &a.spawn_method),
         ("app_type", &a.app_type),
         ("startup_file", &a.startup_file),
+        ("app_start_command", &a.app_start_command),
         ("ruby", &a.ruby),
         ("python", &a.python),
         ("nodejs", &a.nodejs),

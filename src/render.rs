@@ -63,7 +63,11 @@ pub fn values(cfg: &StartConfig, root: &Path, run_dir: &Path) -> Vec<(&'static s
         listen.push(format!("listen {addr}{ssl_flag} backlog={};", cfg.backlog));
     }
 
-    app.push(format!("passenger_app_type {};", cfg.app.app_type.name()));
+    match &cfg.app.start_command {
+        // A plain string to the module (no nginx variables): quoting is all it needs.
+        Some(command) => app.push(format!("passenger_app_start_command {};", quote(command))),
+        None => app.push(format!("passenger_app_type {};", cfg.app.app_type.name())),
+    }
     if cfg.app.startup_file_given {
         app.push(format!(
             "passenger_startup_file {};",
@@ -202,6 +206,45 @@ mod tests {
     #[test]
     fn quoting_escapes_what_nginx_unescapes() {
         assert_eq!(quote(r#"a "b" \c; $d"#), r#""a \"b\" \\c; $d""#);
+    }
+
+    #[test]
+    fn a_start_command_survives_quoting() {
+        // What nginx reads back from the quoted string is the command, byte for byte; `$x`
+        // stays as is (passenger_app_start_command takes a plain string, no variables).
+        let command = r#"env X="a b" Y='$c' /usr/bin/python3 \"server.py"  ; echo {}"#;
+        let quoted = quote(command);
+        assert_eq!(
+            quoted,
+            r#""env X=\"a b\" Y='$c' /usr/bin/python3 \\\"server.py\"  ; echo {}""#
+        );
+        assert_eq!(unquote(&quoted), command);
+    }
+
+    /// nginx's unescaping of a double-quoted token (ngx_conf_read_token: `\"`, `\'` and `\\`
+    /// lose their backslash; `\t`, `\r`, `\n` become control characters).
+    fn unquote(token: &str) -> String {
+        let inner = &token[1..token.len() - 1];
+        let mut out = String::new();
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some(e @ ('"' | '\'' | '\\')) => out.push(e),
+                Some('t') => out.push('\t'),
+                Some('r') => out.push('\r'),
+                Some('n') => out.push('\n'),
+                Some(other) => {
+                    out.push('\\');
+                    out.push(other);
+                }
+                None => out.push('\\'),
+            }
+        }
+        out
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub enum Kind {
     /// `NAME=VALUE` pairs (`--envvar`, repeatable), a JSON object in the file and in
     /// `PASSENGER_ENVVARS`.
     EnvVars,
+    /// A shell command (`--app-start-command`): not blank, no NUL byte.
+    Command,
 }
 
 pub struct Spec {
@@ -87,6 +89,12 @@ pub const SPECS: &[Spec] = &[
     spec!("spawn_method", "SPAWN_METHOD", "spawn-method", Kind::Text),
     spec!("app_type", "APP_TYPE", "app-type", Kind::Text),
     spec!("startup_file", "STARTUP_FILE", "startup-file", Kind::Text),
+    spec!(
+        "app_start_command",
+        "APP_START_COMMAND",
+        "app-start-command",
+        Kind::Command
+    ),
     spec!("ruby", "RUBY", "ruby", Kind::Text),
     spec!("python", "PYTHON", "python", Kind::Text),
     spec!("nodejs", "NODEJS", "nodejs", Kind::Text),
@@ -401,6 +409,7 @@ fn expected(kind: Kind) -> String {
         Kind::Number { min, max } => format!("a whole number from {min} to {max}"),
         Kind::Bool => "true or false".into(),
         Kind::EnvVars => "NAME=VALUE".into(),
+        Kind::Command => "a command that starts the app".into(),
     }
 }
 
@@ -434,6 +443,12 @@ pub fn parse_str(kind: Kind, raw: &str, base: &Path, source: &Source) -> Result<
             _ => return Err(bad()),
         },
         Kind::EnvVars => Value::EnvVars(vec![parse_envvar_pair(raw, source)?]),
+        Kind::Command => {
+            if raw.trim().is_empty() || raw.contains('\0') {
+                return Err(bad());
+            }
+            Value::Text(raw.to_string())
+        }
     })
 }
 
@@ -480,7 +495,9 @@ pub fn parse_json(kind: Kind, v: &Json, base: &Path, source: &Source) -> Result<
             Some(n) => parse_str(kind, &n.to_string(), base, source).map_err(|_| bad()),
             None => Err(bad()),
         },
-        (Kind::Text | Kind::Path, Json::String(s)) => parse_str(kind, s, base, source),
+        (Kind::Text | Kind::Path | Kind::Command, Json::String(s)) => {
+            parse_str(kind, s, base, source)
+        }
         (Kind::Port | Kind::Number { .. } | Kind::Bool, Json::String(s)) => {
             parse_str(kind, s, base, source)
         }
@@ -574,6 +591,37 @@ mod tests {
         );
         let err = from_json_text("[1]", Path::new("/a/P.json"), Path::new("/a")).unwrap_err();
         assert!(err.contains("must hold a JSON object"), "{err}");
+    }
+
+    #[test]
+    fn a_start_command_is_kept_as_given_and_must_not_be_blank() {
+        let mut l = Layer::default();
+        let command = r#"X="a b" exec ./run $PORT"#;
+        l.set_flag("app_start_command", command, &cwd()).unwrap();
+        assert_eq!(l.text("app_start_command"), Some(command));
+        assert_eq!(
+            l.set_flag("app_start_command", " ", &cwd()).unwrap_err(),
+            "--app-start-command must be a command that starts the app, not \" \""
+        );
+        let err = from_env(
+            [("PASSENGER_APP_START_COMMAND".into(), "\t".into())],
+            &cwd(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "PASSENGER_APP_START_COMMAND must be a command that starts the app, not \"\\t\""
+        );
+        let err = from_json_text(
+            r#"{"app_start_command": ["./run"]}"#,
+            Path::new("/a/Passengerfile.json"),
+            Path::new("/a"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "\"app_start_command\" in /a/Passengerfile.json must be a command that starts the app, not an array"
+        );
     }
 
     #[test]

@@ -1382,3 +1382,182 @@ fn thread_count_serves_concurrent_requests_from_one_process() {
         "one thread: the second request began after the first ended: {served:#?}"
     );
 }
+
+// ---- Generic apps: --app-start-command ----
+
+/// The generic app's JSON answer to `path`, with a status check.
+fn generic_answer(port: u16, path: &str, run: &Running) -> serde_json::Value {
+    let r = http(port, "GET", path, &[], b"");
+    assert_eq!(r.status, 200, "{r:?}\nstderr:\n{}", run.stderr());
+    serde_json::from_str(&r.text()).unwrap_or_else(|e| panic!("{e}: {r:?}"))
+}
+
+/// `--app-start-command`: no config.ru, passenger_wsgi.py or app.js in the folder, the command
+/// starts the app (in the app directory, on $PORT), the banner and `passenger status` say it
+/// is generic, and Ctrl-C stops it leaving nothing behind (the app's processes included).
+#[test]
+fn app_start_command_serves_a_generic_app_and_ctrl_c_leaves_nothing() {
+    let area = Area::new();
+    let app = copy_app("generic");
+    let port = free_port();
+    let pid_file = area.tmp.0.join("generic.pid");
+    let mut cmd = area.start(&app.0, "127.0.0.1", port, "generic.pid");
+    cmd.args(["--app-start-command", "/usr/bin/python3 server.py"]);
+    let mut run = Running::start(cmd);
+    assert_eq!(
+        run.banner("App:"),
+        format!("{} (generic, /usr/bin/python3 server.py)", app.0.display())
+    );
+    let body = generic_answer(port, "/hello?PORT", &run);
+    assert_eq!(body["path"], "/hello?PORT", "{body}");
+    assert_eq!(body["cwd"], app.0.to_str().unwrap(), "{body}");
+    let app_port = body["port"].as_u64().unwrap();
+    assert_ne!(
+        app_port,
+        u64::from(port),
+        "the app listens on a port of its own"
+    );
+    assert_eq!(body["env"]["PORT"], app_port.to_string(), "{body}");
+
+    let out = area
+        .passenger()
+        .args(["status", "--pid-file"])
+        .arg(&pid_file)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{status}");
+    assert!(
+        status.contains(&format!(
+            "App:            {} (generic, /usr/bin/python3 server.py)\n",
+            app.0.display()
+        )),
+        "{status}"
+    );
+
+    area.stop(&mut run, libc::SIGINT, "generic app");
+    assert!(!pid_file.exists(), "the pid file is removed");
+}
+
+/// `"app_start_command"` in Passengerfile.json, with quotes, `$` and spaces: the shell gets
+/// the command byte for byte (nginx neither unquotes too much nor expands `$PORT`), and the
+/// options that mean nothing to a generic app are notes, as for Node.js.
+#[test]
+fn app_start_command_from_passengerfile_reaches_the_shell_intact() {
+    let area = Area::new();
+    let app = copy_app("generic");
+    let command = r#"MARK="it's \"q\"  \\ $PORT" /usr/bin/python3 'server.py'"#;
+    std::fs::write(
+        app.0.join("Passengerfile.json"),
+        serde_json::json!({
+            "app_start_command": command,
+            "thread_count": 4,
+            "spawn_method": "smart",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut run = Running::start(area.start(&app.0, "127.0.0.1", port, "generic.pid"));
+    assert_eq!(
+        run.banner("App:"),
+        format!("{} (generic, {command})", app.0.display())
+    );
+    let body = generic_answer(port, "/?MARK", &run);
+    let app_port = body["port"].as_u64().unwrap();
+    assert_eq!(
+        body["env"]["MARK"],
+        format!("it's \"q\"  \\ {app_port}"),
+        "{body}"
+    );
+    let stderr = run.stderr();
+    let file = app.0.join("Passengerfile.json");
+    for note in [
+        format!(
+            "passenger: note: \"thread_count\" in {} has no effect on a generic app",
+            file.display()
+        ),
+        format!(
+            "passenger: note: \"spawn_method\" in {} smart has no effect on a generic app",
+            file.display()
+        ),
+    ] {
+        assert!(stderr.contains(&note), "no {note:?} in:\n{stderr}");
+    }
+    area.stop(
+        &mut run,
+        libc::SIGINT,
+        "generic app from Passengerfile.json",
+    );
+}
+
+#[test]
+fn debug_nginx_config_of_a_generic_app() {
+    let app = copy_app("generic");
+    let config = debug_config(
+        &[
+            app.0.to_str().unwrap(),
+            "--app-start-command",
+            r#"exec env X="a b" /usr/bin/python3 server.py $HOME"#,
+        ],
+        &[],
+    );
+    assert_lines(
+        &config,
+        &[r#"passenger_app_start_command "exec env X=\"a b\" /usr/bin/python3 server.py $HOME";"#],
+    );
+    assert!(
+        !config.contains("passenger_app_type"),
+        "no app type for a generic app:\n{config}"
+    );
+    // The environment sets it too.
+    let config = debug_config(
+        &[app.0.to_str().unwrap()],
+        &[("PASSENGER_APP_START_COMMAND", "./run")],
+    );
+    assert_lines(&config, &[r#"passenger_app_start_command "./run";"#]);
+}
+
+/// A blank start command is refused wherever it comes from, naming its source, before
+/// detection (the folder has no app to detect).
+#[test]
+fn a_blank_app_start_command_is_refused() {
+    let empty = Scratch::new("sa-blank-cmd");
+    let dir = empty.0.to_str().unwrap();
+    for blank in ["", "   "] {
+        let (code, err) = refused(&["start", dir, "--app-start-command", blank], &[]);
+        assert_eq!(code, 1);
+        assert_eq!(
+            err,
+            format!(
+                "passenger: --app-start-command must be a command that starts the app, not {blank:?}"
+            )
+        );
+    }
+    let (code, err) = refused(&["start", dir], &[("PASSENGER_APP_START_COMMAND", " \t")]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "passenger: PASSENGER_APP_START_COMMAND must be a command that starts the app, not \" \\t\""
+    );
+    let file = empty.0.join("Passengerfile.json");
+    for (value, shown) in [("\"\"", "\"\""), ("false", "a boolean")] {
+        std::fs::write(&file, format!(r#"{{"app_start_command": {value}}}"#)).unwrap();
+        let (code, err) = refused(&["start", dir], &[]);
+        assert_eq!(code, 1);
+        assert_eq!(
+            err,
+            format!(
+                "passenger: \"app_start_command\" in {} must be a command that starts the app, not {shown}",
+                file.display()
+            )
+        );
+    }
+    std::fs::remove_file(&file).unwrap();
+    let (code, err) = refused(&["start", dir, "--app-type", "generic"], &[]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "passenger: a generic app needs --app-start-command (the command that starts it, listening on $PORT)"
+    );
+}
