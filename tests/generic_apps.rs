@@ -19,6 +19,7 @@ for_both_nginx! {
     stopping_nginx_leaves_no_generic_process_behind,
     a_generic_app_that_never_listens_times_out_and_is_killed,
     a_crashed_generic_app_is_replaced,
+    a_killed_core_takes_its_generic_apps_with_it,
 }
 
 const START: &str = "passenger_app_start_command \"/usr/bin/python3 server.py\";";
@@ -264,4 +265,22 @@ fn a_crashed_generic_app_is_replaced(flavour: Flavour) {
     });
     let log = nginx.passenger_log();
     assert!(log.contains("exited unexpectedly"), "{log}");
+}
+
+/// A core killed without its shutdown (SIGKILL) leaves no generic app behind: they get the
+/// parent-death signal (a loader would see its stdin close; a generic app would not). The
+/// watchdog's new core serves with new processes.
+fn a_killed_core_takes_its_generic_apps_with_it(flavour: Flavour) {
+    let nginx = Nginx::start(flavour, &[generic_site("")]);
+    let first = nginx.get("/");
+    assert_eq!(first.status, 200, "{first:?}\n{}", nginx.passenger_log());
+    let old = app_pid(&first);
+    let core = nginx.core_pid();
+    // SAFETY: a plain kill(2) of the core the test just looked up.
+    assert_eq!(unsafe { libc::kill(core, libc::SIGKILL) }, 0);
+    wait_all_gone(&[old], "the generic app of the killed core");
+    wait_until("the watchdog's new core serves with a new process", || {
+        let r = nginx.get("/");
+        r.status == 200 && app_pid(&r) != old
+    });
 }

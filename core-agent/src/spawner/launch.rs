@@ -54,7 +54,7 @@ impl LaunchPlan {
             options,
             identity,
             "/bin/sh".to_string(),
-            vec!["-c".to_string(), command.to_string()],
+            vec!["-c".to_string(), exec_form(command)],
         );
         plan.env.retain(|(name, _)| name.as_bytes() != b"PORT");
         plan.env.push(("PORT".into(), port.to_string().into()));
@@ -150,6 +150,11 @@ impl LaunchPlan {
                     nix::unistd::setgid(*gid)?;
                     nix::unistd::setuid(*uid)?;
                 }
+                // If the core dies without stopping it (SIGKILL), the process gets SIGTERM: a
+                // loader would notice its stdin close anyway, a generic app would not. Set
+                // after the identity change, which clears it. (The signal follows the thread
+                // that forked: the core's one runtime thread, which lives as long as the core.)
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
                 if let Some(limit) = fd_ulimit {
                     let rl = libc::rlimit {
                         rlim_cur: limit,
@@ -172,6 +177,25 @@ impl LaunchPlan {
             });
         }
         cmd
+    }
+}
+
+/// A start command the shell runs in its own place (`exec COMMAND`) when it is one simple
+/// command, so that the app is the process the core started: it gets the core's parent-death
+/// signal, and its stop signals, directly (dash forks for `sh -c` otherwise). A list, a
+/// pipeline, a leading assignment or a shell keyword is run as written.
+fn exec_form(command: &str) -> String {
+    let first = command.split_whitespace().next().unwrap_or("");
+    let compound = command.contains([';', '&', '|', '\n'])
+        || first.contains('=')
+        || [
+            "if", "for", "while", "until", "case", "{", "(", "!", "exec", "cd", "export", "set",
+        ]
+        .contains(&first);
+    if compound || first.is_empty() {
+        command.to_string()
+    } else {
+        format!("exec {command}")
     }
 }
 
@@ -359,7 +383,7 @@ mod tests {
         let plan = LaunchPlan::start_command(&o, identity("/bin/bash"), "./run --x", 4242);
         assert_eq!(
             plan.command_text(),
-            "/bin/bash -l -c 'exec \"$@\"' passenger-spawn /bin/sh -c './run --x'"
+            "/bin/bash -l -c 'exec \"$@\"' passenger-spawn /bin/sh -c 'exec ./run --x'"
         );
         // The port the core picked wins over passenger_env_var.
         assert_eq!(get(&plan, "PORT"), Some("4242"));
@@ -367,8 +391,32 @@ mod tests {
         assert_eq!(get(&plan, "IN_PASSENGER"), Some("1"));
         o.spawn.load_shell_envvars = false;
         let plan = LaunchPlan::start_command(&o, identity("/bin/bash"), "./run", 1);
-        assert_eq!(plan.command_text(), "/bin/sh -c ./run");
+        assert_eq!(plan.command_text(), "/bin/sh -c 'exec ./run'");
         assert_eq!(plan.cwd, "/srv/app");
+    }
+
+    #[test]
+    fn a_simple_start_command_is_execed_by_the_shell() {
+        assert_eq!(
+            exec_form("node app.js --port $PORT"),
+            "exec node app.js --port $PORT"
+        );
+        assert_eq!(
+            exec_form("bundle exec puma > log"),
+            "exec bundle exec puma > log"
+        );
+        for as_written in [
+            "cd web && node app.js",
+            "a | b",
+            "server &",
+            "PORT2=1 node app.js",
+            "if true; then node app.js; fi",
+            "exec node app.js",
+            "export X=1",
+            "",
+        ] {
+            assert_eq!(exec_form(as_written), as_written);
+        }
     }
 
     #[test]
