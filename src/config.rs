@@ -14,10 +14,6 @@ pub const DEFAULT_ENVIRONMENT: &str = "development";
 pub const DEFAULT_LOG_LEVEL: u8 = 3;
 pub const DEFAULT_TEMPLATE: &str = "nginx-conf/standalone.conf.template";
 
-/// Options of Phusion Passenger Standalone that the module cannot honour yet, with the
-/// directive each needs: refused, never silently ignored.
-const NOT_SUPPORTED_YET: &[(&str, &str)] = &[("sticky_sessions", "passenger_sticky_sessions")];
-
 /// The identity nginx's workers and the apps run as (`--user`, when started as root).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunAs {
@@ -29,6 +25,15 @@ pub struct RunAs {
 pub struct Ssl {
     pub certificate: PathBuf,
     pub certificate_key: PathBuf,
+}
+
+/// `--sticky-sessions`: a cookie routes each client to the process that served it first. A
+/// `None` cookie name or attributes is the module's default (`_passenger_route`,
+/// `SameSite=Lax; Secure;`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StickySessions {
+    pub cookie_name: Option<String>,
+    pub cookie_attributes: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -45,6 +50,7 @@ pub struct StartConfig {
     pub max_request_queue_size: Option<u64>,
     /// Threads per app process (1 to [`crate::settings::MAX_THREAD_COUNT`]).
     pub thread_count: Option<u64>,
+    pub sticky_sessions: Option<StickySessions>,
     /// Normalised to `smart` or `direct`.
     pub spawn_method: Option<&'static str>,
     pub ruby: Option<String>,
@@ -124,14 +130,6 @@ fn instance_label(layer: &Layer) -> String {
 }
 
 pub fn resolve(layer: &Layer, app_dir: &Path, root: &Path) -> Result<StartConfig, String> {
-    for (key, directive) in NOT_SUPPORTED_YET {
-        if layer.get(key).is_some() && layer.flag(key) != Some(false) {
-            return Err(format!(
-                "{} is not supported yet: the nginx module has no {directive} directive",
-                layer.source(key)
-            ));
-        }
-    }
     let mut warnings = layer.warnings.clone();
     let app = match layer.text("app_start_command") {
         // A generic app: nothing to detect; what would choose or start another kind is moot.
@@ -263,6 +261,27 @@ pub fn resolve(layer: &Layer, app_dir: &Path, root: &Path) -> Result<StartConfig
         }
     }
 
+    let cookie = |key: &str| layer.text(key).map(str::to_string);
+    let sticky_sessions = if layer.flag("sticky_sessions").unwrap_or(false) {
+        Some(StickySessions {
+            cookie_name: cookie("sticky_sessions_cookie_name"),
+            cookie_attributes: cookie("sticky_sessions_cookie_attributes"),
+        })
+    } else {
+        for key in [
+            "sticky_sessions_cookie_name",
+            "sticky_sessions_cookie_attributes",
+        ] {
+            if layer.get(key).is_some() {
+                warnings.push(format!(
+                    "{} is ignored without --sticky-sessions",
+                    layer.source(key)
+                ));
+            }
+        }
+        None
+    };
+
     let daemonize = layer.flag("daemonize").unwrap_or(false);
     let log_file = match layer.path("log_file") {
         Some(p) => Some(p.to_path_buf()),
@@ -303,6 +322,7 @@ pub fn resolve(layer: &Layer, app_dir: &Path, root: &Path) -> Result<StartConfig
         max_requests: layer.number("max_requests"),
         max_request_queue_size: layer.number("max_request_queue_size"),
         thread_count,
+        sticky_sessions,
         spawn_method,
         ruby: layer.text("ruby").map(str::to_string),
         python: layer.text("python").map(str::to_string),

@@ -141,9 +141,15 @@ struct StartArgs {
     /// Threads per Ruby or Python app process, 1 to 1024 [default: 1]
     #[arg(long, value_name = "NUMBER")]
     thread_count: Option<String>,
-    /// Route each client to the same process (not supported yet).
+    /// Route each client to the process that served it first, by a cookie.
     #[arg(long)]
     sticky_sessions: bool,
+    /// The cookie of --sticky-sessions [default: _passenger_route]
+    #[arg(long, value_name = "NAME")]
+    sticky_sessions_cookie_name: Option<String>,
+    /// The attributes of that cookie [default: "SameSite=Lax; Secure;"]
+    #[arg(long, value_name = "ATTRS")]
+    sticky_sessions_cookie_attributes: Option<String>,
     /// Where the instance directory goes [default: $PASSENGER_INSTANCE_REGISTRY_DIR, $TMPDIR or /tmp]
     #[arg(long, value_name = "PATH")]
     instance_registry_dir: Option<String>,
@@ -300,6 +306,14 @@ fn start_flags(a: &StartArgs) -> Result<Layer, String> {
         ("max_requests", &a.max_requests),
         ("max_request_queue_size", &a.max_request_queue_size),
         ("thread_count", &a.thread_count),
+        (
+            "sticky_sessions_cookie_name",
+            &a.sticky_sessions_cookie_name,
+        ),
+        (
+            "sticky_sessions_cookie_attributes",
+            &a.sticky_sessions_cookie_attributes,
+        ),
         ("instance_registry_dir", &a.instance_registry_dir),
         ("nginx_config_template", &a.nginx_config_template),
     ];

@@ -100,6 +100,21 @@ pub fn values(cfg: &StartConfig, root: &Path, run_dir: &Path) -> Vec<(&'static s
             app.push(format!("{directive} {n};"));
         }
     }
+    if let Some(sticky) = &cfg.sticky_sessions {
+        app.push("passenger_sticky_sessions on;".to_string());
+        if let Some(name) = &sticky.cookie_name {
+            app.push(format!(
+                "passenger_sticky_sessions_cookie_name {};",
+                quote(name)
+            ));
+        }
+        if let Some(attributes) = &sticky.cookie_attributes {
+            app.push(format!(
+                "passenger_sticky_sessions_cookie_attributes {};",
+                quote(attributes)
+            ));
+        }
+    }
     if let Some(on) = cfg.friendly_error_pages {
         app.push(format!(
             "passenger_friendly_error_pages {};",

@@ -28,6 +28,12 @@ pub enum Kind {
     EnvVars,
     /// A shell command (`--app-start-command`): not blank, no NUL byte.
     Command,
+    /// A cookie name: an HTTP token (RFC 9110), as the module's
+    /// `passenger_sticky_sessions_cookie_name` takes.
+    CookieName,
+    /// Cookie attributes (`SameSite=Lax; Secure;`): one line, no control characters; empty
+    /// means none.
+    CookieAttributes,
 }
 
 pub struct Spec {
@@ -148,6 +154,18 @@ pub const SPECS: &[Spec] = &[
         "STICKY_SESSIONS",
         "sticky-sessions",
         Kind::Bool
+    ),
+    spec!(
+        "sticky_sessions_cookie_name",
+        "STICKY_SESSIONS_COOKIE_NAME",
+        "sticky-sessions-cookie-name",
+        Kind::CookieName
+    ),
+    spec!(
+        "sticky_sessions_cookie_attributes",
+        "STICKY_SESSIONS_COOKIE_ATTRIBUTES",
+        "sticky-sessions-cookie-attributes",
+        Kind::CookieAttributes
     ),
     spec!(
         "instance_registry_dir",
@@ -410,6 +428,8 @@ fn expected(kind: Kind) -> String {
         Kind::Bool => "true or false".into(),
         Kind::EnvVars => "NAME=VALUE".into(),
         Kind::Command => "a command that starts the app".into(),
+        Kind::CookieName => "a cookie name (letters, digits and !#$%&'*+-.^_`|~)".into(),
+        Kind::CookieAttributes => "cookie attributes on one line".into(),
     }
 }
 
@@ -449,7 +469,26 @@ pub fn parse_str(kind: Kind, raw: &str, base: &Path, source: &Source) -> Result<
             }
             Value::Text(raw.to_string())
         }
+        Kind::CookieName => {
+            if !is_http_token(raw) {
+                return Err(bad());
+            }
+            Value::Text(raw.to_string())
+        }
+        Kind::CookieAttributes => {
+            if raw.chars().any(char::is_control) {
+                return Err(bad());
+            }
+            Value::Text(raw.to_string())
+        }
     })
+}
+
+/// An HTTP token (RFC 9110 `tchar`s), as cookie names are.
+fn is_http_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Parses a value from `Passengerfile.json` (or the JSON of `PASSENGER_ENVVARS`). Numbers and
@@ -495,9 +534,10 @@ pub fn parse_json(kind: Kind, v: &Json, base: &Path, source: &Source) -> Result<
             Some(n) => parse_str(kind, &n.to_string(), base, source).map_err(|_| bad()),
             None => Err(bad()),
         },
-        (Kind::Text | Kind::Path | Kind::Command, Json::String(s)) => {
-            parse_str(kind, s, base, source)
-        }
+        (
+            Kind::Text | Kind::Path | Kind::Command | Kind::CookieName | Kind::CookieAttributes,
+            Json::String(s),
+        ) => parse_str(kind, s, base, source),
         (Kind::Port | Kind::Number { .. } | Kind::Bool, Json::String(s)) => {
             parse_str(kind, s, base, source)
         }
@@ -621,6 +661,45 @@ mod tests {
         assert_eq!(
             err,
             "\"app_start_command\" in /a/Passengerfile.json must be a command that starts the app, not an array"
+        );
+    }
+
+    #[test]
+    fn a_cookie_name_is_an_http_token_and_attributes_are_one_line() {
+        let mut l = Layer::default();
+        l.set_flag("sticky_sessions_cookie_name", "_my-route.1!", &cwd())
+            .unwrap();
+        assert_eq!(l.text("sticky_sessions_cookie_name"), Some("_my-route.1!"));
+        for bad in ["", "a b", "a=b", "a;b", "r\u{e9}"] {
+            assert_eq!(
+                l.set_flag("sticky_sessions_cookie_name", bad, &cwd())
+                    .unwrap_err(),
+                format!(
+                    "--sticky-sessions-cookie-name must be a cookie name (letters, digits and !#$%&'*+-.^_`|~), not {bad:?}"
+                )
+            );
+        }
+        l.set_flag("sticky_sessions_cookie_attributes", "", &cwd())
+            .unwrap();
+        assert_eq!(l.text("sticky_sessions_cookie_attributes"), Some(""));
+        let attributes = r#"Path=/; Domain="x"; HttpOnly"#;
+        l.set_flag("sticky_sessions_cookie_attributes", attributes, &cwd())
+            .unwrap();
+        assert_eq!(
+            l.text("sticky_sessions_cookie_attributes"),
+            Some(attributes)
+        );
+        let err = from_env(
+            [(
+                "PASSENGER_STICKY_SESSIONS_COOKIE_ATTRIBUTES".into(),
+                "Path=/\r\nX: 1".into(),
+            )],
+            &cwd(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "PASSENGER_STICKY_SESSIONS_COOKIE_ATTRIBUTES must be cookie attributes on one line, not \"Path=/\\r\\nX: 1\""
         );
     }
 

@@ -1098,21 +1098,189 @@ fn bad_values_name_their_source() {
     );
 }
 
+/// The `route=<id>` part of a response's Set-Cookie for cookie `name`, and its attributes.
+fn set_cookie<'a>(r: &'a Response, name: &str) -> Option<(&'a str, &'a str)> {
+    r.headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+        .find_map(|(_, v)| {
+            let (pair, rest) = v.split_once(';').unwrap_or((v, ""));
+            pair.starts_with(&format!("{name}="))
+                .then(|| (pair, rest.trim()))
+        })
+}
+
+/// `--sticky-sessions --sticky-sessions-cookie-name route --min-instances 2`: the first
+/// response sets `route=<id>` (with the default attributes), and requests carrying a process's
+/// cookie all go to that process while the other one lives.
 #[test]
-fn sticky_sessions_are_not_supported_yet() {
+fn sticky_sessions_route_a_client_to_its_process() {
+    let area = Area::new();
+    let port = free_port();
+    let mut cmd = area.start(test_app("pool"), "127.0.0.1", port, "sticky.pid");
+    cmd.args([
+        "--sticky-sessions",
+        "--sticky-sessions-cookie-name",
+        "route",
+        "--min-instances",
+        "2",
+    ]);
+    let mut run = Running::start(cmd);
+    let pid_of = |r: &Response| -> i32 {
+        assert_eq!(r.status, 200, "{r:?}\nstderr:\n{}", run.stderr());
+        r.header("x-pid").unwrap().parse().unwrap()
+    };
+
+    // Without a cookie every response sets one naming its process; ask until both processes
+    // (the second one spawns after the first request) have answered.
+    let mut cookies = std::collections::BTreeMap::new();
+    let deadline = Instant::now() + PATIENCE;
+    while cookies.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "a second process served within {PATIENCE:?}: {cookies:?}"
+        );
+        let r = http(port, "GET", "/", &[], b"");
+        let (cookie, attributes) =
+            set_cookie(&r, "route").unwrap_or_else(|| panic!("no route cookie in {r:?}"));
+        assert_eq!(attributes, "SameSite=Lax; Secure;", "{r:?}");
+        cookies.insert(pid_of(&r), cookie.to_string());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for (pid, cookie) in &cookies {
+        for _ in 0..5 {
+            let r = http(
+                port,
+                "GET",
+                "/",
+                &[("Cookie", &format!("other=1; {cookie}"))],
+                b"",
+            );
+            assert_eq!(
+                pid_of(&r),
+                *pid,
+                "{cookie} goes to process {pid}: {cookies:?}"
+            );
+            assert!(
+                set_cookie(&r, "route").is_none(),
+                "a valid cookie is kept: {r:?}"
+            );
+        }
+    }
+    assert!(
+        cookies.keys().all(|&p| alive(p)),
+        "both processes still run: {cookies:?}"
+    );
+    area.stop(&mut run, libc::SIGINT, "sticky sessions instance");
+}
+
+/// The cookie options from each source reach the config, quoted; without `--sticky-sessions`
+/// nothing is set.
+#[test]
+fn sticky_sessions_options_from_every_source() {
     let rack = example("hello-rack");
     let rack = rack.to_str().unwrap();
-    let (code, err) = refused(&["start", rack, "--sticky-sessions"], &[]);
-    assert_eq!(code, 1);
-    assert_eq!(
-        err,
-        "passenger: --sticky-sessions is not supported yet: the nginx module has no passenger_sticky_sessions directive"
+    let config = debug_config(
+        &[
+            rack,
+            "--sticky-sessions",
+            "--sticky-sessions-cookie-name",
+            "my_route",
+            "--sticky-sessions-cookie-attributes",
+            "Path=/; Comment=\"x\"",
+        ],
+        &[],
     );
-    let (code, err) = refused(&["start", rack], &[("PASSENGER_STICKY_SESSIONS", "true")]);
+    assert_lines(
+        &config,
+        &[
+            "passenger_sticky_sessions on;",
+            "passenger_sticky_sessions_cookie_name \"my_route\";",
+            "passenger_sticky_sessions_cookie_attributes \"Path=/; Comment=\\\"x\\\"\";",
+        ],
+    );
+    let config = debug_config(
+        &[rack],
+        &[
+            ("PASSENGER_STICKY_SESSIONS", "true"),
+            ("PASSENGER_STICKY_SESSIONS_COOKIE_NAME", "env_route"),
+        ],
+    );
+    assert_lines(
+        &config,
+        &[
+            "passenger_sticky_sessions on;",
+            "passenger_sticky_sessions_cookie_name \"env_route\";",
+        ],
+    );
+    assert!(!config.contains("cookie_attributes"), "{config}");
+
+    let app = Scratch::new("sa-sticky-file");
+    std::fs::copy(example("hello-rack/config.ru"), app.0.join("config.ru")).unwrap();
+    std::fs::write(
+        app.0.join("Passengerfile.json"),
+        r#"{"sticky_sessions": true, "sticky_sessions_cookie_attributes": ""}"#,
+    )
+    .unwrap();
+    let config = debug_config(&[app.0.to_str().unwrap()], &[]);
+    assert_lines(
+        &config,
+        &[
+            "passenger_sticky_sessions on;",
+            "passenger_sticky_sessions_cookie_attributes \"\";",
+        ],
+    );
+
+    let config = debug_config(&[rack, "--sticky-sessions-cookie-name", "r"], &[]);
+    assert!(!config.contains("sticky"), "{config}");
+}
+
+/// A cookie name that is not an HTTP token, or attributes on more than one line, are refused
+/// in one line naming their source, before anything starts.
+#[test]
+fn an_invalid_sticky_sessions_cookie_is_refused() {
+    let rack = example("hello-rack");
+    let rack = rack.to_str().unwrap();
+    let (code, err) = refused(
+        &[
+            "start",
+            rack,
+            "--sticky-sessions",
+            "--sticky-sessions-cookie-name",
+            "my route",
+        ],
+        &[],
+    );
     assert_eq!(code, 1);
     assert_eq!(
         err,
-        "passenger: PASSENGER_STICKY_SESSIONS is not supported yet: the nginx module has no passenger_sticky_sessions directive"
+        "passenger: --sticky-sessions-cookie-name must be a cookie name (letters, digits and !#$%&'*+-.^_`|~), not \"my route\""
+    );
+    let (code, err) = refused(
+        &["start", rack, "--sticky-sessions"],
+        &[("PASSENGER_STICKY_SESSIONS_COOKIE_NAME", "a;b")],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "passenger: PASSENGER_STICKY_SESSIONS_COOKIE_NAME must be a cookie name (letters, digits and !#$%&'*+-.^_`|~), not \"a;b\""
+    );
+    let app = Scratch::new("sa-sticky-bad");
+    std::fs::copy(example("hello-rack/config.ru"), app.0.join("config.ru")).unwrap();
+    let file = app.0.join("Passengerfile.json");
+    std::fs::write(
+        &file,
+        r#"{"sticky_sessions": true, "sticky_sessions_cookie_attributes": "Path=/\nX-Evil: 1"}"#,
+    )
+    .unwrap();
+    let (code, err) = refused(&["start", app.0.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        format!(
+            "passenger: \"sticky_sessions_cookie_attributes\" in {} must be cookie attributes on one line, not \"Path=/\\nX-Evil: 1\"",
+            file.display()
+        )
     );
 }
 
