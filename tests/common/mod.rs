@@ -183,12 +183,24 @@ pub fn copy_app(name: &str) -> Scratch {
     scratch
 }
 
+/// A port nothing listens on now, never handed to another test of this process: tests run in
+/// parallel, and the kernel may offer a port again as soon as it is released, so two tests
+/// could otherwise both start an nginx on it (one fails to bind, the other's requests go to
+/// the wrong nginx).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static ISSUED: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut issued = ISSUED.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !issued.contains(&port) {
+            issued.push(port);
+            return port;
+        }
+    }
 }
 
 /// One `server` block serving an app.
