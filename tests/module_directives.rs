@@ -609,7 +609,7 @@ impl OwnNginx {
                     std::fs::read_to_string(dir.0.join("error.log")).unwrap_or_default()
                 );
             }
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
+            listening(port)
         });
         OwnNginx { dir, port, child }
     }

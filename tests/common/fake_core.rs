@@ -4,8 +4,6 @@
 //! `use common::fake_core::*;`.)
 
 use super::*;
-use std::io::ErrorKind;
-use std::net::TcpStream;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -154,7 +152,7 @@ impl FakeCoreNginx {
             .expect("nginx runs");
         let mut nginx = FakeCoreNginx { dir, port, child };
         let deadline = Instant::now() + PATIENCE;
-        while let Err(e) = TcpStream::connect(("127.0.0.1", port)) {
+        while !listening(port) {
             if let Some(status) = nginx.child.try_wait().unwrap() {
                 panic!(
                     "nginx ({flavour:?}) exited with {status} at start:\n{}",
@@ -162,8 +160,8 @@ impl FakeCoreNginx {
                 );
             }
             assert!(
-                e.kind() == ErrorKind::ConnectionRefused && Instant::now() < deadline,
-                "nginx does not listen on {port} ({e}):\n{}",
+                Instant::now() < deadline,
+                "nginx does not listen on {port}:\n{}",
                 nginx.error_log()
             );
             std::thread::sleep(Duration::from_millis(20));

@@ -183,6 +183,13 @@ pub fn copy_app(name: &str) -> Scratch {
     scratch
 }
 
+/// Whether something listens on 127.0.0.1:`port`. A connection to an ephemeral port nothing
+/// listens on can come back established to itself (TCP simultaneous open, when the kernel picks
+/// that same port as the source): that one does not count.
+pub fn listening(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
+}
+
 /// A port nothing listens on now, never handed to another test of this process: tests run in
 /// parallel, and the kernel may offer a port again as soon as it is released, so two tests
 /// could otherwise both start an nginx on it (one fails to bind, the other's requests go to
@@ -338,7 +345,7 @@ impl Nginx {
 
     fn wait_listening(&mut self, port: u16) {
         let deadline = Instant::now() + PATIENCE;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !listening(port) {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
                 panic!(
                     "nginx ({:?}) exited with {status} at start; error log:\n{}",
