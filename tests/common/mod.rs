@@ -388,8 +388,12 @@ impl Nginx {
         self.dir.0.join("registry")
     }
 
-    /// The one instance directory of this nginx.
+    /// The one instance directory of this nginx (waiting for it: nginx listens before the
+    /// module's init starts the watchdog, so a test may get here first).
     pub fn instance_dir(&self) -> PathBuf {
+        wait_until("the watchdog created the instance directory", || {
+            !instance_dirs(&self.registry()).is_empty()
+        });
         let dirs = instance_dirs(&self.registry());
         assert_eq!(
             dirs.len(),
