@@ -5,6 +5,7 @@
 #[macro_use]
 mod common;
 
+use common::websocket_frames::{client_frame, read_frame};
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -393,26 +394,6 @@ fn sticky_sessions_route_a_client_to_its_process(flavour: Flavour) {
         let (cookie, _) = route_cookie(&r, name).expect("an unknown id is replaced");
         assert_eq!(&cookie, cookies.get(&pid_of(&r)).unwrap());
     }
-}
-
-/// A masked client text frame (short payloads only).
-fn client_frame(text: &str) -> Vec<u8> {
-    let mask = [0x12u8, 0x34, 0x56, 0x78];
-    let mut out = vec![0x81, 0x80 | text.len() as u8];
-    out.extend_from_slice(&mask);
-    out.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    out
-}
-
-/// Reads one unmasked server text frame (short payloads only).
-fn read_frame(s: &mut TcpStream) -> String {
-    let mut head = [0u8; 2];
-    s.read_exact(&mut head)
-        .expect("a frame header from the server");
-    assert_eq!(head[0], 0x81, "a final text frame");
-    let mut payload = vec![0u8; (head[1] & 0x7f) as usize];
-    s.read_exact(&mut payload).unwrap();
-    String::from_utf8(payload).unwrap()
 }
 
 /// A WebSocket to the node-ws test app through nginx, past its 101 head.

@@ -4,32 +4,13 @@
 #[macro_use]
 mod common;
 
+use common::websocket_frames::{client_frame, read_frame};
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
 for_both_nginx! {
     a_websocket_echo_works_both_ways,
-}
-
-/// A masked client text frame (short payloads only).
-fn client_frame(text: &str) -> Vec<u8> {
-    let mask = [0x12u8, 0x34, 0x56, 0x78];
-    let mut out = vec![0x81, 0x80 | text.len() as u8];
-    out.extend_from_slice(&mask);
-    out.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    out
-}
-
-/// Reads one unmasked server text frame (short payloads only).
-fn read_frame(s: &mut TcpStream) -> String {
-    let mut head = [0u8; 2];
-    s.read_exact(&mut head)
-        .expect("a frame header from the server");
-    assert_eq!(head[0], 0x81, "a final text frame");
-    let mut payload = vec![0u8; (head[1] & 0x7f) as usize];
-    s.read_exact(&mut payload).unwrap();
-    String::from_utf8(payload).unwrap()
 }
 
 fn a_websocket_echo_works_both_ways(flavour: Flavour) {

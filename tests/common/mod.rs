@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 pub mod config_check;
 pub mod fake_core;
+pub mod websocket_frames;
 
 /// How long anything in a test may take before it is a failure (never a timing assertion).
 /// Defines one test per nginx flavour from functions taking a [`Flavour`], so that a failure
