@@ -1292,7 +1292,7 @@ unsafe extern "C" fn set_pre_start(
     cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    unsafe {
+    guard(CONF_ERROR, || unsafe {
         let url = bytes(&first_arg(cf));
         if let Err(problem) = passenger_protocol::pre_start::parse_url(url) {
             conf_log(
@@ -1306,7 +1306,7 @@ unsafe extern "C" fn set_pre_start(
             return CONF_ERROR;
         }
         ngx_conf_set_str_array_slot(cf, cmd, conf)
-    }
+    })
 }
 
 /// `passenger_base_uri /PATH` (repeatable): stored without its trailing slash; `/` is the
