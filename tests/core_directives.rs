@@ -5,7 +5,7 @@
 #[macro_use]
 mod common;
 
-use common::websocket_frames::{client_frame, read_frame};
+use common::websocket_frames::{client_frame, open_websocket, read_frame};
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -258,23 +258,29 @@ fn touch(path: &Path, unix_secs: u64) {
         .unwrap();
 }
 
+/// A scratch dir the app may write to, holding the app's restart.txt (touched once), and the
+/// server directives that make it the restart dir, followed by `more`.
+fn with_restart_dir(label: &str, more: &str) -> (Scratch, std::path::PathBuf, String) {
+    let scratch = Scratch::writable_by_apps(label);
+    let restart = scratch.0.join("restart.txt");
+    touch(&restart, 1_000_000);
+    let extra = format!("passenger_restart_dir {}; {more}", scratch.0.display());
+    (scratch, restart, extra)
+}
+
 /// A restart (restart.txt) while the only process runs a held request. Rolling (the default):
 /// a new process serves the next request at once. `passenger_rolling_restarts off`: the next
 /// request waits until the old process finished its request and stopped, and no new process
 /// starts before that.
 fn rolling_restarts_off_waits_for_the_old_process_before_new_ones_serve(flavour: Flavour) {
     for rolling in [true, false] {
-        let scratch = Scratch::writable_by_apps("rolling");
-        let restart = scratch.0.join("restart.txt");
-        touch(&restart, 1_000_000);
-        let extra = format!(
-            "passenger_restart_dir {}; {}",
-            scratch.0.display(),
+        let (scratch, restart, extra) = with_restart_dir(
+            "rolling",
             if rolling {
                 ""
             } else {
                 "passenger_rolling_restarts off;"
-            }
+            },
         );
         let nginx = Nginx::start_with(flavour, &[site(&extra)], "passenger_stat_throttle_rate 0;");
         let release = scratch.0.join("release");
@@ -396,45 +402,18 @@ fn sticky_sessions_route_a_client_to_its_process(flavour: Flavour) {
     }
 }
 
-/// A WebSocket to the node-ws test app through nginx, past its 101 head.
-fn open_websocket(port: u16) -> TcpStream {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(PATIENCE)).unwrap();
-    s.write_all(
-        b"GET /socket HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).expect("the 101 head");
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    s
-}
-
 /// A restart replaces the process that holds a WebSocket. By default the WebSocket is closed
 /// when the process shuts down; with `passenger_abort_websockets_on_process_shutdown off` it
 /// keeps working, and the old process stops once it is closed.
 fn abort_websockets_on_process_shutdown_closes_or_keeps_upgraded_connections(flavour: Flavour) {
     for abort in [true, false] {
-        let scratch = Scratch::writable_by_apps("ws");
-        let restart = scratch.0.join("restart.txt");
-        touch(&restart, 1_000_000);
-        let extra = format!(
-            "passenger_restart_dir {}; {}",
-            scratch.0.display(),
+        let (_scratch, restart, extra) = with_restart_dir(
+            "ws",
             if abort {
                 ""
             } else {
                 "passenger_abort_websockets_on_process_shutdown off;"
-            }
+            },
         );
         let nginx = Nginx::start_with(
             flavour,

@@ -4,10 +4,9 @@
 #[macro_use]
 mod common;
 
-use common::websocket_frames::{client_frame, read_frame};
+use common::websocket_frames::{client_frame, read_frame, websocket_handshake};
 use common::*;
 use std::io::{Read, Write};
-use std::net::TcpStream;
 
 for_both_nginx! {
     a_websocket_echo_works_both_ways,
@@ -18,28 +17,7 @@ fn a_websocket_echo_works_both_ways(flavour: Flavour) {
     // An ordinary request first: the app is up, and plain requests still work.
     let r = nginx.get("/");
     assert_eq!(r.status, 200, "{r:?}\n{}", nginx.passenger_log());
-    let mut s = TcpStream::connect(("127.0.0.1", nginx.port())).unwrap();
-    s.set_read_timeout(Some(PATIENCE)).unwrap();
-    s.write_all(
-        b"GET /socket HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).unwrap_or_else(|e| {
-            panic!(
-                "reading the 101 head ({} bytes so far: {:?}): {e}\n{}",
-                head.len(),
-                String::from_utf8_lossy(&head),
-                nginx.error_log()
-            )
-        });
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    let (mut s, head) = websocket_handshake(nginx.port());
     let lower = head.to_ascii_lowercase();
     assert!(lower.contains("upgrade: websocket"), "{head}");
     assert!(lower.contains("connection: upgrade"), "{head}");
