@@ -276,12 +276,11 @@ impl LocConf {
     pub fn document_root(&self) -> &[u8] {
         unsafe { bytes(&self.document_root) }
     }
-    /// The `passenger_base_uri` values, longest first (so the most specific one matches).
+    /// The `passenger_base_uri` values, longest first (so the most specific one matches; sorted
+    /// once, in `merge`).
     pub fn base_uris(&self) -> Vec<&[u8]> {
         // SAFETY: an array of ngx_str_t made by `set_base_uri`.
-        let mut uris = unsafe { str_array(self.base_uris) };
-        uris.sort_by_key(|u| std::cmp::Reverse(u.len()));
-        uris
+        unsafe { str_array(self.base_uris) }
     }
     pub fn spawn_method(&self) -> Option<&'static str> {
         usize::try_from(self.spawn_method)
@@ -2019,6 +2018,17 @@ unsafe fn merge(cf: *mut ngx_conf_t, prev: &mut LocConf, conf: &mut LocConf) -> 
     merge_int(&mut conf.thread_count, prev.thread_count, 1);
     merge_int(&mut conf.concurrency_model, prev.concurrency_model, 0);
     merge_ptr(&mut conf.base_uris, prev.base_uris, ptr::null_mut());
+    if !conf.base_uris.is_null() {
+        // SAFETY: an array of ngx_str_t made by `set_base_uri` (sorting an inherited array
+        // again is harmless: it is sorted already).
+        let uris = unsafe {
+            std::slice::from_raw_parts_mut(
+                (*conf.base_uris).elts as *mut ngx_str_t,
+                (*conf.base_uris).nelts,
+            )
+        };
+        uris.sort_by_key(|u| std::cmp::Reverse(u.len));
+    }
     merge_str(&mut conf.document_root, prev.document_root, b"");
     merge_unset_str(&mut conf.app_group_name, prev.app_group_name);
     merge_unset_str(&mut conf.app_start_command, prev.app_start_command);
