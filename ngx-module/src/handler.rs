@@ -10,11 +10,9 @@ use std::ptr;
 
 use nginx_sys::{
     NGX_DECLINED, NGX_DONE, NGX_HTTP_GET, NGX_HTTP_HEAD, NGX_HTTP_INTERNAL_SERVER_ERROR,
-    NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR, NGX_OK,
-    ngx_event_pipe_copy_input_filter, ngx_event_pipe_t, ngx_http_read_client_request_body,
-    ngx_http_request_t, ngx_http_status_t, ngx_http_upstream_create, ngx_http_upstream_init,
-    ngx_http_upstream_non_buffered_filter, ngx_http_upstream_resolved_t, ngx_int_t, ngx_str_t,
-    ngx_uint_t,
+    NGX_HTTP_SERVICE_UNAVAILABLE, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_ERR, NGX_OK, ngx_event_pipe_t,
+    ngx_http_read_client_request_body, ngx_http_request_t, ngx_http_status_t,
+    ngx_http_upstream_create, ngx_http_upstream_init, ngx_int_t, ngx_str_t, ngx_uint_t,
 };
 use passenger_protocol::options::AppType;
 
@@ -87,7 +85,7 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
         Route::App(app) => app,
     };
 
-    let Some(core) = crate::agents::core() else {
+    if crate::agents::core().is_none() {
         unsafe {
             log_error(
                 NGX_LOG_ERR,
@@ -98,9 +96,9 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
             )
         };
         return rc(NGX_HTTP_SERVICE_UNAVAILABLE);
-    };
+    }
 
-    unsafe { start_upstream(r, lcf, core, &app) }.unwrap_or(rc(NGX_HTTP_INTERNAL_SERVER_ERROR))
+    unsafe { start_upstream(r, lcf, &app) }.unwrap_or(rc(NGX_HTTP_INTERNAL_SERVER_ERROR))
 }
 
 /// Static file, app, or a configuration error (as the status to answer).
@@ -269,7 +267,6 @@ fn lossy(b: &[u8]) -> std::borrow::Cow<'_, str> {
 unsafe fn start_upstream(
     r: *mut ngx_http_request_t,
     lcf: &mut LocConf,
-    core: &crate::agents::Core,
     app: &AppRoute,
 ) -> Option<ngx_int_t> {
     unsafe {
@@ -303,17 +300,9 @@ unsafe fn start_upstream(
         (*u).output.tag = module() as *mut c_void;
         (*u).conf = &mut lcf.upstream;
 
-        let resolved: *mut ngx_http_upstream_resolved_t = pool_zeroed(pool);
-        let sockaddr: *mut libc::sockaddr_un = pool_zeroed(pool);
-        if resolved.is_null() || sockaddr.is_null() {
-            return None;
-        }
-        *sockaddr = core.sockaddr;
-        (*resolved).sockaddr = sockaddr.cast();
-        (*resolved).socklen = core.socklen;
-        (*resolved).naddrs = 1;
-        (*resolved).host = pool_str(pool, core.peer_name.as_bytes())?;
-        (*u).resolved = resolved;
+        // The core's address and the connection cache come in through this "upstream block"
+        // (see crate::keepalive), where nginx asks for a peer.
+        lcf.upstream.upstream = crate::keepalive::core_upstream();
 
         (*u).create_request = Some(crate::scgi_request::create_request);
         (*u).reinit_request = Some(crate::response::reinit_request);
@@ -328,12 +317,12 @@ unsafe fn start_upstream(
         if pipe.is_null() {
             return None;
         }
-        (*pipe).input_filter = Some(ngx_event_pipe_copy_input_filter);
+        (*pipe).input_filter = Some(crate::response::pipe_input_filter);
         (*pipe).input_ctx = r.cast();
         (*u).pipe = pipe;
 
         (*u).input_filter_init = Some(crate::response::input_filter_init);
-        (*u).input_filter = Some(ngx_http_upstream_non_buffered_filter);
+        (*u).input_filter = Some(crate::response::stream_input_filter);
         (*u).input_filter_ctx = r.cast();
 
         // passenger_request_buffering off streams the body as it arrives, as scgi_pass does; a

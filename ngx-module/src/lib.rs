@@ -19,6 +19,7 @@ mod config;
 mod detect;
 mod handler;
 mod headers;
+mod keepalive;
 mod response;
 mod scgi_request;
 mod sub_uri;

@@ -22,10 +22,11 @@ use nginx_sys::{
 use nginx_sys::{
     NGX_AGAIN, NGX_ERROR, NGX_HTTP_HEAD, NGX_HTTP_NO_CONTENT, NGX_HTTP_NOT_MODIFIED,
     NGX_HTTP_PARSE_HEADER_DONE, NGX_HTTP_SWITCHING_PROTOCOLS, NGX_HTTP_UPSTREAM_INVALID_HEADER,
-    NGX_HTTP_VERSION_11, NGX_LOG_ERR, NGX_OK, ngx_hash_find, ngx_http_parse_header_line,
-    ngx_http_parse_status_line, ngx_http_request_t, ngx_http_upstream_header_t,
-    ngx_http_upstream_main_conf_t, ngx_http_upstream_module, ngx_int_t, ngx_list_push, ngx_pnalloc,
-    ngx_strlow, ngx_table_elt_t, ngx_uint_t,
+    NGX_HTTP_VERSION_11, NGX_LOG_ERR, NGX_LOG_WARN, NGX_OK, ngx_buf_t, ngx_chain_get_free_buf,
+    ngx_event_pipe_t, ngx_hash_find, ngx_http_parse_header_line, ngx_http_parse_status_line,
+    ngx_http_request_t, ngx_http_upstream_header_t, ngx_http_upstream_main_conf_t,
+    ngx_http_upstream_module, ngx_http_upstream_non_buffered_filter, ngx_http_upstream_t,
+    ngx_int_t, ngx_list_push, ngx_pnalloc, ngx_strlow, ngx_table_elt_t, ngx_uint_t,
 };
 
 use crate::config::MainConf;
@@ -297,7 +298,10 @@ unsafe fn store_header(r: *mut ngx_http_request_t, h: *mut ngx_table_elt_t) -> n
     }
 }
 
-/// `u->input_filter_init`: how much body to expect (-1: until the core closes).
+/// `u->input_filter_init`: how much body to expect (-1: until the core closes). The core
+/// sends `Connection: close` on every response after which it closes; any other response
+/// has a Content-Length, and its connection can serve another request once that much came
+/// (see [`crate::keepalive`]).
 pub unsafe extern "C" fn input_filter_init(data: *mut std::ffi::c_void) -> ngx_int_t {
     guard(rc(NGX_ERROR), || unsafe {
         let r = data as *mut ngx_http_request_t;
@@ -314,8 +318,100 @@ pub unsafe extern "C" fn input_filter_init(data: *mut std::ffi::c_void) -> ngx_i
         };
         (*(*u).pipe).length = length;
         (*u).length = length;
+        if length == 0 {
+            // No body: the filters below will not run to say so.
+            body_complete(u);
+        }
         if (*u).buffering() == 0 && !widen_stream_buffer(r) {
             return rc(NGX_ERROR);
+        }
+        rc(NGX_OK)
+    })
+}
+
+/// The whole body came: the connection can be kept unless the core said it closes it.
+unsafe fn body_complete(u: *mut ngx_http_upstream_t) {
+    unsafe { (*u).set_keepalive(((*u).headers_in.connection_close() == 0) as _) };
+}
+
+const MORE_THAN_CONTENT_LENGTH: &str =
+    "passenger: the core sent more data than its Content-Length header said";
+
+/// `u->input_filter` of a streamed (unbuffered) response: nginx's own, plus noting the end of
+/// a body of known length.
+pub unsafe extern "C" fn stream_input_filter(
+    data: *mut std::ffi::c_void,
+    bytes: isize,
+) -> ngx_int_t {
+    guard(rc(NGX_ERROR), || unsafe {
+        let r = data as *mut ngx_http_request_t;
+        let u = (*r).upstream;
+        let expected = (*u).length;
+        if expected == 0 {
+            (*u).set_keepalive(0);
+        }
+        let status = ngx_http_upstream_non_buffered_filter(data, bytes);
+        if expected > 0 && (*u).length == 0 {
+            if bytes as i64 > expected {
+                log_error(NGX_LOG_WARN, request_log(r), 0, MORE_THAN_CONTENT_LENGTH);
+            } else {
+                body_complete(u);
+            }
+        }
+        status
+    })
+}
+
+/// `p->input_filter` of a buffered response: passes each buffer on as nginx's copy filter
+/// does, counting a body of known length down to its end (as `proxy_pass` does).
+pub unsafe extern "C" fn pipe_input_filter(
+    p: *mut ngx_event_pipe_t,
+    buf: *mut ngx_buf_t,
+) -> ngx_int_t {
+    guard(rc(NGX_ERROR), || unsafe {
+        if (*buf).pos == (*buf).last || (*p).upstream_done() != 0 {
+            return rc(NGX_OK);
+        }
+        let r = (*p).input_ctx as *mut ngx_http_request_t;
+        let u = (*r).upstream;
+        if (*p).length == 0 {
+            log_error(NGX_LOG_WARN, (*p).log, 0, MORE_THAN_CONTENT_LENGTH);
+            (*u).set_keepalive(0);
+            (*p).set_upstream_done(1);
+            return rc(NGX_OK);
+        }
+        let cl = ngx_chain_get_free_buf((*p).pool, &mut (*p).free);
+        if cl.is_null() {
+            return rc(NGX_ERROR);
+        }
+        // A shadow of the pipe's raw buffer, marked so the pipe recycles it once sent.
+        let b = (*cl).buf;
+        ptr::copy_nonoverlapping(buf, b, 1);
+        (*b).shadow = buf;
+        (*b).tag = (*p).tag;
+        (*b).set_last_shadow(1);
+        (*b).set_recycled(1);
+        (*buf).shadow = b;
+        if (*p).in_.is_null() {
+            (*p).in_ = cl;
+        } else {
+            *(*p).last_in = cl;
+        }
+        (*p).last_in = &mut (*cl).next;
+
+        if (*p).length == -1 {
+            return rc(NGX_OK);
+        }
+        let size = (*b).last.offset_from((*b).pos) as i64;
+        if size > (*p).length {
+            log_error(NGX_LOG_WARN, (*p).log, 0, MORE_THAN_CONTENT_LENGTH);
+            (*b).last = (*b).pos.add((*p).length as usize);
+            (*p).set_upstream_done(1);
+            return rc(NGX_OK);
+        }
+        (*p).length -= size;
+        if (*p).length == 0 {
+            body_complete(u);
         }
         rc(NGX_OK)
     })
