@@ -538,6 +538,7 @@ class RackLoadersTest < Minitest::Test
     check_streaming_each_body(process)
     check_large_response(process)
     check_multi_value_headers(process)
+    check_content_length_of_array_bodies(process)
     check_to_path_and_call_bodies(process)
     check_close_is_always_called(process, stderr)
     check_full_hijack(process)
@@ -635,6 +636,18 @@ class RackLoadersTest < Minitest::Test
     expected = Digest::SHA256.new
     50.times { |i| expected << ((i % 251).chr * MIB) }
     assert_equal expected.hexdigest, Digest::SHA256.hexdigest(response.body), 'the 50 MB body arrives intact'
+  end
+
+  # A small Array body gets the Content-Length the app left out (so the core can keep its
+  # connection from nginx); one the app gave is kept, alone; a streamed body gets none.
+  def check_content_length_of_array_bodies(process)
+    array = call_app(process, uri: '/raw/array-headers')
+    assert_equal ['6'], array.values('content-length'), 'an Array body of 6 bytes'
+    assert_equal 'arrays', array.body
+    text = call_app(process, uri: '/text')
+    assert_equal ['10'], text.values('content-length'), "the app's own Content-Length, once"
+    stream = call_app(process, uri: '/raw/call')
+    assert_empty stream.values('content-length'), 'a streaming body has no length'
   end
 
   def check_multi_value_headers(process)

@@ -13,7 +13,8 @@ module PassengerRs
   # - bodies: `to_path` (a readable file) is sent with IO.copy_stream (sendfile), else `each`,
   #   else `call(stream)` (Rack 3 streaming body) with the connection as the stream; nothing for
   #   HEAD, 1xx, 204 and 304. `close` is always called on the body, even when the app or the
-  #   connection fails.
+  #   connection fails. A small Array body (sent with the head) gets a Content-Length when the
+  #   app gave none: a response of known length lets the core keep nginx's connection.
   # - full hijack (`env['rack.hijack'].call`): the app gets the connection and writes the whole
   #   response itself; the loader sends nothing more and does not close it. Partial hijack
   #   (a `rack.hijack` response header): the loader sends the head, then hands the connection
@@ -247,7 +248,7 @@ module PassengerRs
         conn.write(head)
         File.open(path, 'rb') { |file| IO.copy_stream(file, conn) }
       elsif body.respond_to?(:each)
-        send_enumerable(conn, head, body, state)
+        send_enumerable(conn, head, headers, body, state)
       elsif body.respond_to?(:call)
         state.head_sent = true
         conn.write(head)
@@ -257,10 +258,15 @@ module PassengerRs
       end
     end
 
-    def send_enumerable(conn, head, body, state)
-      if body.is_a?(Array) && small?(body)
+    def send_enumerable(conn, head, headers, body, state)
+      # Rack: `to_ary` gives the same chunks as `each` (Rails' bodies and Rack::BodyProxy have it).
+      chunks = body.is_a?(Array) ? body : body.respond_to?(:to_ary) && body.to_ary
+      if chunks.is_a?(Array) && (size = small_size(chunks))
         state.head_sent = true
-        body.each { |chunk| head << binary(chunk.to_s) }
+        # Its length is known: said, it lets the core keep its connection from nginx for the
+        # next request (as puma says it for Array bodies).
+        head.insert(-3, "Content-Length: #{size}\r\n") unless declares_length?(headers)
+        chunks.each { |chunk| head << binary(chunk.to_s) }
         conn.write(head)
         return
       end
@@ -271,10 +277,15 @@ module PassengerRs
       end
     end
 
-    def small?(body)
+    # The body's size in bytes if it is small enough to go out with the head, else nil.
+    def small_size(body)
       size = 0
       body.each { |chunk| size += chunk.to_s.bytesize }
-      size <= COALESCE_LIMIT
+      size <= COALESCE_LIMIT ? size : nil
+    end
+
+    def declares_length?(headers)
+      headers.any? { |name, _| name.to_s.casecmp?('content-length') || name.to_s.casecmp?('transfer-encoding') }
     end
 
     # `text`, or a binary copy when appending it to a binary string could change that string's
