@@ -206,11 +206,9 @@ fn build_request(
 /// Feeds the request body from nginx into the channel.
 async fn feed_body<R: AsyncRead + Unpin>(
     client: &mut R,
-    early: &[u8],
-    content_length: u64,
+    body: &mut RequestBody<'_>,
     tx: mpsc::Sender<Bytes>,
 ) -> Result<(), SessionError> {
-    let mut body = RequestBody::new(early, content_length);
     while let Some(piece) = body.next(client).await? {
         if tx.send(piece).await.is_err() {
             return Ok(()); // the app no longer reads the body
@@ -238,8 +236,9 @@ pub async fn forward(
         message: format!("the request cannot be expressed as HTTP/1.1: {e}"),
         dead: false,
     })?;
+    let mut body = RequestBody::new(early_body, header.content_length);
     let (mut client_r, mut client_w) = client.split();
-    let feed = feed_body(&mut client_r, early_body, header.content_length, tx);
+    let feed = feed_body(&mut client_r, &mut body, tx);
     let exchange = async {
         let mut sender = sender;
         let pid = process.pid;
@@ -251,6 +250,10 @@ pub async fn forward(
                     message: format!("app {pid} did not answer: {e}"),
                     dead: e.is_closed() || e.is_incomplete_message(),
                 })?;
+        // hyper de-chunks the body (the header is dropped below): such a response is not framed.
+        let chunked = response
+            .headers()
+            .contains_key(hyper::header::TRANSFER_ENCODING);
         let head = ResponseHead {
             status: response.status().as_u16(),
             reason: response
@@ -273,8 +276,9 @@ pub async fn forward(
         let gone = |e: std::io::Error| {
             SessionError::ClientGone(format!("writing the response to nginx failed: {e}"))
         };
+        let framed = relaying.framed_length(&head).filter(|_| !chunked);
         client_w
-            .write_all(&relaying.render_head(&head))
+            .write_all(&relaying.render_head(&head, framed.is_some()))
             .await
             .map_err(gone)?;
         if head.status == 101 {
@@ -297,9 +301,12 @@ pub async fn forward(
                 false
             }
         };
+        // hyper reads exactly Content-Length bytes, or fails.
+        let framed_complete = complete && framed == Some(pumped.received);
         let backlog = pumped.backlog;
         Ok(Exchange::Done {
             complete,
+            framed_complete,
             sender,
             backlog,
         })
@@ -322,6 +329,7 @@ pub async fn forward(
         (
             Exchange::Done {
                 complete,
+                framed_complete,
                 sender,
                 backlog,
             },
@@ -333,6 +341,8 @@ pub async fn forward(
             return Ok(Forwarded {
                 oob_work: false,
                 backlog,
+                framed_complete,
+                body_unread: body.unread(),
             });
         }
         (Exchange::Upgraded(response), _) => match hyper::upgrade::on(response).await {
@@ -352,6 +362,7 @@ pub async fn forward(
             ),
         },
     }
+    // A tunnel ends the connection.
     Ok(Forwarded::default())
 }
 
@@ -360,6 +371,8 @@ enum Exchange {
     Done {
         /// The whole response body was read (the connection can be reused).
         complete: bool,
+        /// The response was framed and its whole length went through.
+        framed_complete: bool,
         sender: SendRequest<ChannelBody>,
         /// What nginx has not taken yet.
         backlog: Backlog,

@@ -25,12 +25,17 @@ pub trait ChunkSource {
     fn next_chunk(&mut self) -> impl Future<Output = io::Result<Option<Bytes>>>;
 }
 
-/// The body of a session-protocol response: everything until the app closes the connection.
+/// The body of a session-protocol response: everything until the app closes the connection,
+/// or, when the response is framed, at most its length (the rest until the close is dropped).
 pub struct ReadToEnd<'a, R> {
     reader: &'a mut R,
     /// Filled by read_buf (no zeroing) and handed out without a copy; it allocates on the
     /// first read, so a response that was whole with its head costs nothing here.
     buf: bytes::BytesMut,
+    /// Body bytes still to hand out, when the length is known.
+    left: Option<u64>,
+    /// Bytes the app sent beyond the length, dropped.
+    pub excess: u64,
 }
 
 impl<'a, R: AsyncRead + Unpin> ReadToEnd<'a, R> {
@@ -38,18 +43,49 @@ impl<'a, R: AsyncRead + Unpin> ReadToEnd<'a, R> {
         ReadToEnd {
             reader,
             buf: bytes::BytesMut::new(),
+            left: None,
+            excess: 0,
+        }
+    }
+
+    /// Hands out at most `len` bytes, but still reads until the app closes: a session ends
+    /// when the app closes, and only then is its process free again.
+    pub fn limited(reader: &'a mut R, len: u64) -> Self {
+        ReadToEnd {
+            left: Some(len),
+            ..Self::new(reader)
         }
     }
 }
 
 impl<R: AsyncRead + Unpin> ChunkSource for ReadToEnd<'_, R> {
     async fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
-        if self.buf.capacity() < READ_CHUNK / 4 {
-            self.buf.reserve(READ_CHUNK);
+        loop {
+            if self.buf.capacity() < READ_CHUNK / 4 {
+                self.buf.reserve(READ_CHUNK);
+            }
+            // read_buf is cancel-safe: no bytes are lost if the future is dropped.
+            let n = match self.reader.read_buf(&mut self.buf).await {
+                Ok(n) => n,
+                // The body is whole: a failure after it cuts nothing short.
+                Err(_) if self.left == Some(0) => 0,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                return Ok(None);
+            }
+            let Some(left) = &mut self.left else {
+                return Ok(Some(self.buf.split().freeze()));
+            };
+            let take = (*left).min(self.buf.len() as u64) as usize;
+            *left -= take as u64;
+            let chunk = self.buf.split_to(take).freeze();
+            self.excess += self.buf.len() as u64;
+            self.buf.clear();
+            if take > 0 {
+                return Ok(Some(chunk));
+            }
         }
-        // read_buf is cancel-safe: no bytes are lost if the future is dropped.
-        let n = self.reader.read_buf(&mut self.buf).await?;
-        Ok((n > 0).then(|| self.buf.split().freeze()))
     }
 }
 
@@ -126,6 +162,8 @@ impl Backlog {
 pub struct Relayed {
     /// What the client has not taken yet.
     pub backlog: Backlog,
+    /// Bytes the source gave (written or in the backlog).
+    pub received: u64,
     /// The source failed (the response is cut short).
     pub source_error: Option<io::Error>,
 }
@@ -139,13 +177,17 @@ pub async fn relay<S: ChunkSource, W: AsyncWrite + Unpin>(
     limit: usize,
 ) -> io::Result<Relayed> {
     let mut backlog = Backlog::default();
+    let mut received = 0;
     loop {
         let front = backlog.front();
         tokio::select! {
             chunk = source.next_chunk(), if backlog.len < limit => match chunk {
-                Ok(Some(chunk)) => backlog.push(chunk),
-                Ok(None) => return Ok(Relayed { backlog, source_error: None }),
-                Err(e) => return Ok(Relayed { backlog, source_error: Some(e) }),
+                Ok(Some(chunk)) => {
+                    received += chunk.len() as u64;
+                    backlog.push(chunk);
+                }
+                Ok(None) => return Ok(Relayed { backlog, received, source_error: None }),
+                Err(e) => return Ok(Relayed { backlog, received, source_error: Some(e) }),
             },
             // AsyncWrite::write is cancel-safe too.
             written = client.write(front.as_deref().unwrap_or_default()), if front.is_some() => {
@@ -187,6 +229,32 @@ mod tests {
         relayed.backlog.write_to(&mut client).await.unwrap();
         drop(client);
         assert!(reading.await.unwrap() == body);
+    }
+
+    #[tokio::test]
+    async fn a_limited_body_hands_out_its_length_and_drops_the_rest_until_the_end() {
+        let body: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        let mut source: &[u8] = &body;
+        let mut limited = ReadToEnd::limited(&mut source, 150_000);
+        let mut got = Vec::new();
+        while let Some(chunk) = limited.next_chunk().await.unwrap() {
+            got.extend_from_slice(&chunk);
+        }
+        assert!(got == body[..150_000]);
+        assert_eq!(limited.excess, 50_000);
+        assert!(source.is_empty(), "read until the end");
+
+        // A short body is simply short: the caller sees fewer bytes than the length.
+        let mut source: &[u8] = &body[..10];
+        let (mut client, _reader) = tokio::io::duplex(1024);
+        let relayed = relay(
+            &mut ReadToEnd::limited(&mut source, 20),
+            &mut client,
+            1 << 20,
+        )
+        .await
+        .unwrap();
+        assert_eq!(relayed.received, 10);
     }
 
     #[tokio::test]

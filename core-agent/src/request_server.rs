@@ -21,6 +21,14 @@ use tokio::sync::watch;
 
 /// How long nginx may take to send the whole SCGI header.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a connection may wait for the first byte of its next request; then the rest of
+/// the header has [`HEADER_TIMEOUT`]. nginx keeps idle connections to the core for reuse.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(600);
+/// Most of a request body the app left unread that is read and dropped to keep the
+/// connection; a longer rest closes it instead.
+const MAX_DRAIN: u64 = 1024 * 1024;
+/// How long that may take.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct RequestServer<S: Spawner> {
     pub password: String,
@@ -40,7 +48,8 @@ impl<S: Spawner> RequestServer<S> {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
                         let server = self.clone();
-                        tokio::spawn(async move { server.handle(stream).await });
+                        let shutdown = shutdown.clone();
+                        tokio::spawn(async move { server.handle(stream, shutdown).await });
                     }
                     Err(e) => {
                         // EMFILE and the like: back off a little rather than spin.
@@ -56,34 +65,74 @@ impl<S: Spawner> RequestServer<S> {
         tracing::info!("Stopped accepting requests on the core socket");
     }
 
-    async fn handle(&self, mut conn: UnixStream) {
-        let (header, mut early_body) = match read_header(&mut conn).await {
-            Ok(Some(h)) => h,
-            Ok(None) => return,
-            Err(HeaderProblem::Malformed(e)) => {
-                tracing::warn!(
-                    "Rejected a request on the core socket with 400: {e}. Only the nginx module \
-                     should connect to this socket"
-                );
-                let body = format!("Bad Request: {e}\n");
-                let _ = conn.write_all(plain_response(400, &body).as_bytes()).await;
-                let _ = conn.shutdown().await;
+    /// Serves the requests nginx sends on one connection, one after the other, for as long as
+    /// each response is framed (see [`response::framed_length`]) and went through whole.
+    /// An idle connection closes when the core shuts down.
+    async fn handle(&self, mut conn: UnixStream, mut shutdown: watch::Receiver<bool>) {
+        let mut idle = None;
+        // Bytes read beyond a request body: the start of the next request.
+        let mut pending = Vec::new();
+        loop {
+            let stopping = async {
+                if shutdown.wait_for(|s| *s).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let read = read_header(&mut conn, idle, stopping, std::mem::take(&mut pending));
+            let (header, mut early_body) = match read.await {
+                Ok(Some(h)) => h,
+                Ok(None) => return,
+                Err(HeaderProblem::Idle) => {
+                    tracing::debug!(
+                        "Closed a connection on the core socket: no further request within {} s",
+                        KEEPALIVE_IDLE.as_secs()
+                    );
+                    return;
+                }
+                Err(HeaderProblem::Stopping) => {
+                    tracing::debug!("Closed an idle connection on the core socket: shutting down");
+                    return;
+                }
+                Err(HeaderProblem::Malformed(e)) => {
+                    tracing::warn!(
+                        "Rejected a request on the core socket with 400: {e}. Only the nginx module \
+                         should connect to this socket"
+                    );
+                    let body = format!("Bad Request: {e}\n");
+                    let _ = conn.write_all(plain_response(400, &body).as_bytes()).await;
+                    let _ = conn.shutdown().await;
+                    return;
+                }
+                Err(HeaderProblem::Timeout) => {
+                    tracing::warn!(
+                        "Dropped a connection on the core socket: the SCGI header did not arrive within {} s",
+                        HEADER_TIMEOUT.as_secs()
+                    );
+                    let _ = conn
+                        .write_all(
+                            plain_response(408, "Request header not received in time\n").as_bytes(),
+                        )
+                        .await;
+                    return;
+                }
+            };
+            if !self.serve_one(&mut conn, &header, &mut early_body).await {
                 return;
             }
-            Err(HeaderProblem::Timeout) => {
-                tracing::warn!(
-                    "Dropped a connection on the core socket: the SCGI header did not arrive within {} s",
-                    HEADER_TIMEOUT.as_secs()
-                );
-                let _ = conn
-                    .write_all(
-                        plain_response(408, "Request header not received in time\n").as_bytes(),
-                    )
-                    .await;
-                return;
-            }
-        };
+            pending = early_body.split_off(early_body.len().min(header.content_length as usize));
+            idle = Some(KEEPALIVE_IDLE);
+        }
+    }
 
+    /// Serves one request; true when the connection can carry the next one (its response was
+    /// framed and written whole, and its body was read whole). Dropping the connection closes
+    /// it: nginx sees the end of an unframed response.
+    async fn serve_one(
+        &self,
+        conn: &mut UnixStream,
+        header: &ScgiHeader,
+        early_body: &mut Vec<u8>,
+    ) -> bool {
         let authorised = header
             .get(CONNECT_PASSWORD)
             .is_some_and(|p| constant_time_eq(p, self.password.as_bytes()));
@@ -102,11 +151,11 @@ impl<S: Spawner> RequestServer<S> {
                 .write_all(plain_response(403, "Forbidden\n").as_bytes())
                 .await;
             let _ = conn.shutdown().await;
-            return;
+            return false;
         }
 
-        let powered_by = response::powered_by(app_options::show_version_in_header(&header));
-        let describe = describe_request(&header);
+        let powered_by = response::powered_by(app_options::show_version_in_header(header));
+        let describe = describe_request(header);
         // OOBW is the core's own pseudo-request to a process (out-of-band work); a client
         // must not be able to trigger that work.
         if header.get_str("REQUEST_METHOD") == Some("OOBW") {
@@ -118,9 +167,9 @@ impl<S: Spawner> RequestServer<S> {
                 &powered_by,
             );
             let _ = conn.write_all(&page).await;
-            return;
+            return false;
         }
-        let options = match self.options.get(&header) {
+        let options = match self.options.get(header) {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!("Cannot serve {describe}: {e}");
@@ -131,12 +180,12 @@ impl<S: Spawner> RequestServer<S> {
                     &powered_by,
                 );
                 let _ = conn.write_all(&page).await;
-                return;
+                return false;
             }
         };
 
         let sticky = if options.pool.sticky_sessions {
-            sticky_cookie(&header, &options.pool.sticky_sessions_cookie_name)
+            sticky_cookie(header, &options.pool.sticky_sessions_cookie_name)
         } else {
             None
         };
@@ -150,9 +199,9 @@ impl<S: Spawner> RequestServer<S> {
             // the connection can be told from body bytes arriving.
             let checkout = tokio::select! {
                 c = self.pool.checkout_sticky(&options, sticky) => c,
-                _ = client_gone(&mut conn, &mut early_body, header.content_length) => {
+                _ = client_gone(conn, early_body, header.content_length) => {
                     tracing::debug!("{describe} abandoned by nginx while it waited for a process");
-                    return;
+                    return false;
                 }
             };
             let checkout = match checkout {
@@ -161,7 +210,7 @@ impl<S: Spawner> RequestServer<S> {
                     // The spawner has logged the details.
                     let page = spawn_error_page::render(&options, &e, &powered_by);
                     let _ = conn.write_all(&page).await;
-                    return;
+                    return false;
                 }
                 Err(e) => {
                     let status = e.status();
@@ -176,7 +225,7 @@ impl<S: Spawner> RequestServer<S> {
                         &powered_by,
                     );
                     let _ = conn.write_all(&page).await;
-                    return;
+                    return false;
                 }
             };
 
@@ -194,25 +243,18 @@ impl<S: Spawner> RequestServer<S> {
                             &options.pool.sticky_sessions_cookie_attributes,
                         )
                     }),
+                head_request: header.get_str("REQUEST_METHOD") == Some("HEAD"),
             };
             let forwarded = {
                 let forwarding = async {
                     match process.protocol {
                         SocketProtocol::HttpSession => {
                             http_session::forward(
-                                &mut conn,
-                                &header,
-                                &early_body,
-                                &process,
-                                &self.http,
-                                &relaying,
+                                conn, header, early_body, &process, &self.http, &relaying,
                             )
                             .await
                         }
-                        _ => {
-                            session::forward(&mut conn, &header, &early_body, &process, &relaying)
-                                .await
-                        }
+                        _ => session::forward(conn, header, early_body, &process, &relaying).await,
                     }
                 };
                 within_max_request_time(forwarding, &relaying, options.pool.max_request_time).await
@@ -248,7 +290,7 @@ impl<S: Spawner> RequestServer<S> {
                     let _ = conn.write_all(&page).await;
                 }
                 let _ = conn.shutdown().await;
-                return;
+                return false;
             };
             match forwarded {
                 Ok(forwarded) => {
@@ -263,20 +305,24 @@ impl<S: Spawner> RequestServer<S> {
                     };
                     self.enforce_memory_limit(&process, &options);
                     drop(checkout);
-                    if let Err(e) = forwarded.backlog.write_to(&mut conn).await {
+                    if let Err(e) = forwarded.backlog.write_to(conn).await {
                         tracing::debug!(
                             "{describe}: nginx went away before the end of the response: {e}"
                         );
+                        return false;
                     }
                     if let Some(ready) = oob_ready {
+                        // The end of the response for nginx; the connection closes once the
+                        // work is done.
                         let _ = conn.shutdown().await;
-                        drop(conn);
                         if ready.await.is_ok() {
                             session::out_of_band_work(&process).await;
                         }
                         self.pool.finish_oob_work(&process);
-                        return;
+                        return false;
                     }
+                    return forwarded.framed_complete
+                        && drain_body(conn, forwarded.body_unread).await;
                 }
                 Err(SessionError::ConnectFailed(message)) if attempts < MAX_ATTEMPTS => {
                     drop(checkout);
@@ -327,9 +373,8 @@ impl<S: Spawner> RequestServer<S> {
                     tracing::debug!("{describe} abandoned: {message}");
                 }
             }
-            // Dropping the connection closes it: nginx sees the end of the response (a
-            // shutdown() first would only cost a system call).
-            return;
+            // The caller drops the connection: nginx sees the end of the response.
+            return false;
         }
     }
 }
@@ -416,8 +461,8 @@ const MAX_ATTEMPTS: u32 = 3;
 const MAX_WAITING_BODY: usize = 8 * 1024 * 1024;
 
 /// Completes when nginx closes the connection (the client went away). Reads the rest of the
-/// request body into `body` meanwhile; never completes while the body is larger than
-/// [`MAX_WAITING_BODY`].
+/// request body into `body` meanwhile (and what comes after it); never completes while the
+/// body is larger than [`MAX_WAITING_BODY`].
 async fn client_gone(conn: &mut UnixStream, body: &mut Vec<u8>, content_length: u64) {
     use bytes::BufMut;
     loop {
@@ -432,9 +477,15 @@ async fn client_gone(conn: &mut UnixStream, body: &mut Vec<u8>, content_length: 
             conn.read_buf(&mut (&mut *body).limit(missing.min(spare)))
                 .await
         } else {
-            // Bytes beyond the body: nothing nginx should send; read to see EOF, ignored.
-            let mut scratch = [0u8; 256];
-            conn.read(&mut scratch).await
+            // Bytes beyond the body would start the next request (nginx sends none before the
+            // response is complete): kept for it, within reason. Read to see EOF.
+            let beyond = body.len() - content_length as usize;
+            if beyond >= HEADER_READ {
+                return std::future::pending().await;
+            }
+            body.reserve(HEADER_READ - beyond);
+            conn.read_buf(&mut (&mut *body).limit(HEADER_READ - beyond))
+                .await
         };
         if matches!(read, Ok(0) | Err(_)) {
             return;
@@ -451,15 +502,43 @@ const HEADER_READ: usize = 8 * 1024;
 enum HeaderProblem {
     Malformed(scgi::ScgiError),
     Timeout,
+    /// No byte of a next request within the idle time.
+    Idle,
+    /// The core shuts down while the connection waits for a next request.
+    Stopping,
 }
 
 /// Reads the SCGI header incrementally. `Ok(None)`: nginx closed before sending a whole header.
+/// With `idle` (a request after the first on the connection), the header may start that late;
+/// then the whole of it has [`HEADER_TIMEOUT`]; until it starts, `stopping` ends the wait.
+/// `buf` holds what was already read of it.
 async fn read_header(
     conn: &mut UnixStream,
+    idle: Option<Duration>,
+    stopping: impl Future<Output = ()>,
+    mut buf: Vec<u8>,
 ) -> Result<Option<(ScgiHeader, Vec<u8>)>, HeaderProblem> {
+    buf.reserve(HEADER_READ);
+    if let Some(idle) = idle.filter(|_| buf.is_empty()) {
+        let first = tokio::select! {
+            first = tokio::time::timeout(idle, conn.read_buf(&mut buf)) => first,
+            _ = stopping => return Err(HeaderProblem::Stopping),
+        };
+        match first {
+            Err(_) => return Err(HeaderProblem::Idle),
+            Ok(Ok(0) | Err(_)) => return Ok(None),
+            Ok(Ok(_)) => {}
+        }
+    }
     let read = async {
-        let mut buf = Vec::with_capacity(HEADER_READ);
         loop {
+            if !buf.is_empty() {
+                match scgi::decode(&buf, DEFAULT_MAX_HEADER) {
+                    Ok(Some((header, used))) => return Ok(Some((header, buf.split_off(used)))),
+                    Ok(None) => {}
+                    Err(e) => return Err(HeaderProblem::Malformed(e)),
+                }
+            }
             if buf.capacity() - buf.len() < HEADER_READ / 2 {
                 buf.reserve(HEADER_READ);
             }
@@ -475,16 +554,28 @@ async fn read_header(
                 }
                 Ok(_) => {}
             }
-            match scgi::decode(&buf, DEFAULT_MAX_HEADER) {
-                Ok(Some((header, used))) => return Ok(Some((header, buf.split_off(used)))),
-                Ok(None) => continue,
-                Err(e) => return Err(HeaderProblem::Malformed(e)),
-            }
         }
     };
     tokio::time::timeout(HEADER_TIMEOUT, read)
         .await
         .unwrap_or(Err(HeaderProblem::Timeout))
+}
+
+/// Reads and drops the `unread` rest of a request body the app did not read; false when the
+/// connection cannot carry another request (too much left, too slow, or closed).
+async fn drain_body(conn: &mut UnixStream, unread: u64) -> bool {
+    if unread == 0 {
+        return true;
+    }
+    if unread > MAX_DRAIN {
+        return false;
+    }
+    let (mut rest, mut sink) = ((&mut *conn).take(unread), tokio::io::sink());
+    let drain = tokio::io::copy(&mut rest, &mut sink);
+    matches!(
+        tokio::time::timeout(DRAIN_TIMEOUT, drain).await,
+        Ok(Ok(n)) if n == unread
+    )
 }
 
 /// `GET /path` for log lines.
@@ -497,9 +588,11 @@ fn describe_request(h: &ScgiHeader) -> String {
     format!("request {method} {uri}")
 }
 
+/// A response of the core's own, after which it closes the connection.
 fn plain_response(status: u16, body: &str) -> String {
     format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+        "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
         response::canonical_reason(status),
         body.len()
     )
@@ -508,6 +601,267 @@ fn plain_response(status: u16, body: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pool::{AppAddress, SpawnError, SpawnedProcess};
+    use passenger_protocol::options;
+    use std::path::PathBuf;
+    use tokio::sync::oneshot;
+
+    fn scgi_request(pairs: &[(&str, &str)], body: &str) -> Vec<u8> {
+        let length = body.len().to_string();
+        let mut out = scgi::encode(
+            [("CONTENT_LENGTH", length.as_str())]
+                .iter()
+                .chain(pairs)
+                .map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+        );
+        out.extend_from_slice(body.as_bytes());
+        out
+    }
+
+    async fn never() {
+        std::future::pending().await
+    }
+
+    #[tokio::test]
+    async fn requests_back_to_back_are_read_one_after_the_other() {
+        let (mut core, mut nginx) = UnixStream::pair().unwrap();
+        let mut both = scgi_request(&[("REQUEST_URI", "/1")], "abc");
+        both.extend(scgi_request(&[("REQUEST_URI", "/2")], ""));
+        nginx.write_all(&both).await.unwrap();
+
+        let (h, mut early) = read_header(&mut core, None, never(), Vec::new())
+            .await
+            .ok()
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.get_str("REQUEST_URI"), Some("/1"));
+        let next = early.split_off(h.content_length as usize);
+        assert_eq!(early, b"abc");
+        let idle = Some(Duration::from_secs(5));
+        let (h, early) = read_header(&mut core, idle, never(), next)
+            .await
+            .ok()
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.get_str("REQUEST_URI"), Some("/2"));
+        assert!(early.is_empty());
+
+        // A third one comes later, in pieces.
+        let third = scgi_request(&[("REQUEST_URI", "/3")], "");
+        let (a, b) = third.split_at(5);
+        let (a, b) = (a.to_vec(), b.to_vec());
+        let writer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            nginx.write_all(&a).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            nginx.write_all(&b).await.unwrap();
+            nginx
+        });
+        let (h, _) = read_header(&mut core, idle, never(), Vec::new())
+            .await
+            .ok()
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.get_str("REQUEST_URI"), Some("/3"));
+
+        // Then nginx closes the idle connection: a quiet end.
+        drop(writer.await.unwrap());
+        assert!(matches!(
+            read_header(&mut core, idle, never(), Vec::new()).await,
+            Ok(None)
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_ends_after_the_idle_time_or_at_shutdown() {
+        let (mut core, _nginx) = UnixStream::pair().unwrap();
+        let idle = Some(Duration::from_millis(30));
+        assert!(matches!(
+            read_header(&mut core, idle, never(), Vec::new()).await,
+            Err(HeaderProblem::Idle)
+        ));
+        assert!(matches!(
+            read_header(&mut core, Some(KEEPALIVE_IDLE), async {}, Vec::new()).await,
+            Err(HeaderProblem::Stopping)
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_request_has_the_header_timeout_and_no_idle_wait() {
+        let (mut core, nginx) = UnixStream::pair().unwrap();
+        // `stopping` does not apply to the first request either.
+        assert!(matches!(
+            read_header(&mut core, None, async {}, Vec::new()).await,
+            Err(HeaderProblem::Timeout)
+        ));
+        drop(nginx);
+        assert!(matches!(
+            read_header(&mut core, None, never(), Vec::new()).await,
+            Ok(None)
+        ));
+    }
+
+    /// "Spawns" an app played by a task on a unix socket: it answers each session with the
+    /// request URI and body, framed unless the URI is `/unframed`.
+    struct FakeApp(PathBuf);
+
+    impl Spawner for FakeApp {
+        async fn spawn(&self, _: &AppOptions, _: u64) -> Result<SpawnedProcess, SpawnError> {
+            let path = self.0.join("app.sock");
+            let listener = UnixListener::bind(&path).unwrap();
+            tokio::spawn(async move {
+                while let Ok((mut s, _)) = listener.accept().await {
+                    tokio::spawn(async move {
+                        let mut buf = Vec::new();
+                        let (pairs, used) = loop {
+                            s.read_buf(&mut buf).await.unwrap();
+                            let decoded = passenger_protocol::session::decode_header(&buf, 1 << 20);
+                            if let Some(done) = decoded.unwrap() {
+                                break done;
+                            }
+                        };
+                        let get = |k: &[u8]| {
+                            let v = &pairs.iter().find(|(n, _)| n == k).unwrap().1;
+                            String::from_utf8(v.clone()).unwrap()
+                        };
+                        let mut body = buf.split_off(used);
+                        let length: usize = get(b"CONTENT_LENGTH").parse().unwrap();
+                        while body.len() < length {
+                            s.read_buf(&mut body).await.unwrap();
+                        }
+                        let text =
+                            format!("{} {}", get(b"REQUEST_URI"), String::from_utf8_lossy(&body));
+                        let response = if get(b"REQUEST_URI") == "/unframed" {
+                            format!("Status: 200\r\n\r\n{text}")
+                        } else {
+                            format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}",
+                                text.len()
+                            )
+                        };
+                        s.write_all(response.as_bytes()).await.unwrap();
+                    });
+                }
+            });
+            let (stop, _) = oneshot::channel();
+            let (_exit, exited) = oneshot::channel();
+            // Kept forever: the process never exits.
+            std::mem::forget(_exit);
+            Ok(SpawnedProcess {
+                pid: 1_000_000,
+                address: AppAddress::Unix(path),
+                protocol: SocketProtocol::Session,
+                concurrency: 1,
+                password: "app-pw".into(),
+                stop,
+                exited,
+            })
+        }
+    }
+
+    /// Reads one response of nginx's: its head, and the body by its Content-Length, or to EOF.
+    async fn response(nginx: &mut UnixStream) -> (String, String) {
+        let mut buf = Vec::new();
+        loop {
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .map(|l| l.parse::<usize>().unwrap());
+                if length.is_some_and(|l| body.len() >= l) {
+                    return (head.to_string(), body.to_string());
+                }
+            }
+            if nginx.read_buf(&mut buf).await.unwrap() == 0 {
+                let text = String::from_utf8(buf).unwrap();
+                let (head, body) = text.split_once("\r\n\r\n").unwrap();
+                return (head.to_string(), body.to_string());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn one_connection_carries_requests_until_a_response_is_unframed() {
+        let dir = std::env::temp_dir().join(format!("request-server-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let server = Arc::new(RequestServer {
+            password: "core-pw".into(),
+            pool: Pool::new(FakeApp(dir.clone())),
+            http: http_session::Connections::default(),
+            options: app_options::OptionsCache::default(),
+        });
+        let (core, mut nginx) = UnixStream::pair().unwrap();
+        let (_shutdown_tx, shutdown) = watch::channel(false);
+        let serving = tokio::spawn({
+            let server = server.clone();
+            async move { server.handle(core, shutdown).await }
+        });
+        let request = |uri: &str, method: &str, body: &str| {
+            scgi_request(
+                &[
+                    (CONNECT_PASSWORD, "core-pw"),
+                    (options::APP_ROOT, "/nonexistent/app"),
+                    (options::APP_TYPE, "rack"),
+                    ("REQUEST_METHOD", method),
+                    ("REQUEST_URI", uri),
+                ],
+                body,
+            )
+        };
+
+        nginx
+            .write_all(&request("/1", "POST", "one"))
+            .await
+            .unwrap();
+        let (head, body) = response(&mut nginx).await;
+        assert!(!head.contains("Connection"), "{head}");
+        assert_eq!(body, "/1 one");
+        nginx.write_all(&request("/2", "GET", "")).await.unwrap();
+        let (head, body) = response(&mut nginx).await;
+        assert!(!head.contains("Connection"), "{head}");
+        assert_eq!(body, "/2 ");
+        // A HEAD's response is not framed: the connection closes after it.
+        nginx.write_all(&request("/3", "HEAD", "")).await.unwrap();
+        let (head, _) = response(&mut nginx).await;
+        assert!(head.ends_with("\r\nConnection: close"), "{head}");
+        serving.await.unwrap();
+
+        // Nor is a response without a length; and a wrong password is refused on a reused
+        // connection too.
+        let (core, mut nginx) = UnixStream::pair().unwrap();
+        let (_shutdown_tx, shutdown) = watch::channel(false);
+        let serving = tokio::spawn({
+            let server = server.clone();
+            async move { server.handle(core, shutdown).await }
+        });
+        nginx
+            .write_all(&request("/unframed", "GET", ""))
+            .await
+            .unwrap();
+        let (head, body) = response(&mut nginx).await;
+        assert!(head.ends_with("\r\nConnection: close"), "{head}");
+        assert_eq!(body, "/unframed ");
+        serving.await.unwrap();
+
+        let (core, mut nginx) = UnixStream::pair().unwrap();
+        let (_shutdown_tx, shutdown) = watch::channel(false);
+        let serving = tokio::spawn({
+            let server = server.clone();
+            async move { server.handle(core, shutdown).await }
+        });
+        nginx.write_all(&request("/4", "GET", "")).await.unwrap();
+        assert_eq!(response(&mut nginx).await.1, "/4 ");
+        let mut bad = request("/5", "GET", "");
+        let at = bad.windows(7).position(|w| w == b"core-pw").unwrap();
+        bad[at] = b'X';
+        nginx.write_all(&bad).await.unwrap();
+        let (head, _) = response(&mut nginx).await;
+        assert!(head.starts_with("HTTP/1.1 403 ") && head.ends_with("\r\nConnection: close"));
+        serving.await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn sticky_session_cookies() {

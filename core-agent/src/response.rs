@@ -189,6 +189,43 @@ pub fn render_head(head: &ResponseHead, powered_by: &str) -> Vec<u8> {
     out
 }
 
+/// The body length of a response the core frames for nginx: one that ends after exactly this
+/// many body bytes, so that the connection to nginx can carry another request. `None`: the
+/// response ends when the core closes the connection (and its head says `Connection: close`).
+/// Framed needs exactly one valid `Content-Length` and no `Transfer-Encoding`, and neither a
+/// HEAD request nor a status without a body (1xx, 204, 304), where the length says nothing.
+pub fn framed_length(
+    status: u16,
+    headers: &[(String, Vec<u8>)],
+    head_request: bool,
+) -> Option<u64> {
+    if head_request || status < 200 || status == 204 || status == 304 {
+        return None;
+    }
+    let mut length = None;
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("transfer-encoding") {
+            return None;
+        }
+        if name.eq_ignore_ascii_case("content-length") {
+            if length.is_some() {
+                return None;
+            }
+            length = Some(parse_content_length(value)?);
+        }
+    }
+    length
+}
+
+/// Digits only (no sign, no list), surrounding blanks allowed.
+fn parse_content_length(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
 pub fn html_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -220,12 +257,14 @@ pub fn error_page(status: u16, message: &str, detail: Option<&str>, powered_by: 
     html_response(status, &body, powered_by)
 }
 
-/// A complete response of the core's own: `body` as HTML with `status`, never cached.
+/// A complete response of the core's own: `body` as HTML with `status`, never cached. The
+/// core closes the connection after it (the request may not have been read whole).
 pub fn html_response(status: u16, body: &str, powered_by: &str) -> Vec<u8> {
     let reason = canonical_reason(status);
     let mut out = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: text/html; charset=utf-8\r\n\
-         Content-Length: {}\r\nCache-Control: no-store\r\nX-Powered-By: {powered_by}\r\n\r\n",
+         Content-Length: {}\r\nCache-Control: no-store\r\nX-Powered-By: {powered_by}\r\n\
+         Connection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -318,5 +357,49 @@ mod tests {
         assert!(page.contains("<pre>a &amp; b</pre>"));
         let (head, body) = page.split_once("\r\n\r\n").unwrap();
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
+        assert!(head.ends_with("\r\nConnection: close"));
+    }
+
+    fn headers(list: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        list.iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn framing_needs_one_valid_content_length() {
+        let cl = |v: &str| headers(&[("Content-Type", "text/plain"), ("content-length", v)]);
+        assert_eq!(framed_length(200, &cl("12"), false), Some(12));
+        assert_eq!(framed_length(200, &cl(" 0 "), false), Some(0));
+        assert_eq!(framed_length(404, &cl("5"), false), Some(5));
+        assert_eq!(framed_length(200, &headers(&[]), false), None);
+        for bad in [
+            "",
+            "-1",
+            "+5",
+            "5, 5",
+            "1e3",
+            "0x10",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(framed_length(200, &cl(bad), false), None, "{bad:?}");
+        }
+        let twice = |a: &str, b: &str| headers(&[("Content-Length", a), ("Content-Length", b)]);
+        assert_eq!(framed_length(200, &twice("5", "6"), false), None);
+        assert_eq!(framed_length(200, &twice("5", "5"), false), None);
+    }
+
+    #[test]
+    fn framing_excludes_head_bodiless_statuses_and_transfer_encoding() {
+        let cl = headers(&[("Content-Length", "7")]);
+        assert_eq!(framed_length(200, &cl, true), None);
+        for status in [100, 101, 103, 204, 304] {
+            assert_eq!(framed_length(status, &cl, false), None, "{status}");
+        }
+        assert_eq!(framed_length(205, &cl, false), Some(7));
+        let te = headers(&[("Content-Length", "7"), ("Transfer-Encoding", "chunked")]);
+        assert_eq!(framed_length(200, &te, false), None);
+        let te = headers(&[("transfer-encoding", "identity")]);
+        assert_eq!(framed_length(200, &te, false), None);
     }
 }

@@ -81,6 +81,12 @@ pub struct Forwarded {
     /// The app asked for out-of-band work.
     pub oob_work: bool,
     pub backlog: Backlog,
+    /// The response was framed (its head has no `Connection: close`) and its whole body went
+    /// through (once the backlog is written): the connection to nginx may carry another
+    /// request.
+    pub framed_complete: bool,
+    /// Bytes of the request body still unread in the connection to nginx.
+    pub body_unread: u64,
 }
 
 /// How a response is passed on to nginx, and how far that got.
@@ -96,11 +102,19 @@ pub struct Relaying<'a> {
     pub set_cookie: Option<String>,
     /// An upgraded connection closes when the pool shuts its process down.
     pub abort_upgraded_on_shutdown: bool,
+    /// The request is a HEAD (its response never has a body, whatever its length says).
+    pub head_request: bool,
 }
 
 impl Relaying<'_> {
-    /// The head as it goes to nginx; from now on the response has begun.
-    pub fn render_head(&self, head: &ResponseHead) -> Vec<u8> {
+    /// The body length when the response is framed (see [`response::framed_length`]).
+    pub fn framed_length(&self, head: &ResponseHead) -> Option<u64> {
+        response::framed_length(head.status, &head.headers, self.head_request)
+    }
+
+    /// The head as it goes to nginx; from now on the response has begun. An unframed
+    /// response says `Connection: close`: it ends when the core closes the connection.
+    pub fn render_head(&self, head: &ResponseHead, framed: bool) -> Vec<u8> {
         self.progress.0.store(
             if head.status == 101 {
                 Progress::UPGRADED
@@ -110,13 +124,17 @@ impl Relaying<'_> {
             Ordering::SeqCst,
         );
         let mut out = response::render_head(head, self.powered_by);
+        // Additions go before the blank line that ends the head.
+        out.truncate(out.len() - 2);
         if let Some(cookie) = &self.set_cookie {
-            // Before the blank line that ends the head.
-            out.truncate(out.len() - 2);
             out.extend_from_slice(b"Set-Cookie: ");
             out.extend_from_slice(cookie.as_bytes());
-            out.extend_from_slice(b"\r\n\r\n");
+            out.extend_from_slice(b"\r\n");
         }
+        if !framed {
+            out.extend_from_slice(b"Connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
         out
     }
 }
@@ -162,16 +180,11 @@ pub async fn forward(
     let session_header = encode_header(pairs);
     let mut app = connect(process).await?;
 
+    let mut body = RequestBody::new(early_body, header.content_length);
     let relayed = {
         let (mut app_r, mut app_w) = app.split();
         let (mut client_r, mut client_w) = client.split();
-        let upload = send_request(
-            &mut app_w,
-            &mut client_r,
-            &session_header,
-            early_body,
-            header.content_length,
-        );
+        let upload = send_request(&mut app_w, &mut client_r, &session_header, &mut body);
         let download = relay_response(&mut app_r, &mut client_w, process.pid, relaying);
         tokio::pin!(upload, download);
         let mut uploading = true;
@@ -197,6 +210,8 @@ pub async fn forward(
     Ok(Forwarded {
         oob_work: relayed.oob_work,
         backlog: relayed.backlog,
+        framed_complete: relayed.framed_complete,
+        body_unread: body.unread(),
     })
 }
 
@@ -281,6 +296,8 @@ struct Relayed {
     upgraded: bool,
     oob_work: bool,
     backlog: Backlog,
+    /// Framed, and exactly its length went through.
+    framed_complete: bool,
 }
 
 /// The request body as nginx sends it: the bytes that arrived with the SCGI header, then the
@@ -297,6 +314,11 @@ impl<'a> RequestBody<'a> {
             early,
             remaining: content_length - early.len() as u64,
         }
+    }
+
+    /// Bytes of the body not read from the connection yet.
+    pub fn unread(&self) -> u64 {
+        self.remaining
     }
 
     /// The next piece; `None` once CONTENT_LENGTH bytes went by.
@@ -328,13 +350,12 @@ impl<'a> RequestBody<'a> {
     }
 }
 
-/// Writes the session header and exactly `content_length` body bytes, streamed from nginx.
+/// Writes the session header and the body, streamed from nginx.
 async fn send_request<W, R>(
     app: &mut W,
     client: &mut R,
     session_header: &[u8],
-    early_body: &[u8],
-    content_length: u64,
+    body: &mut RequestBody<'_>,
 ) -> Result<Upload, SessionError>
 where
     W: AsyncWrite + Unpin,
@@ -343,7 +364,6 @@ where
     if app.write_all(session_header).await.is_err() {
         return Ok(Upload::AppClosed);
     }
-    let mut body = RequestBody::new(early_body, content_length);
     while let Some(piece) = body.next(client).await? {
         if app.write_all(&piece).await.is_err() {
             return Ok(Upload::AppClosed);
@@ -354,7 +374,8 @@ where
 }
 
 /// Reads the app's response head, writes the normalised head, then copies the rest until the
-/// app closes the connection (or, after a 101, returns so the caller can open the tunnel).
+/// app closes the connection (or, after a 101, returns so the caller can open the tunnel). Of a
+/// framed response, no more than its length goes to nginx.
 async fn relay_response<R, W>(
     app: &mut R,
     client: &mut W,
@@ -420,27 +441,135 @@ where
         upgraded: head.status == 101,
         oob_work: head.headers.len() != before,
         backlog: Backlog::default(),
+        framed_complete: false,
     };
-    let mut out = relaying.render_head(&head);
-    out.extend_from_slice(&buf[used..]);
+    // After out-of-band work the connection closes anyway (see the request server).
+    let framed = relaying.framed_length(&head).filter(|_| !relayed.oob_work);
+    let early = &buf[used..];
+    let early = match framed {
+        Some(len) => &early[..early.len().min(len as usize)],
+        None => early,
+    };
+    let mut excess = (buf.len() - used - early.len()) as u64;
+    let mut out = relaying.render_head(&head, framed.is_some());
+    out.extend_from_slice(early);
     client.write_all(&out).await.map_err(gone)?;
     if relayed.upgraded {
         client.flush().await.map_err(gone)?;
         return Ok(relayed);
     }
-    let pumped = relay::relay(
-        &mut relay::ReadToEnd::new(app),
-        client,
-        relaying.high_watermark,
-    )
-    .await
-    .map_err(gone)?;
-    if let Some(e) = pumped.source_error {
+    let mut source = match framed {
+        Some(len) => relay::ReadToEnd::limited(app, len - early.len() as u64),
+        None => relay::ReadToEnd::new(app),
+    };
+    let pumped = relay::relay(&mut source, client, relaying.high_watermark)
+        .await
+        .map_err(gone)?;
+    excess += source.excess;
+    if let Some(e) = &pumped.source_error {
         // The head is out already; all that can be done is cut the response short.
         tracing::warn!(
             "Reading the response body of app {pid} failed: {e}; the response is cut short"
         );
     }
+    if let Some(len) = framed {
+        let sent = early.len() as u64 + pumped.received;
+        if excess > 0 {
+            tracing::warn!(
+                "App {pid} sent {excess} bytes beyond its Content-Length ({len}); they were dropped"
+            );
+        }
+        if sent < len && pumped.source_error.is_none() {
+            tracing::warn!(
+                "App {pid} closed after {sent} of the {len} body bytes its Content-Length \
+                 announced; the response is cut short"
+            );
+        }
+        relayed.framed_complete = sent == len;
+    }
     relayed.backlog = pumped.backlog;
     Ok(relayed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relaying(head_request: bool, set_cookie: Option<&str>) -> Relaying<'static> {
+        Relaying {
+            powered_by: "P",
+            high_watermark: 1 << 20,
+            progress: Progress::default(),
+            set_cookie: set_cookie.map(str::to_string),
+            abort_upgraded_on_shutdown: false,
+            head_request,
+        }
+    }
+
+    /// What nginx gets for `app_sends`, and whether the response was framed and whole.
+    async fn relayed(app_sends: &[u8], relaying: &Relaying<'_>) -> (String, bool) {
+        let mut app = app_sends;
+        let mut out = Vec::new();
+        let relayed = relay_response(&mut app, &mut out, 1, relaying)
+            .await
+            .unwrap();
+        relayed.backlog.write_to(&mut out).await.unwrap();
+        (String::from_utf8(out).unwrap(), relayed.framed_complete)
+    }
+
+    #[tokio::test]
+    async fn a_framed_response_has_no_connection_header_and_exactly_its_length() {
+        let r = relaying(false, Some("route=1"));
+        let (out, complete) = relayed(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello, and more",
+            &r,
+        )
+        .await;
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Powered-By: P\r\nSet-Cookie: route=1\r\n\r\nhello"
+        );
+        assert!(complete);
+        assert!(r.progress.head_sent());
+    }
+
+    #[tokio::test]
+    async fn a_short_framed_response_is_not_complete() {
+        let r = relaying(false, None);
+        let (out, complete) =
+            relayed(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nhello", &r).await;
+        assert!(out.ends_with("X-Powered-By: P\r\n\r\nhello"), "{out}");
+        assert!(!complete);
+    }
+
+    #[tokio::test]
+    async fn unframed_responses_say_connection_close() {
+        let r = relaying(false, None);
+        let (out, complete) = relayed(b"Status: 200\r\n\r\nuntil the end", &r).await;
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\nX-Powered-By: P\r\nConnection: close\r\n\r\nuntil the end"
+        );
+        assert!(!complete);
+        // A HEAD's response, and one with out-of-band work, are never framed.
+        let (out, complete) = relayed(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+            &relaying(true, None),
+        )
+        .await;
+        assert!(
+            out.ends_with("\r\nConnection: close\r\n\r\n") && !complete,
+            "{out}"
+        );
+        let (out, complete) = relayed(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n!~Request-OOB-Work: true\r\n\r\nok",
+            &r,
+        )
+        .await;
+        assert!(
+            out.ends_with("\r\nConnection: close\r\n\r\nok") && !complete,
+            "{out}"
+        );
+        assert!(!out.contains("OOB"));
+    }
 }
