@@ -59,34 +59,43 @@ pub fn core_upstream() -> *mut ngx_http_upstream_srv_conf_t {
     CORE_UPSTREAM.with(|u| *u)
 }
 
-/// `uscf->peer.init`: the core's address, and this module's get/free.
+/// `uscf->peer.init`: this module's get/free, one try.
 unsafe extern "C" fn init_peer(
     r: *mut ngx_http_request_t,
     _uscf: *mut ngx_http_upstream_srv_conf_t,
 ) -> ngx_int_t {
     guard(rc(NGX_ERROR), || unsafe {
-        let Some(core) = crate::agents::core() else {
-            return rc(NGX_ERROR);
-        };
-        let Some(name) = crate::util::pool_str((*r).pool, core.peer_name.as_bytes()) else {
-            return rc(NGX_ERROR);
-        };
-        let name_ptr: *mut ngx_str_t = crate::util::pool_zeroed((*r).pool);
-        if name_ptr.is_null() {
-            return rc(NGX_ERROR);
-        }
-        *name_ptr = name;
         let peer = &mut (*(*r).upstream).peer;
-        // nginx only reads the address (connect, log lines); the core's lives for the process.
-        peer.sockaddr = ptr::addr_of!(core.sockaddr) as *mut nginx_sys::sockaddr;
-        peer.socklen = core.socklen;
-        peer.name = name_ptr;
         peer.tries = 1;
         peer.get = Some(get_peer);
         peer.free = Some(free_peer);
         peer.data = r.cast();
         rc(NGX_OK)
     })
+}
+
+/// Points `pc` at the core (again: nginx clears the address after each failed try).
+unsafe fn address_core(pc: *mut ngx_peer_connection_t, r: *mut ngx_http_request_t) -> bool {
+    unsafe {
+        let Some(core) = crate::agents::core() else {
+            return false;
+        };
+        if (*pc).name.is_null() {
+            let Some(name) = crate::util::pool_str((*r).pool, core.peer_name.as_bytes()) else {
+                return false;
+            };
+            let name_ptr: *mut ngx_str_t = crate::util::pool_zeroed((*r).pool);
+            if name_ptr.is_null() {
+                return false;
+            }
+            *name_ptr = name;
+            (*pc).name = name_ptr;
+        }
+        // nginx only reads the address (connect, log lines); the core's lives for the process.
+        (*pc).sockaddr = ptr::addr_of!(core.sockaddr) as *mut nginx_sys::sockaddr;
+        (*pc).socklen = core.socklen;
+        true
+    }
 }
 
 /// Whether nginx would retry the request on a fresh connection after a cached one failed.
@@ -103,7 +112,11 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
     guard(rc(NGX_ERROR), || unsafe {
         (*pc).set_cached(0);
         (*pc).connection = ptr::null_mut();
-        if !retryable(data.cast()) {
+        let r: *mut ngx_http_request_t = data.cast();
+        if !address_core(pc, r) {
+            return rc(NGX_ERROR);
+        }
+        if !retryable(r) {
             return rc(NGX_OK);
         }
         let Some(c) = IDLE.with(|idle| idle.borrow_mut().pop_back()) else {
