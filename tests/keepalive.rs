@@ -158,9 +158,17 @@ fn sequential_requests_reuse_one_core_connection(flavour: Flavour) {
     let mut client = Client::connect(nginx.port(), &nginx.dir.0);
     assert_eq!(client.get("/status?200").status, 200);
     let first = core_connections(&nginx);
-    assert_eq!(first.len(), 1, "one kept connection after a request: {first:?}");
+    assert_eq!(
+        first.len(),
+        1,
+        "one kept connection after a request: {first:?}"
+    );
     for i in 0..20 {
-        let path = if i % 2 == 0 { "/env" } else { "/unbuffered/env" };
+        let path = if i % 2 == 0 {
+            "/env"
+        } else {
+            "/unbuffered/env"
+        };
         let r = client.get(path);
         assert_eq!(r.status, 200, "{path}: {r:?}");
         assert_eq!(
@@ -185,9 +193,19 @@ fn responses_of_every_shape_stay_in_step(flavour: Flavour) {
             let what = |path: &str| format!("round {round}, {prefix}{path}");
 
             let r = client.get(&at("/bytes?n=70000&cl=1"));
-            assert_eq!((r.status, r.body == expected(70000)), (200, true), "{}", what("cl=1"));
+            assert_eq!(
+                (r.status, r.body == expected(70000)),
+                (200, true),
+                "{}",
+                what("cl=1")
+            );
             let r = client.get(&at("/bytes?n=5000&cl=0"));
-            assert_eq!((r.status, r.body == expected(5000)), (200, true), "{}", what("cl=0"));
+            assert_eq!(
+                (r.status, r.body == expected(5000)),
+                (200, true),
+                "{}",
+                what("cl=0")
+            );
             let r = client.get(&at("/status?204"));
             assert_eq!(r.status, 204, "{}: {r:?}", what("204"));
             let r = client.get(&at("/status?304"));
@@ -199,13 +217,27 @@ fn responses_of_every_shape_stay_in_step(flavour: Flavour) {
             assert!(r.text().starts_with(&format!("{} ", upload.len())), "{r:?}");
             // The app answers without reading the body.
             let r = client.send("POST", &at("/status?201"), &upload);
-            assert_eq!((r.status, r.text()), (201, "app status 201".into()), "{}", what("201"));
+            assert_eq!(
+                (r.status, r.text()),
+                (201, "app status 201".into()),
+                "{}",
+                what("201")
+            );
             let r = client.get(&at("/no-such-page"));
             assert_eq!(r.status, 404, "{}: {r:?}", what("404"));
             let r = client.get(&at("/bytes?n=3000000&cl=1"));
-            assert_eq!((r.status, r.body == expected(3_000_000)), (200, true), "{}", what("3 MB"));
+            assert_eq!(
+                (r.status, r.body == expected(3_000_000)),
+                (200, true),
+                "{}",
+                what("3 MB")
+            );
             let r = client.get(&at("/env?x=1"));
-            assert!(r.text().contains("QUERY_STRING=x=1"), "{}: {r:?}", what("env"));
+            assert!(
+                r.text().contains("QUERY_STRING=x=1"),
+                "{}: {r:?}",
+                what("env")
+            );
         }
     }
 }
@@ -224,12 +256,25 @@ fn a_killed_core_loses_no_request(flavour: Flavour) {
                 .is_ok()
     });
     let r = client.get("/env");
-    assert_eq!(r.status, 200, "GET after the core was killed: {r:?}\n{}", nginx.error_log());
+    assert_eq!(
+        r.status,
+        200,
+        "GET after the core was killed: {r:?}\n{}",
+        nginx.error_log()
+    );
     let r = client.send("POST", "/sha", b"abc");
-    assert_eq!(r.status, 200, "POST after the core was killed: {r:?}\n{}", nginx.error_log());
+    assert_eq!(
+        r.status,
+        200,
+        "POST after the core was killed: {r:?}\n{}",
+        nginx.error_log()
+    );
     // The GET's connection, and the POST's (a POST always opens one), are both kept.
     let kept = core_connections(&nginx);
-    assert!((1..=2).contains(&kept.len()), "kept connections to the new core: {kept:?}");
+    assert!(
+        (1..=2).contains(&kept.len()),
+        "kept connections to the new core: {kept:?}"
+    );
 }
 
 /// A stand-in core that serves each connection's first request (with Content-Length, so the
