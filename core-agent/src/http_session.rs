@@ -14,16 +14,11 @@ use http_body::{Body, Frame};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use passenger_protocol::scgi::ScgiHeader;
-use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
-
-/// Idle connections kept per app process.
-const MAX_IDLE_PER_PROCESS: usize = 32;
 
 /// Request headers that belong to one hop, not to the request: nginx already de-chunked the
 /// body and set its length.
@@ -69,65 +64,28 @@ impl Body for ChannelBody {
     }
 }
 
-/// Idle keep-alive connections to app processes, by process id.
-#[derive(Default)]
-pub struct Connections {
-    idle: Mutex<HashMap<u64, Vec<SendRequest<ChannelBody>>>>,
-    /// Check-ins so far: every [`PRUNE_EVERY`]th one drops the closed connections of every
-    /// process (those of processes that stopped would otherwise stay forever).
-    checkins: std::sync::atomic::AtomicUsize,
+impl crate::idle_connections::Reusable for SendRequest<ChannelBody> {
+    fn is_closed(&self) -> bool {
+        SendRequest::is_closed(self)
+    }
 }
 
-const PRUNE_EVERY: usize = 256;
+/// Idle keep-alive connections to app processes.
+pub type Connections = crate::idle_connections::IdleConnections<SendRequest<ChannelBody>>;
 
-impl Connections {
-    /// An idle connection to `process`, or a new one.
-    async fn checkout(&self, process: &Process) -> Result<SendRequest<ChannelBody>, SessionError> {
-        loop {
-            let idle = self
-                .idle
-                .lock()
-                .unwrap()
-                .get_mut(&process.id)
-                .and_then(Vec::pop);
-            match idle {
-                Some(mut sender) if !sender.is_closed() => {
-                    if sender.ready().await.is_ok() {
-                        return Ok(sender);
-                    }
-                }
-                Some(_) => continue,
-                None => break,
-            }
-        }
-        match &process.address {
-            AppAddress::Unix(_) => open(process, session::connect(process).await?).await,
-            AppAddress::Tcp(addr) => {
-                open(process, session::connect_tcp(process, *addr).await?).await
-            }
+/// An idle connection to `process`, or a new one.
+async fn checkout(
+    connections: &Connections,
+    process: &Process,
+) -> Result<SendRequest<ChannelBody>, SessionError> {
+    while let Some(mut sender) = connections.take(process) {
+        if sender.ready().await.is_ok() {
+            return Ok(sender);
         }
     }
-
-    fn checkin(&self, process: &Process, sender: SendRequest<ChannelBody>) {
-        let mut idle = self.idle.lock().unwrap();
-        let n = self
-            .checkins
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if n % PRUNE_EVERY == PRUNE_EVERY - 1 {
-            idle.retain(|_, list| {
-                list.retain(|s| !s.is_closed());
-                !list.is_empty()
-            });
-        }
-        let list = idle.entry(process.id).or_default();
-        if list.len() < MAX_IDLE_PER_PROCESS {
-            list.push(sender);
-        }
-    }
-
-    /// Forgets the connections to a process that left the pool.
-    pub fn forget(&self, process: &Process) {
-        self.idle.lock().unwrap().remove(&process.id);
+    match &process.address {
+        AppAddress::Unix(_) => open(process, session::connect(process).await?).await,
+        AppAddress::Tcp(addr) => open(process, session::connect_tcp(process, *addr).await?).await,
     }
 }
 
@@ -226,7 +184,7 @@ pub async fn forward(
     connections: &Connections,
     relaying: &Relaying<'_>,
 ) -> Result<Forwarded, SessionError> {
-    let sender = connections.checkout(process).await?;
+    let sender = checkout(connections, process).await?;
     let (tx, rx) = mpsc::channel(4);
     let body = ChannelBody {
         rx,
@@ -272,6 +230,8 @@ pub async fn forward(
                 })
                 .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
                 .collect(),
+            // hyper keeps or closes the connection to the app itself.
+            connection_close: false,
         };
         let gone = |e: std::io::Error| {
             SessionError::ClientGone(format!("writing the response to nginx failed: {e}"))
@@ -336,7 +296,7 @@ pub async fn forward(
             still_feeding,
         ) => {
             if complete && !still_feeding {
-                connections.checkin(process, sender);
+                connections.put(process, sender);
             }
             return Ok(Forwarded {
                 oob_work: false,

@@ -6,6 +6,7 @@
 
 mod app_options;
 mod http_session;
+mod idle_connections;
 mod memory;
 mod pool;
 mod relay;
@@ -227,6 +228,7 @@ async fn run(args: Args, password: String, listener: std::os::unix::net::UnixLis
         password,
         pool: pool.clone(),
         http: http_session::Connections::default(),
+        sessions: session::IdleSessions::default(),
         options: app_options::OptionsCache::default(),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

@@ -120,6 +120,11 @@ pub struct Process {
     pub protocol: SocketProtocol,
     pub password: String,
     pub concurrency: u32,
+    /// Session connections to it may be kept for its next request: its loader serves each
+    /// connection on one of its threads until the connection closes, so the core must never
+    /// hold more connections than it has threads, which holds when the pool sends it no
+    /// more concurrent requests than it advertised.
+    pub keep_alive: bool,
     /// The group's restart generation the process was spawned for.
     pub generation: u64,
     /// Its sticky session id (`passenger_sticky_sessions`): random, unique within its group.
@@ -752,6 +757,13 @@ impl<S: Spawner> Pool<S> {
             match result {
                 None => {}
                 Some(Ok(spawned)) => {
+                    let concurrency = options
+                        .pool
+                        .force_max_concurrent_requests_per_process
+                        .unwrap_or(spawned.concurrency);
+                    let keep_alive = spawned.protocol == SocketProtocol::Session
+                        && concurrency > 0
+                        && concurrency <= spawned.concurrency;
                     let process = Arc::new(Process {
                         id: self.next_id.fetch_add(1, Ordering::Relaxed),
                         pid: spawned.pid,
@@ -759,10 +771,8 @@ impl<S: Spawner> Pool<S> {
                         address: spawned.address,
                         protocol: spawned.protocol,
                         password: spawned.password,
-                        concurrency: options
-                            .pool
-                            .force_max_concurrent_requests_per_process
-                            .unwrap_or(spawned.concurrency),
+                        concurrency,
+                        keep_alive,
                         generation,
                         sticky_id: group.new_sticky_id(),
                         spawned_at: SystemTime::now(),

@@ -35,6 +35,8 @@ pub struct RequestServer<S: Spawner> {
     pub pool: Arc<Pool<S>>,
     /// Keep-alive connections to Node.js apps.
     pub http: http_session::Connections,
+    /// Kept session-protocol connections to Ruby and Python apps.
+    pub sessions: session::IdleSessions,
     /// The options of recent requests, parsed.
     pub options: app_options::OptionsCache,
 }
@@ -254,7 +256,17 @@ impl<S: Spawner> RequestServer<S> {
                             )
                             .await
                         }
-                        _ => session::forward(conn, header, early_body, &process, &relaying).await,
+                        _ => {
+                            session::forward(
+                                conn,
+                                header,
+                                early_body,
+                                &process,
+                                &self.sessions,
+                                &relaying,
+                            )
+                            .await
+                        }
                     }
                 };
                 within_max_request_time(forwarding, &relaying, options.pool.max_request_time).await
@@ -264,7 +276,7 @@ impl<S: Spawner> RequestServer<S> {
                 // one would be).
                 drop(checkout);
                 self.pool.detach(&process);
-                self.http.forget(&process);
+                self.forget_connections(&process);
                 kill_process(process.pid);
                 let limit = options.pool.max_request_time;
                 if relaying.progress.head_sent() {
@@ -316,6 +328,8 @@ impl<S: Spawner> RequestServer<S> {
                         // work is done.
                         let _ = conn.shutdown().await;
                         if ready.await.is_ok() {
+                            // Its loader's threads must be free to accept the request for it.
+                            self.sessions.forget(&process);
                             session::out_of_band_work(&process).await;
                         }
                         self.pool.finish_oob_work(&process);
@@ -327,7 +341,7 @@ impl<S: Spawner> RequestServer<S> {
                 Err(SessionError::ConnectFailed(message)) if attempts < MAX_ATTEMPTS => {
                     drop(checkout);
                     self.pool.detach(&process);
-                    self.http.forget(&process);
+                    self.forget_connections(&process);
                     tracing::warn!(
                         "{describe}: {message}; the process is taken out of the pool and the \
                          request goes to another one"
@@ -337,7 +351,7 @@ impl<S: Spawner> RequestServer<S> {
                 Err(SessionError::ConnectFailed(message)) => {
                     drop(checkout);
                     self.pool.detach(&process);
-                    self.http.forget(&process);
+                    self.forget_connections(&process);
                     tracing::error!("{describe} failed with 502: {message}, {attempts} times");
                     let page = error_page(
                         502,
@@ -351,7 +365,7 @@ impl<S: Spawner> RequestServer<S> {
                     drop(checkout);
                     if dead {
                         self.pool.detach(&process);
-                        self.http.forget(&process);
+                        self.forget_connections(&process);
                         tracing::error!(
                             "{describe} failed with 502: {message}; the process is taken out of \
                              the pool and the next request goes to another one"
@@ -380,6 +394,12 @@ impl<S: Spawner> RequestServer<S> {
 }
 
 impl<S: Spawner> RequestServer<S> {
+    /// Closes the kept connections to a process that left the pool.
+    fn forget_connections(&self, process: &Process) {
+        self.http.forget(process);
+        self.sessions.forget(process);
+    }
+
     /// `passenger_memory_limit`: after a request, a process whose private memory exceeds the
     /// limit is recycled (it finishes its requests, then stops, and is replaced).
     fn enforce_memory_limit(&self, process: &Process, options: &AppOptions) {
@@ -702,45 +722,20 @@ mod tests {
     }
 
     /// "Spawns" an app played by a task on a unix socket: it answers each session with the
-    /// request URI and body, framed unless the URI is `/unframed`.
-    struct FakeApp(PathBuf);
+    /// request URI and body, framed unless the URI is `/unframed`, and keeps each connection
+    /// for the next request after a framed response, as the loaders do. It counts the
+    /// connections it accepted.
+    struct FakeApp(PathBuf, Arc<std::sync::atomic::AtomicUsize>);
 
     impl Spawner for FakeApp {
         async fn spawn(&self, _: &AppOptions, _: u64) -> Result<SpawnedProcess, SpawnError> {
             let path = self.0.join("app.sock");
             let listener = UnixListener::bind(&path).unwrap();
+            let accepted = self.1.clone();
             tokio::spawn(async move {
-                while let Ok((mut s, _)) = listener.accept().await {
-                    tokio::spawn(async move {
-                        let mut buf = Vec::new();
-                        let (pairs, used) = loop {
-                            s.read_buf(&mut buf).await.unwrap();
-                            let decoded = passenger_protocol::session::decode_header(&buf, 1 << 20);
-                            if let Some(done) = decoded.unwrap() {
-                                break done;
-                            }
-                        };
-                        let get = |k: &[u8]| {
-                            let v = &pairs.iter().find(|(n, _)| n == k).unwrap().1;
-                            String::from_utf8(v.clone()).unwrap()
-                        };
-                        let mut body = buf.split_off(used);
-                        let length: usize = get(b"CONTENT_LENGTH").parse().unwrap();
-                        while body.len() < length {
-                            s.read_buf(&mut body).await.unwrap();
-                        }
-                        let text =
-                            format!("{} {}", get(b"REQUEST_URI"), String::from_utf8_lossy(&body));
-                        let response = if get(b"REQUEST_URI") == "/unframed" {
-                            format!("Status: 200\r\n\r\n{text}")
-                        } else {
-                            format!(
-                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}",
-                                text.len()
-                            )
-                        };
-                        s.write_all(response.as_bytes()).await.unwrap();
-                    });
+                while let Ok((s, _)) = listener.accept().await {
+                    accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    tokio::spawn(serve_fake_sessions(s));
                 }
             });
             let (stop, _) = oneshot::channel();
@@ -756,6 +751,55 @@ mod tests {
                 stop,
                 exited,
             })
+        }
+    }
+
+    async fn serve_fake_sessions(mut s: UnixStream) {
+        let mut buf = Vec::new();
+        // After `/drop-next`, the next request on the connection is read and not answered: the
+        // connection closes under it (as when a loader stops).
+        let mut drop_next = false;
+        loop {
+            let (pairs, used) = loop {
+                if let Some(done) =
+                    passenger_protocol::session::decode_header(&buf, 1 << 20).unwrap()
+                {
+                    break done;
+                }
+                if s.read_buf(&mut buf).await.unwrap() == 0 {
+                    return;
+                }
+            };
+            let get = |k: &[u8]| {
+                let v = &pairs.iter().find(|(n, _)| n == k).unwrap().1;
+                String::from_utf8(v.clone()).unwrap()
+            };
+            let mut body = buf.split_off(used);
+            let length: usize = get(b"CONTENT_LENGTH").parse().unwrap();
+            while body.len() < length {
+                s.read_buf(&mut body).await.unwrap();
+            }
+            buf = body.split_off(length);
+            if drop_next {
+                return;
+            }
+            drop_next = get(b"REQUEST_URI") == "/drop-next";
+            let text = format!("{} {}", get(b"REQUEST_URI"), String::from_utf8_lossy(&body));
+            if get(b"REQUEST_URI") == "/unframed" {
+                let response = format!("Status: 200\r\nConnection: close\r\n\r\n{text}");
+                s.write_all(response.as_bytes()).await.unwrap();
+                return;
+            }
+            let shown = if get(b"REQUEST_METHOD") == "HEAD" {
+                ""
+            } else {
+                &text
+            };
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{shown}",
+                text.len()
+            );
+            s.write_all(response.as_bytes()).await.unwrap();
         }
     }
 
@@ -786,10 +830,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("request-server-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let server = Arc::new(RequestServer {
             password: "core-pw".into(),
-            pool: Pool::new(FakeApp(dir.clone())),
+            pool: Pool::new(FakeApp(dir.clone(), accepted.clone())),
             http: http_session::Connections::default(),
+            sessions: session::IdleSessions::default(),
             options: app_options::OptionsCache::default(),
         });
         let (core, mut nginx) = UnixStream::pair().unwrap();
@@ -860,6 +906,26 @@ mod tests {
         let (head, _) = response(&mut nginx).await;
         assert!(head.starts_with("HTTP/1.1 403 ") && head.ends_with("\r\nConnection: close"));
         serving.await.unwrap();
+        // The app's side: /1, /2, HEAD /3 and /unframed went over one connection, which the
+        // app closed after the unframed response; /4 opened the second.
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+        // A kept connection that closes under a request: the request goes again on a new one.
+        let (core, mut nginx) = UnixStream::pair().unwrap();
+        let (_shutdown_tx, shutdown) = watch::channel(false);
+        let serving = tokio::spawn({
+            let server = server.clone();
+            async move { server.handle(core, shutdown).await }
+        });
+        for uri in ["/drop-next", "/6", "/7"] {
+            nginx.write_all(&request(uri, "GET", "")).await.unwrap();
+            let (head, body) = response(&mut nginx).await;
+            assert!(head.starts_with("HTTP/1.1 200 "), "{uri}: {head}");
+            assert_eq!(body, format!("{uri} "));
+        }
+        drop(nginx);
+        serving.await.unwrap();
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -21,6 +21,8 @@ pub struct ResponseHead {
     /// The app's headers in order, repeated names kept as separate entries, without `Status`,
     /// `Connection` and `Keep-Alive`.
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The app said `Connection: close`: it closes the connection after this response.
+    pub connection_close: bool,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -82,6 +84,12 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadError
     } else {
         reason.trim().to_string()
     };
+    let connection_close = headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("connection")
+            && h.value
+                .split(|&b| b == b',')
+                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+    });
     let headers = headers
         .iter()
         .filter(|h| !is_dropped(h.name))
@@ -92,6 +100,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadError
             status: code,
             reason,
             headers,
+            connection_close,
         },
         used,
     )))
@@ -215,6 +224,27 @@ pub fn framed_length(
         }
     }
     length
+}
+
+/// The length of the body a session-protocol app sends after `head`, when it delimits it:
+/// none for HEAD and bodiless statuses, else its one Content-Length (a loader keeps the
+/// connection for the next request only after such a response, see [`crate::session`]).
+/// `None`: the body ends when the app closes the connection.
+pub fn app_body_length(
+    status: u16,
+    headers: &[(String, Vec<u8>)],
+    head_request: bool,
+) -> Option<u64> {
+    if head_request || status < 200 || status == 204 || status == 304 {
+        return Some(0);
+    }
+    let mut lengths = headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("content-length"));
+    match (lengths.next(), lengths.next()) {
+        (Some((_, value)), None) => parse_content_length(value),
+        _ => None,
+    }
 }
 
 /// Digits only (no sign, no list), surrounding blanks allowed.
@@ -401,5 +431,39 @@ mod tests {
         assert_eq!(framed_length(200, &te, false), None);
         let te = headers(&[("transfer-encoding", "identity")]);
         assert_eq!(framed_length(200, &te, false), None);
+    }
+
+    #[test]
+    fn where_an_apps_response_ends() {
+        let cl = headers(&[("Content-Length", "7")]);
+        assert_eq!(app_body_length(200, &cl, false), Some(7));
+        // No body after the head, whatever the length says.
+        assert_eq!(app_body_length(200, &cl, true), Some(0));
+        for status in [100, 204, 304] {
+            assert_eq!(app_body_length(status, &cl, false), Some(0), "{status}");
+        }
+        // The loader counts what it writes against the one Content-Length, chunked or not.
+        let te = headers(&[("Content-Length", "7"), ("Transfer-Encoding", "chunked")]);
+        assert_eq!(app_body_length(200, &te, false), Some(7));
+        // Else the body ends where the app closes the connection.
+        assert_eq!(app_body_length(200, &headers(&[]), false), None);
+        let twice = headers(&[("Content-Length", "7"), ("content-length", "7")]);
+        assert_eq!(app_body_length(200, &twice, false), None);
+        assert_eq!(
+            app_body_length(200, &headers(&[("Content-Length", "x")]), false),
+            None
+        );
+    }
+
+    #[test]
+    fn connection_close_from_the_app_is_seen_and_dropped() {
+        let (h, _) = parse_head(b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive, close\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(h.connection_close && h.headers.is_empty());
+        let (h, _) = parse_head(b"Status: 200\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!h.connection_close);
     }
 }

@@ -70,6 +70,10 @@ pub async fn connect_tcp(
     Ok(stream)
 }
 
+/// Session connections whose loader keeps them for the next request (see
+/// [`crate::response::app_body_length`]).
+pub type IdleSessions = crate::idle_connections::IdleConnections<UnixStream>;
+
 /// Response header by which an app asks for out-of-band work after this request (Phusion
 /// Passenger's name); it is never passed on to the client.
 pub const OOB_WORK_HEADER: &str = "!~Request-OOB-Work";
@@ -167,6 +171,7 @@ pub async fn forward(
     header: &ScgiHeader,
     early_body: &[u8],
     process: &Process,
+    idle: &IdleSessions,
     relaying: &Relaying<'_>,
 ) -> Result<Forwarded, SessionError> {
     // Encoded before connecting: the loader reads the header as soon as it accepts.
@@ -178,27 +183,42 @@ pub async fn forward(
             process.password.as_bytes(),
         )));
     let session_header = encode_header(pairs);
-    let mut app = connect(process).await?;
-
-    let mut body = RequestBody::new(early_body, header.content_length);
-    let relayed = {
-        let (mut app_r, mut app_w) = app.split();
-        let (mut client_r, mut client_w) = client.split();
-        let upload = send_request(&mut app_w, &mut client_r, &session_header, &mut body);
-        let download = relay_response(&mut app_r, &mut client_w, process.pid, relaying);
-        tokio::pin!(upload, download);
-        let mut uploading = true;
-        loop {
-            tokio::select! {
-                r = &mut upload, if uploading => match r {
-                    Ok(Upload::Done) | Ok(Upload::AppClosed) => uploading = false,
-                    Err(e) => return Err(e),
-                },
-                r = &mut download => break r?,
-            }
-        }
+    let reused = if process.keep_alive {
+        idle.take(process)
+    } else {
+        None
     };
-    if relayed.upgraded {
+    // (A closure cannot lend out `client` for each call.)
+    macro_rules! exchange_on {
+        ($app:expr) => {
+            exchange(
+                client,
+                $app,
+                &session_header,
+                early_body,
+                header.content_length,
+                process.pid,
+                relaying,
+            )
+        };
+    }
+    let (mut app, relayed, body_unread) = match reused {
+        Some(app) => match exchange_on!(app).await {
+            // The loader closed the kept connection before it answered (it is stopping, or
+            // exited): the request goes again on a new connection, if all of it can.
+            Err(SessionError::BadGateway { dead: true, .. })
+                if header.content_length <= early_body.len() as u64
+                    && !relaying.progress.head_sent() =>
+            {
+                exchange_on!(connect(process).await?).await?
+            }
+            done => done?,
+        },
+        None => exchange_on!(connect(process).await?).await?,
+    };
+    if relayed.app_reusable && process.keep_alive {
+        idle.put(process, app);
+    } else if relayed.upgraded {
         tunnel(
             client,
             &mut app,
@@ -211,8 +231,50 @@ pub async fn forward(
         oob_work: relayed.oob_work,
         backlog: relayed.backlog,
         framed_complete: relayed.framed_complete,
-        body_unread: body.unread(),
+        body_unread,
     })
+}
+
+/// Sends the request on `app` and relays the response head and body to `client`; gives the
+/// connection back with what was relayed and how much of the request body nginx still has.
+async fn exchange(
+    client: &mut UnixStream,
+    mut app: UnixStream,
+    session_header: &[u8],
+    early_body: &[u8],
+    content_length: u64,
+    pid: u32,
+    relaying: &Relaying<'_>,
+) -> Result<(UnixStream, Relayed, u64), SessionError> {
+    let mut body = RequestBody::new(early_body, content_length);
+    let relayed = {
+        let (mut app_r, mut app_w) = app.split();
+        let (mut client_r, mut client_w) = client.split();
+        let upload = send_request(&mut app_w, &mut client_r, session_header, &mut body);
+        let download = relay_response(&mut app_r, &mut client_w, pid, relaying);
+        tokio::pin!(upload, download);
+        let mut uploading = true;
+        let mut uploaded = false;
+        loop {
+            // Biased: an upload that is done counts before the response that followed it.
+            tokio::select! {
+                biased;
+                r = &mut upload, if uploading => match r {
+                    Ok(Upload::Done) => (uploading, uploaded) = (false, true),
+                    Ok(Upload::AppClosed) => uploading = false,
+                    Err(e) => return Err(e),
+                },
+                r = &mut download => {
+                    let r = r?;
+                    // A loader reads the whole body before it answers; one that answered
+                    // early may still be reading it: not a connection for another request.
+                    break Relayed { app_reusable: r.app_reusable && uploaded, ..r };
+                }
+            }
+        }
+    };
+    let unread = body.unread();
+    Ok((app, relayed, unread))
 }
 
 /// How long an app may take for its out-of-band work before it takes requests again anyway.
@@ -298,6 +360,8 @@ struct Relayed {
     backlog: Backlog,
     /// Framed, and exactly its length went through.
     framed_complete: bool,
+    /// The app delimited the response and kept the connection: it takes the next request.
+    app_reusable: bool,
 }
 
 /// The request body as nginx sends it: the bytes that arrived with the SCGI header, then the
@@ -442,11 +506,15 @@ where
         oob_work: head.headers.len() != before,
         backlog: Backlog::default(),
         framed_complete: false,
+        app_reusable: false,
     };
     // After out-of-band work the connection closes anyway (see the request server).
     let framed = relaying.framed_length(&head).filter(|_| !relayed.oob_work);
+    // Where the app's response ends: at its length when it gave one, else where it closes.
+    // (Framed for nginx implies this length; HEAD and bodiless statuses have 0.)
+    let app_length = response::app_body_length(head.status, &head.headers, relaying.head_request);
     let early = &buf[used..];
-    let early = match framed {
+    let early = match app_length {
         Some(len) => &early[..early.len().min(len as usize)],
         None => early,
     };
@@ -458,7 +526,7 @@ where
         client.flush().await.map_err(gone)?;
         return Ok(relayed);
     }
-    let mut source = match framed {
+    let mut source = match app_length {
         Some(len) => relay::ReadToEnd::limited(app, len - early.len() as u64),
         None => relay::ReadToEnd::new(app),
     };
@@ -472,8 +540,12 @@ where
             "Reading the response body of app {pid} failed: {e}; the response is cut short"
         );
     }
+    let sent = early.len() as u64 + pumped.received;
+    relayed.app_reusable = app_length == Some(sent)
+        && pumped.source_error.is_none()
+        && !head.connection_close
+        && !relayed.oob_work;
     if let Some(len) = framed {
-        let sent = early.len() as u64 + pumped.received;
         if excess > 0 {
             tracing::warn!(
                 "App {pid} sent {excess} bytes beyond its Content-Length ({len}); they were dropped"
