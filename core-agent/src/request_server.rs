@@ -538,16 +538,27 @@ async fn read_header(
     stopping: impl Future<Output = ()>,
     mut buf: Vec<u8>,
 ) -> Result<Option<(ScgiHeader, Vec<u8>)>, HeaderProblem> {
-    buf.reserve(HEADER_READ);
     if let Some(idle) = idle.filter(|_| buf.is_empty()) {
-        let first = tokio::select! {
-            first = tokio::time::timeout(idle, conn.read_buf(&mut buf)) => first,
-            _ = stopping => return Err(HeaderProblem::Stopping),
-        };
-        match first {
-            Err(_) => return Err(HeaderProblem::Idle),
-            Ok(Ok(0) | Err(_)) => return Ok(None),
-            Ok(Ok(_)) => {}
+        // The buffer is allocated once bytes are there: an idle connection holds none.
+        let deadline = tokio::time::Instant::now() + idle;
+        tokio::pin!(stopping);
+        loop {
+            tokio::select! {
+                ready = tokio::time::timeout_at(deadline, conn.readable()) => match ready {
+                    Err(_) => return Err(HeaderProblem::Idle),
+                    Ok(Err(_)) => return Ok(None),
+                    Ok(Ok(())) => {}
+                },
+                _ = &mut stopping => return Err(HeaderProblem::Stopping),
+            }
+            buf.reserve(HEADER_READ);
+            match conn.try_read_buf(&mut buf) {
+                Ok(0) => return Ok(None),
+                Ok(_) => break,
+                // Readiness left over from the last request's read.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => buf = Vec::new(),
+                Err(_) => return Ok(None),
+            }
         }
     }
     let read = async {
