@@ -22,7 +22,11 @@
 # Once ready it serves the session protocol on its unix socket (mode 0600) with thread_count
 # threads (default 1, on the main thread): a 4-byte big-endian length, NUL-separated KEY/VALUE
 # pairs (the CGI environment and PASSENGER_CONNECT_PASSWORD), then CONTENT_LENGTH bytes of body;
-# it answers with an HTTP/1.1 response and closes the connection.
+# it answers with an HTTP/1.1 response. When the core can tell where that response ends (HEAD,
+# 204, 304, or exactly one Content-Length that the body matched) the connection is kept for the
+# next request; otherwise the head says `Connection: close` and the loader closes it (the
+# keep-alive rules: the core's session protocol spec). Each thread serves one connection at a
+# time.
 # A byte or EOF on stdin (the core wants it to stop, or is gone) makes it remove its socket and
 # exit 0. The app's prints go to stdout and stderr, line-buffered, as lines of their own.
 #
@@ -74,7 +78,8 @@ PROTOCOL_VERSION = '1.0'
 MAX_MEMORY_BODY = 1024 * 1024
 MAX_HEADER = 1024 * 1024
 COPY_CHUNK = 64 * 1024
-# A connection must deliver its session header within this many seconds.
+# A session header must arrive within this many seconds of its first byte (or of the accept).
+# A kept connection waits for that first byte without limit: the core closes idle ones.
 HEADER_TIMEOUT = 60
 # At exit, threads the app started itself get this many seconds before the process goes anyway.
 EXIT_GRACE = 5
@@ -443,9 +448,10 @@ def _recv_exact(conn, n):
 _LENGTH = struct.Struct('>I')
 
 
-def _read_header(conn):
+def _read_header(conn, chunk=None):
     """The session header as a dict of native strings (latin-1), and the bytes read past it
     (the start of the body); (None, b'') if the connection closed before sending anything.
+    `chunk`: the first bytes, when already received (on a kept connection).
 
     Reads without waiting, as much as has arrived: as a rule the whole header in one recv().
     What has not arrived yet is awaited with poll(), HEADER_TIMEOUT in all."""
@@ -454,10 +460,11 @@ def _read_header(conn):
     length = None
     poller = None
     while True:
-        try:
-            chunk = conn.recv(max(FIRST_READ, want - len(data)), socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            chunk = None
+        if chunk is None:
+            try:
+                chunk = conn.recv(max(FIRST_READ, want - len(data)), socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                pass
         if chunk is not None:
             if not chunk:
                 if not data:
@@ -476,6 +483,7 @@ def _read_header(conn):
                 want = 4 + length
             if len(data) >= want:
                 break
+            chunk = None
         if poller is None:
             poller = select.poll()
             poller.register(conn, select.POLLIN)
@@ -608,7 +616,13 @@ _TOKEN = re.compile(r"\A[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 # again and again. Each holds at most _CACHE_LIMIT entries.
 _CACHE_LIMIT = 512
 _STATUS_CACHE = {}  # status as the app gave it => the status to send
-_NAME_CACHE = {}  # valid header name => whether it is Content-Length
+_NAME_CACHE = {}  # valid header name => its kind, below
+
+# Header kinds: Content-Length; one that keeps the core from finding the end of the response by
+# its length (the core reads such a response to EOF, so the connection must close); Connection.
+_LENGTH_KIND, _UNFRAMED_KIND, _CONNECTION_KIND = 1, 2, 3
+_KINDS = {'content-length': _LENGTH_KIND, 'transfer-encoding': _UNFRAMED_KIND,
+          '!~request-oob-work': _UNFRAMED_KIND, 'connection': _CONNECTION_KIND}
 
 
 def _check_status(status):
@@ -642,11 +656,13 @@ def _check_new_status(status):
 
 
 def _check_headers(headers):
-    """The headers as a new list of (name, value) tuples; and the Content-Length they declare
-    (None if none, or not a number), and whether there is a Content-Length header at all."""
+    """The headers as a new list of (name, value) tuples; the Content-Length they declare (None
+    if none, or not a plain number), how many Content-Length headers there are, and whether
+    another header rules out keeping the connection (Transfer-Encoding, Connection: close...)."""
     checked = []
     content_length = None
-    has_length = False
+    lengths = 0
+    unframed = False
     for item in headers:
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise TypeError('every WSGI response header must be a (name, value) tuple, not %r'
@@ -654,13 +670,13 @@ def _check_headers(headers):
         name, value = item
         if not isinstance(name, str) or not isinstance(value, str):
             raise TypeError('the response header %r must have a str name and value' % (item,))
-        is_length = _NAME_CACHE.get(name) if type(name) is str else None
-        if is_length is None:
+        kind = _NAME_CACHE.get(name) if type(name) is str else None
+        if kind is None:
             if not _TOKEN.match(name):
                 raise ValueError('the response header name %r is not a valid HTTP token' % name)
-            is_length = name.lower() == 'content-length'
+            kind = _KINDS.get(name.lower(), 0)
             if type(name) is str and len(_NAME_CACHE) < _CACHE_LIMIT:
-                _NAME_CACHE[name] = is_length
+                _NAME_CACHE[name] = kind
         if '\r' in value or '\n' in value or '\0' in value:
             raise ValueError('the value of the response header %s contains CR, LF or NUL' % name)
         if not value.isascii():
@@ -669,30 +685,38 @@ def _check_headers(headers):
             except UnicodeEncodeError:
                 raise ValueError('the response header %s has characters outside latin-1; '
                                  'encode the value (e.g. RFC 5987) first' % name) from None
-        if is_length:
-            has_length = True
-            try:
-                content_length = int(value.strip())
-            except ValueError:
-                pass
+        if kind:
+            if kind == _LENGTH_KIND:
+                lengths += 1
+                # Digits only, as the core parses it: anything else leaves the length unknown.
+                digits = value.strip(' \t')
+                content_length = int(digits) if digits.isascii() and digits.isdigit() else None
+            elif kind == _UNFRAMED_KIND or 'close' in value.lower():
+                unframed = True
         checked.append((name, value))
-    return checked, content_length, has_length
+    return checked, content_length, lengths, unframed
 
 
 class _Response:
     """One WSGI call: start_response, write, the body iterable, and what goes on the wire."""
 
-    def __init__(self, conn, environ):
+    def __init__(self, conn, environ, may_keep=False, stopping=None):
         self.conn = conn
         self.environ = environ
         self.head_request = environ['REQUEST_METHOD'] == 'HEAD'
+        # `stopping` (an Event) is checked when the head goes out: a stopping loader closes.
+        self.may_keep = may_keep
+        self.stopping = stopping
+        self.keep = False  # decided with the head
         self.status = None
         self.headers = None
         self.headers_sent = False
         self.body_allowed = True
         self.content_length = None
-        self.has_length = False
-        self.sent = 0
+        self.lengths = 0  # Content-Length headers
+        self.unframed = False
+        self.sent = 0  # body bytes written
+        self.dropped = 0  # body bytes beyond the Content-Length, not written
         self.client_gone = False
 
     # -- the app's side
@@ -707,11 +731,12 @@ class _Response:
         elif self.status is not None:
             raise AssertionError('start_response() was called a second time without exc_info')
         status = _check_status(status)
-        headers, content_length, has_length = _check_headers(headers)
+        headers, content_length, lengths, unframed = _check_headers(headers)
         self.status = status
         self.headers = headers
         self.content_length = content_length
-        self.has_length = has_length
+        self.lengths = lengths
+        self.unframed = unframed
         return self.write
 
     def write(self, data):
@@ -734,7 +759,17 @@ class _Response:
     def _head(self):
         code = int(self.status[:3])
         self.body_allowed = not (self.head_request or code < 200 or code in (204, 304))
+        # The connection is kept only if the core can tell where this response ends: no body
+        # at all, or exactly one Content-Length (the body is checked against it at the end).
+        if self.body_allowed:
+            delimited = self.lengths == 1 and self.content_length is not None
+        else:
+            delimited = code != 101
+        self.keep = (delimited and self.may_keep and not self.unframed
+                     and not self.stopping.is_set())
         lines = ['%s: %s\r\n' % header for header in self.headers]
+        if not self.keep and code != 101:  # (a 101 has its own Connection header)
+            lines.append('Connection: close\r\n')
         return ('HTTP/1.1 %s\r\n%s\r\n' % (self.status, ''.join(lines))).encode('latin-1')
 
     def _clip(self, data):
@@ -742,9 +777,20 @@ class _Response:
         if self.content_length is not None:
             room = self.content_length - self.sent
             if len(data) > room:
-                data = memoryview(data)[:max(room, 0)]
+                room = max(room, 0)
+                self.dropped += len(data) - room
+                data = memoryview(data)[:room]
         self.sent += len(data)
         return data
+
+    def _add_length(self, length):
+        """Adds the Content-Length the app left out, when a body is allowed (so that the
+        connection can be kept)."""
+        if (self.status is not None and not self.lengths and not self.head_request
+                and self.status[:3] not in ('204', '304') and not self.status.startswith('1')):
+            self.headers.append(('Content-Length', str(length)))
+            self.content_length = length
+            self.lengths = 1
 
     def _emit(self, data):
         head = b''
@@ -772,12 +818,14 @@ class _Response:
             offset = filelike.tell()
         except (AttributeError, OSError, ValueError):
             return False
+        count = max(info.st_size - offset, 0)
+        self._add_length(count)
         self._emit(b'')
         if not self.body_allowed:
             return True
-        count = max(info.st_size - offset, 0)
-        if self.content_length is not None:
-            count = min(count, self.content_length)
+        if self.content_length is not None and count > self.content_length:
+            self.dropped += count - self.content_length
+            count = self.content_length
         if count:
             try:
                 self.sent += self.conn.sendfile(filelike, offset, count)
@@ -791,14 +839,15 @@ class _Response:
         if isinstance(result, FileWrapper) and self.status is not None \
                 and self._sendfile(result):
             return
-        if (isinstance(result, (list, tuple)) and len(result) == 1
-                and isinstance(result[0], bytes) and self.status is not None
-                and not self.head_request and self.status[:3] not in ('204', '304')
-                and not self.status.startswith('1')
-                and not self.has_length):
-            self.headers.append(('Content-Length', str(len(result[0]))))
-            self.content_length = len(result[0])
-            self.has_length = True
+        if isinstance(result, (list, tuple)) and not self.lengths:
+            # A list of bytes: its length is known before anything is sent.
+            total = 0
+            for chunk in result:
+                if not isinstance(chunk, bytes):
+                    break
+                total += len(chunk)
+            else:
+                self._add_length(total)
         for chunk in result:
             if not isinstance(chunk, (bytes, bytearray)):
                 raise TypeError('the app\'s response body yielded a %s; WSGI body chunks must '
@@ -830,17 +879,21 @@ class _Response:
         body = b'Internal Server Error\n'
         head = (b'HTTP/1.1 500 Internal Server Error\r\n'
                 b'Content-Type: text/plain; charset=utf-8\r\n'
-                b'Content-Length: %d\r\n\r\n' % len(body))
+                b'Content-Length: %d\r\nConnection: close\r\n\r\n' % len(body))
         try:
             self.conn.sendall(head if self.head_request else head + body)
         except OSError:
             pass
 
     def run(self, app):
+        """Calls the app and sends its response; True if the connection may carry the next
+        request: the head allowed it and the body went out whole, to its Content-Length."""
         result = None
+        done = False
         try:
             result = app(self.environ, self.start_response)
             self._send_result(result)
+            done = True
         except ClientDisconnected:
             pass
         except Exception as e:
@@ -851,8 +904,17 @@ class _Response:
                 try:
                     close()
                 except Exception as e:
+                    done = False
                     _log('Error in the close() of the WSGI app\'s response:\n%s'
                          % ''.join(_app_traceback(e)).rstrip('\n'))
+        if self.dropped:
+            _log('The WSGI app\'s response to %s %s was %d bytes longer than its Content-Length '
+                 '(%d); the excess was dropped'
+                 % (self.environ.get('REQUEST_METHOD', '?'),
+                    self.environ.get('REQUEST_URI') or self.environ.get('PATH_INFO', '?'),
+                    self.dropped, self.content_length))
+        # A shorter body than announced: the core sees it short only if the connection closes.
+        return done and self.keep and (not self.body_allowed or self.sent == self.content_length)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -866,25 +928,79 @@ class _Context:
         self.base_uri = base_uri
         self.threads = threads
         self.path = path
+        self.stopping = threading.Event()
+        # Kept connections waiting for their next request: the stop path shuts them down, which
+        # wakes the threads blocked reading them. Guarded by `lock`.
+        self.idle = set()
+        self.lock = threading.Lock()
+
+
+def _wake_idle(context):
+    """Marks the loader as stopping and ends the wait of every idle kept connection."""
+    with context.lock:
+        context.stopping.set()  # under the lock: no thread adds a connection after this
+        for conn in context.idle:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        context.idle.clear()
+
+
+def _await_request(conn, context):
+    """The first bytes of the next request on a kept connection; b'' when the core closed it or
+    the loader is stopping."""
+    with context.lock:
+        if context.stopping.is_set():
+            return b''
+        context.idle.add(conn)
+    data = b''
+    try:
+        data = conn.recv(FIRST_READ)  # blocking: the core closes connections it does not need
+    except OSError:
+        pass  # a reset: the same as a close
+    finally:
+        with context.lock:
+            try:
+                context.idle.remove(conn)
+            except KeyError:
+                # _wake_idle shut it down: a request that came at that moment is not served (the
+                # core sees the close before any response, as if it had come a bit earlier).
+                data = b''
+    return data
 
 
 def _serve_connection(conn, context):
+    """Serves the requests of one connection, one after the other, while its responses let the
+    core see where they end."""
     body = None
     try:
         if conn.gettimeout() is not None:  # socket.setdefaulttimeout() in the app
             conn.settimeout(None)
-        pairs, early = _read_header(conn)
-        if pairs is None:
-            return
-        given = pairs.pop('PASSENGER_CONNECT_PASSWORD', None)
-        if given is None or not hmac.compare_digest(given.encode('latin-1'), context.password):
-            _log('Refused a session on %s: %s connect password; only the passenger-rs core may '
-                 'connect to this socket' % (context.path, 'no' if given is None else 'a wrong'))
-            return
-        length = _content_length(pairs)
-        body = _read_body(conn, length, early)
-        environ = _build_environ(pairs, InputStream(body, length), context)
-        _Response(conn, environ).run(context.app)
+        first = None
+        while True:
+            pairs, early = _read_header(conn, first)
+            if pairs is None:
+                return
+            given = pairs.pop('PASSENGER_CONNECT_PASSWORD', None)
+            if given is None or not hmac.compare_digest(given.encode('latin-1'),
+                                                        context.password):
+                _log('Refused a session on %s: %s connect password; only the passenger-rs core '
+                     'may connect to this socket'
+                     % (context.path, 'no' if given is None else 'a wrong'))
+                return
+            length = _content_length(pairs)
+            body = _read_body(conn, length, early)
+            # Bytes beyond the body are out of step (the core never sends any): close after it.
+            may_keep = len(early) <= length and pairs.get('REQUEST_METHOD') != 'OOBW'
+            environ = _build_environ(pairs, InputStream(body, length), context)
+            if not _Response(conn, environ, may_keep, context.stopping).run(context.app):
+                return
+            body.close()
+            body = None
+            first = _await_request(conn, context)
+            if not first:
+                return
     except _BadSession as e:
         _log('Dropped a connection on %s: %s' % (context.path, e))
     except OSError as e:
@@ -906,11 +1022,12 @@ _ACCEPT_RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOM
 
 
 def _serve_single(server, ctl, context):
-    """thread_count 1: one request at a time, on the main thread, which waits in accept() (one
+    """thread_count 1: one connection at a time, on the main thread, which waits in accept() (one
     system call per connection). A watcher thread waits for the stop byte (or EOF) on `ctl`
     and then shuts the socket down, which ends the accept() at once, or the one after the
-    request in progress."""
-    stopping = threading.Event()
+    request in progress. An idle kept connection is shut down, which ends the wait for its next
+    request."""
+    stopping = context.stopping
 
     def watch():
         # Signals (SIGTERM) must reach the main thread, and interrupt its accept().
@@ -922,7 +1039,7 @@ def _serve_single(server, ctl, context):
             os.read(ctl, 1)  # returns on a byte or EOF
         except OSError:
             pass
-        stopping.set()
+        _wake_idle(context)
         try:
             server.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -950,7 +1067,7 @@ def _serve_single(server, ctl, context):
 def _serve_threaded(server, ctl, context):
     """thread_count N > 1: N threads accept and serve concurrently; the main thread waits for
     the stop byte."""
-    stopping = threading.Event()
+    stopping = context.stopping
 
     def worker():
         while not stopping.is_set():
@@ -981,7 +1098,7 @@ def _serve_threaded(server, ctl, context):
             workers.append(t)
         os.read(ctl, 1)  # returns on a byte or EOF
     finally:
-        stopping.set()
+        _wake_idle(context)  # wakes the threads waiting on idle kept connections
         try:
             server.shutdown(socket.SHUT_RDWR)  # wakes the threads blocked in accept()
         except OSError:

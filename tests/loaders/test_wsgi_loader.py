@@ -81,7 +81,7 @@ def app(environ, start_response):
             'file_wrapper': callable(environ.get('wsgi.file_wrapper')),
             'password_hidden': 'PASSENGER_CONNECT_PASSWORD' not in environ,
             'cwd': os.getcwd(), 'file': __file__, 'sys_path0': sys.path[0],
-            'query': q,
+            'query': q, 'thread': threading.get_ident(),
             # (the validator wraps wsgi.errors; the loader's own is underneath)
             'errors_is_stderr': getattr(environ['wsgi.errors'], 'errors', None) is sys.stderr,
         })
@@ -217,6 +217,30 @@ def raw(environ, start_response):
     if path == '/raw/str-body':
         start_response('200 OK', [('Content-Type', 'text/plain')])
         return ['text is not bytes']
+    # Keep-alive: responses whose end the core can or cannot find.
+    if path == '/raw/list':  # the loader adds the Content-Length
+        start_response('200 OK', [('Content-Type', 'text/plain')])
+        return [b'several ', b'chunks ', b'of a list']
+    if path == '/raw/gen':
+        start_response('200 OK', [('Content-Type', 'text/plain')])
+        return iter([b'generated ', b'without a length'])
+    if path == '/raw/longer':
+        start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', '5')])
+        body = [b'hel', b'lo, and more', b' and more']
+        return body if environ['QUERY_STRING'] == 'list' else iter(body)
+    if path == '/raw/shorter':
+        start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', '10')])
+        return iter([b'short'])
+    if path == '/raw/write-with-length':
+        write = start_response('200 OK', [('Content-Length', '12')])
+        write(b'written;')
+        return [b'rest']
+    if path == '/raw/connection-close':
+        start_response('200 OK', [('Content-Length', '2'), ('Connection', 'close')])
+        return [b'ok']
+    if path == '/raw/transfer-encoding':
+        start_response('200 OK', [('Content-Length', '2'), ('Transfer-Encoding', 'identity')])
+        return [b'ok']
     return as_json(start_response, {}, '404 Not Found')
 
 
@@ -423,6 +447,101 @@ class Loader:
                 pipe.close()
             except Exception:
                 pass
+
+
+class Conn:
+    """One connection carrying requests one after the other, as the core's kept ones do."""
+
+    def __init__(self, loader):
+        self.loader = loader
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(WAIT)
+        self.sock.connect(loader.path)
+        self.buf = b''
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.sock.close()
+
+    def _fill(self, what):
+        try:
+            chunk = self.sock.recv(1 << 20)
+        except socket.timeout:
+            raise AssertionError('nothing more within %d s while reading %s; got %r\n%s'
+                                 % (WAIT, what, self.buf[:300], self.loader.output())) from None
+        if not chunk:
+            raise AssertionError('the connection closed while reading %s; got %r\n%s'
+                                 % (what, self.buf[:300], self.loader.output()))
+        self.buf += chunk
+
+    def _head(self, what):
+        while b'\r\n\r\n' not in self.buf:
+            self._fill('the head of ' + what)
+        head, _, self.buf = self.buf.partition(b'\r\n\r\n')
+        return Response(head + b'\r\n\r\n')
+
+    def send(self, method, uri, body=b'', env=None):
+        self.sock.sendall(self.loader.header(method, uri, body, env) + body)
+
+    def request(self, method, uri, body=b'', env=None):
+        """Sends a request and reads exactly its response, by its Content-Length (none for
+        HEAD, 1xx, 204 and 304), leaving the connection open."""
+        self.send(method, uri, body, env)
+        what = '%s %s' % (method, uri)
+        r = self._head(what)
+        if method == 'HEAD' or r.status < 200 or r.status in (204, 304):
+            length = 0
+        else:
+            lengths = r.all('Content-Length')
+            if len(lengths) != 1:
+                raise AssertionError('%s: a kept response needs one Content-Length: %r'
+                                     % (what, r.headers))
+            length = int(lengths[0])
+        while len(self.buf) < length:
+            self._fill('the body of ' + what)
+        r.body, self.buf = self.buf[:length], self.buf[length:]
+        if self.buf:
+            raise AssertionError('%s: %r after the end of the response' % (what, self.buf[:300]))
+        return r
+
+    def request_to_eof(self, method, uri, body=b'', env=None):
+        """Sends a request and reads its response up to the loader's close."""
+        self.send(method, uri, body, env)
+        r = self._head('%s %s' % (method, uri))
+        r.body = self.buf + self.rest()
+        self.buf = b''
+        return r
+
+    def rest(self):
+        """What comes until EOF, which must come within WAIT."""
+        chunks = []
+        while True:
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except socket.timeout:
+                raise AssertionError('the loader kept the connection open for %d s; expected '
+                                     'EOF after %r\n%s' % (WAIT, b''.join(chunks)[:300],
+                                                           self.loader.output())) from None
+            if not chunk:
+                return b''.join(chunks)
+            chunks.append(chunk)
+
+
+def stop_within(loader, seconds):
+    """Stops the loader (EOF on stdin); fails unless it exits 0 within `seconds`."""
+    start = time.monotonic()
+    loader.proc.stdin.close()
+    try:
+        status = loader.proc.wait(seconds)
+    except subprocess.TimeoutExpired:
+        raise AssertionError('the loader did not exit within %.1f s of the stop signal while '
+                             'a kept connection was idle\n%s'
+                             % (seconds, loader.output())) from None
+    if status != 0:
+        raise AssertionError('exit status %s\n%s' % (status, loader.output()))
+    return time.monotonic() - start
 
 
 def big_digest(mb):
@@ -740,6 +859,166 @@ class ThreadsTest(LoaderTestCase):
         path = loader.path
         self.assertEqual(loader.stop(), 0, loader.output())
         self.assertFalse(os.path.exists(path))
+
+
+class KeepAliveTest(LoaderTestCase):
+    """Several requests on one connection: kept when the core can find the end of each
+    response, closed (with `Connection: close` in the head) when it cannot."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.single = cls.start()
+        cls.single.handshake()
+        cls.threaded = cls.start(thread_count=2)
+        cls.threaded.handshake()
+
+    def modes(self):
+        return (('single', self.single), ('threaded', self.threaded))
+
+    def assert_kept(self, r):
+        self.assertEqual(r.all('Connection'), [], r.raw)
+
+    def assert_closing(self, r):
+        self.assertIn('close', [v.lower() for v in r.all('Connection')], r.raw)
+
+    def test_requests_in_a_row_on_one_connection(self):
+        for mode, loader in self.modes():
+            with self.subTest(mode):
+                with Conn(loader) as c:
+                    r = c.request('GET', '/env?n=1')
+                    self.assertEqual((r.status, r.json()['query']), (200, {'n': '1'}))
+                    self.assert_kept(r)
+                    r = c.request('HEAD', '/head')
+                    self.assertEqual((r.status, r.header('Content-Length'), r.body),
+                                     (200, '36', b''))
+                    self.assert_kept(r)
+                with Conn(loader) as c:
+                    r = c.request('GET', '/status?code=204')
+                    self.assertEqual((r.status, r.header('ETag')), (204, '"v1"'))
+                    self.assert_kept(r)
+                    form = b'name=J%C3%BCrgen&lang=python'
+                    r = c.request('POST', '/form', form,
+                                  env={'CONTENT_TYPE': 'application/x-www-form-urlencoded'})
+                    self.assertEqual(r.json()['form'],
+                                     {'name': ['J\u00fcrgen'], 'lang': ['python']})
+                    self.assert_kept(r)
+                    r = c.request('GET', '/raw/list')  # the loader added the Content-Length
+                    self.assertEqual((r.header('Content-Length'), r.body),
+                                     ('24', b'several chunks of a list'))
+                    r = c.request('GET', '/raw/write-with-length')
+                    self.assertEqual(r.body, b'written;rest')
+                    r = c.request('HEAD', '/stream')  # no length, but no body either
+                    self.assertEqual((r.status, r.body), (200, b''))
+                    self.assert_kept(r)
+                    r = c.request('GET', '/status?code=304')
+                    self.assertEqual(r.status, 304)
+                    body = os.urandom(300 * 1024)
+                    r = c.request('POST', '/sum', body)
+                    self.assertEqual(r.json()['sha256'], hashlib.sha256(body).hexdigest())
+                    self.assert_kept(r)
+
+    def test_each_thread_keeps_its_connection(self):
+        with Conn(self.threaded) as a, Conn(self.threaded) as b:
+            threads = {}
+            for conn, name in ((a, 'a'), (b, 'b'), (a, 'a'), (b, 'b'), (a, 'a')):
+                threads.setdefault(name, set()).add(conn.request('GET', '/env').json()['thread'])
+            self.assertEqual([len(threads['a']), len(threads['b'])], [1, 1], threads)
+            self.assertNotEqual(threads['a'], threads['b'])
+
+    def test_unframed_responses_say_connection_close_and_close(self):
+        cases = [('/stream', b'first;last'),  # a generator without Content-Length
+                 ('/raw/gen', b'generated without a length'),
+                 ('/write', b'written-1;written-2;returned'),  # the write() callable
+                 ('/error', b'Internal Server Error\n'),
+                 ('/raw/connection-close', b'ok'),  # the app's own Connection: close
+                 ('/raw/transfer-encoding', b'ok')]
+        for mode, loader in self.modes():
+            with self.subTest(mode):
+                for uri, body in cases:
+                    with Conn(loader) as c:
+                        r = c.request('GET', '/env')  # a kept one first
+                        self.assert_kept(r)
+                        r = c.request_to_eof('GET', uri)
+                        status = 500 if uri == '/error' else 200
+                        self.assertEqual((r.status, r.body), (status, body), uri)
+                        self.assert_closing(r)
+
+    def test_body_longer_than_content_length_is_cut_and_the_connection_kept(self):
+        for mode, loader in self.modes():
+            with self.subTest(mode):
+                with Conn(loader) as c:
+                    for how in ('gen', 'list'):
+                        r = c.request('GET', '/raw/longer?' + how)  # fails on bytes beyond it
+                        self.assertEqual((r.header('Content-Length'), r.body), ('5', b'hello'), how)
+                        self.assert_kept(r)
+                    self.assertEqual(c.request('GET', '/env').status, 200)
+                loader.wait_for_line('stderr', 'GET /raw/longer?list was 19 bytes longer than its '
+                                               'Content-Length (5)')
+
+    def test_body_shorter_than_content_length_closes(self):
+        for mode, loader in self.modes():
+            with self.subTest(mode):
+                with Conn(loader) as c:
+                    r = c.request_to_eof('GET', '/raw/shorter')
+                    self.assertEqual((r.header('Content-Length'), r.body), ('10', b'short'))
+
+    def test_every_request_is_checked_for_the_password(self):
+        for mode, loader in self.modes():
+            with self.subTest(mode):
+                with Conn(loader) as c:
+                    self.assertEqual(c.request('GET', '/env').status, 200)
+                    c.send('GET', '/env', env={'PASSENGER_CONNECT_PASSWORD': 'wrong'})
+                    self.assertEqual(c.rest(), b'')
+                loader.wait_for_line('stderr', 'a wrong connect password')
+
+
+class KeepAliveStopTest(LoaderTestCase):
+    """Stopping does not wait for kept connections that sit idle."""
+
+    def test_idle_kept_connection_single(self):
+        loader = self.start()
+        loader.handshake()
+        with Conn(loader) as c:
+            self.assertEqual(c.request('GET', '/env').status, 200)
+            # The main thread waits for the next request on `c`: the stop must wake it.
+            stop_within(loader, 5)
+            self.assertEqual(c.rest(), b'')
+
+    def test_idle_kept_connections_threaded(self):
+        loader = self.start(thread_count=2)
+        loader.handshake()
+        with Conn(loader) as a, Conn(loader) as b:
+            self.assertEqual(a.request('GET', '/env').status, 200)
+            self.assertEqual(b.request('GET', '/env').status, 200)
+            # Less than the 2 s that the join of two stuck threads would take.
+            stop_within(loader, 1.0)
+            self.assertEqual((a.rest(), b.rest()), (b'', b''))
+
+    def test_request_in_progress_finishes_then_closes(self):
+        for threads in (1, 3):
+            with self.subTest(thread_count=threads):
+                loader = self.start(thread_count=threads)
+                loader.handshake()
+                # (With one thread, a second connection waits for the first one to close.)
+                with Conn(loader) as busy, Conn(loader) if threads > 1 else busy as idle:
+                    if threads > 1:
+                        self.assertEqual(idle.request('GET', '/env').status, 200)
+                    busy.send('GET', '/slow')
+                    time.sleep(0.2)  # the app is in its 0.5 s of work
+                    loader.proc.stdin.close()
+                    r = busy._head('GET /slow')
+                    r.body = busy.buf + busy.rest()
+                    self.assertEqual(r.status, 200)
+                    self.assertIn('end', r.json())
+                    self.assertEqual(r.all('Connection'), ['close'], r.raw)
+                    if threads > 1:
+                        self.assertEqual(idle.rest(), b'')
+                    try:
+                        self.assertEqual(loader.proc.wait(WAIT), 0, loader.output())
+                    except subprocess.TimeoutExpired:
+                        raise AssertionError('the loader did not exit within %d s\n%s'
+                                             % (WAIT, loader.output())) from None
 
 
 class LifecycleTest(LoaderTestCase):
