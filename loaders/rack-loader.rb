@@ -21,9 +21,12 @@
 # loaded it prints `!> Error`, `!> html: false` and the reason with the exception, and exits 1.
 #
 # Once ready, `thread_count` threads (1 when absent) serve the session protocol on its unix
-# socket, each one request at a time: a 4-byte big-endian length, NUL-separated KEY/VALUE pairs
-# (the CGI environment and the connect password), then CONTENT_LENGTH bytes of body; the answer
-# is an HTTP/1.1 response, and the connection is closed after it (unless the app hijacked it).
+# socket, each one connection and one request at a time: a 4-byte big-endian length,
+# NUL-separated KEY/VALUE pairs (the CGI environment and the connect password), then
+# CONTENT_LENGTH bytes of body; the answer is an HTTP/1.1 response. The connection then carries
+# the next request if the response was delimited (no body, or exactly its one Content-Length),
+# else it is closed, its head saying `Connection: close` when that was known in time (the
+# core's keep-alive contract; see ruby/passenger_rs/request_handler.rb).
 # The Rack env is built to the letter of the Rack SPEC (2 and 3), SCRIPT_NAME being the
 # handshake's `base_uri` (see ruby/passenger_rs/rack_env.rb and request_handler.rb). A response
 # header `!~Request-OOB-Work: true` is passed on to the core, which later sends a pseudo-request

@@ -31,6 +31,9 @@
 #                      something else, so that the answer shows which one the loader used
 #   /raw/call?id=X     (no Lint) a Rack 3 streaming body: responds to call only
 #   /raw/array-headers (no Lint) header values given as Arrays, the Rack 3 way
+#   /raw/short-length?kind=K  (no Lint) "0123456789" with a content-length of 15, the body
+#   /raw/long-length?kind=K   being an Array (K = array), an each-only body in two chunks of 5
+#                      (each) or a to_path file (file); long-length: a content-length of 7
 require 'json'
 require 'digest'
 require 'socket'
@@ -169,6 +172,17 @@ class CallBody
   end
 end
 
+# Only each: no to_ary, no to_path, so the loader streams it.
+class EachOnlyBody
+  def initialize(chunks)
+    @chunks = chunks
+  end
+
+  def each(&block)
+    @chunks.each(&block)
+  end
+end
+
 def wait_for_peers(id, count)
   deadline = now + 5
   $barrier_lock.synchronize do
@@ -269,6 +283,18 @@ raw = lambda do |env|
     [200, { 'content-type' => 'text/plain' }, CallBody.new(q['id'])]
   when '/raw/array-headers'
     [200, { 'content-type' => 'text/plain', 'x-multi' => %w[one two] }, ['arrays']]
+  when '/raw/short-length', '/raw/long-length'
+    digits = '0123456789'
+    body = case q['kind']
+           when 'each' then EachOnlyBody.new([digits[0, 5], digits[5, 5]])
+           when 'file'
+             path = File.join(Dir.pwd, 'digits.txt')
+             File.write(path, digits)
+             FileBody.new('digits', path)
+           else [digits]
+           end
+    length = env['PATH_INFO'] == '/raw/short-length' ? 15 : 7
+    [200, { 'content-type' => 'text/plain', 'content-length' => length.to_s }, body]
   else
     [404, { 'content-type' => 'text/plain' }, ["no such raw route\n"]]
   end

@@ -195,9 +195,8 @@ class RackLoadersTest < Minitest::Test
     data = headers.map { |k, v| "#{k}\0#{v}\0" }.join
     UNIXSocket.open(process.socket) do |sock|
       sock.write([data.bytesize].pack('N') + data)
-      response = read_all(sock)
-      head, body = response.split("\r\n\r\n", 2)
-      [head.to_s.lines.first.to_s.chomp, body.to_s]
+      response = read_response(sock)
+      [response.status, response.body]
     end
   end
 
@@ -260,9 +259,11 @@ class RackLoadersTest < Minitest::Test
   end
 
   # Waits for a process this test started to exit; returns its status.
-  def wait_exit(process, what)
+  def wait_exit(process, what, timeout = WAIT)
     waiter = Thread.new { Process.wait2(process.pid)[1] }
-    flunk "#{what} (pid #{process.pid}) did not exit within #{WAIT}s\n#{File.read(process.stderr)}" unless waiter.join(WAIT)
+    unless waiter.join(timeout)
+      flunk "#{what} (pid #{process.pid}) did not exit within #{timeout}s\n#{File.read(process.stderr)}"
+    end
     @started.delete(process.pid)
     waiter.value
   end
@@ -440,7 +441,9 @@ class RackLoadersTest < Minitest::Test
   CONFORMANCE_APP = File.join(__dir__, 'rack_conformance.ru')
   MIB = 1024 * 1024
 
-  Response = Struct.new(:status, :headers, :body, :head, keyword_init: true) do
+  # kept: the response was delimited and the connection stayed open after it (read_response);
+  # eof: the connection ended with it.
+  Response = Struct.new(:status, :headers, :body, :head, :kept, :eof, keyword_init: true) do
     # All values of a header (case-insensitive name), in order.
     def values(name)
       headers.select { |k, _| k.casecmp?(name) }.map(&:last)
@@ -448,6 +451,10 @@ class RackLoadersTest < Minitest::Test
 
     def json
       JSON.parse(body)
+    end
+
+    def close?
+      values('connection').any? { |v| v.casecmp?('close') }
     end
   end
 
@@ -478,11 +485,75 @@ class RackLoadersTest < Minitest::Test
   # Sends one session-protocol request and returns the open connection, for tests that talk
   # on it further.
   def open_session(process, method: 'GET', uri: '/', body: ''.b, env: {})
-    header = session_header(process, method, uri, body, env).map { |k, v| "#{k}\0#{v}\0".b }.join
     sock = UNIXSocket.new(process.socket)
-    sock.write([header.bytesize].pack('N') + header)
-    sock.write(body) unless body.empty?
+    send_request(sock, process, method: method, uri: uri, body: body, env: env)
     sock
+  end
+
+  # Header and body in one write, as the core sends them: the loader's first read then takes
+  # the start of the body too.
+  def send_request(sock, process, method: 'GET', uri: '/', body: ''.b, env: {})
+    header = session_header(process, method, uri, body, env).map { |k, v| "#{k}\0#{v}\0".b }.join
+    sock.write([header.bytesize].pack('N') << header << body)
+  end
+
+  # One request on a connection that may have carried others; its one response.
+  def exchange(sock, process, method: 'GET', uri: '/', body: ''.b, env: {})
+    send_request(sock, process, method: method, uri: uri, body: body, env: env)
+    read_response(sock, method)
+  end
+
+  # Reads exactly one response, as the core does: the head, then Content-Length bytes (none
+  # for HEAD, 1xx, 204 and 304); up to EOF when the head says `Connection: close` or has no
+  # single Content-Length. More bytes than the Content-Length are a failure. EOF before any
+  # byte: a Response with an empty status.
+  def read_response(sock, method = 'GET', timeout = WAIT)
+    deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
+    data = +''.b
+    until (head_end = data.index("\r\n\r\n"))
+      next if fill(sock, data, deadline)
+
+      flunk "The connection ended inside a response head: #{data.inspect}" unless data.empty?
+      return Response.new(status: '', headers: [], body: data, head: '', kept: false, eof: true)
+    end
+    response = parse_response(data.byteslice(0, head_end))
+    body = data.byteslice(head_end + 4, data.bytesize)
+    code = response.status.split(' ')[1].to_i
+    lengths = response.values('content-length')
+    length = if method == 'HEAD' || (code < 200 && code != 101) || code == 204 || code == 304 then 0
+             elsif lengths.size == 1 then Integer(lengths.first, 10)
+             end
+    eof = false
+    if length.nil? || response.close?
+      body << read_all(sock, deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC))
+      eof = true
+    else
+      eof = !fill(sock, body, deadline) while !eof && body.bytesize < length
+      if body.bytesize > length
+        flunk "#{body.bytesize} body bytes for a Content-Length of #{length}: #{body[0, 200].inspect}"
+      end
+    end
+    response.body = body
+    response.eof = eof
+    response.kept = !eof
+    response
+  end
+
+  # Appends what the connection has to `data`; false at EOF.
+  def fill(sock, data, deadline)
+    loop do
+      chunk = sock.read_nonblock(65_536, exception: false)
+      case chunk
+      when nil then return false
+      when :wait_readable
+        left = deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC)
+        flunk "No complete response in time; got #{data[0, 2000].inspect}" if left <= 0
+        IO.select([sock], nil, nil, left)
+      else
+        data << chunk
+        return true
+      end
+    end
   end
 
   def parse_response(data)
@@ -492,10 +563,10 @@ class RackLoadersTest < Minitest::Test
     Response.new(status: lines.first.to_s, headers: headers, body: body.to_s, head: head.to_s)
   end
 
-  # One request, its whole response (up to the connection's end).
+  # One request on a new connection, its response (read_response).
   def call_app(process, method: 'GET', uri: '/', body: ''.b, env: {})
     sock = open_session(process, method: method, uri: uri, body: body, env: env)
-    parse_response(read_all(sock))
+    read_response(sock, method)
   ensure
     sock&.close
   end
@@ -725,7 +796,8 @@ class RackLoadersTest < Minitest::Test
       sock.write([data.bytesize].pack('N') + data)
       read_all(sock)
     end
-    assert_equal "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", answer
+    assert_equal "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", answer,
+                 'answered, then closed: the core closes idle connections before out-of-band work'
 
     runs = call_app(process, uri: '/oob-runs').json
     assert_equal({ 'oob_runs' => 1, 'oobw_reached_app' => false }, runs,
@@ -851,7 +923,196 @@ class RackLoadersTest < Minitest::Test
     RUBY
     loader = start('rack-loader.rb')
     handshake(loader, options(SecureRandom.hex(16), 'thread_count' => '2'), concurrency: 0)
-    assert_equal 'ok', call_app(loader, uri: '/').body
+    response = call_app(loader, uri: '/')
+    assert_equal 'ok', response.body
+    # Unlimited connections could each hold a thread while idle: none is kept.
+    assert response.close?, "no keep-alive with an advertised concurrency of 0: #{response.head}"
+    assert response.eof
+  end
+
+  # --- keep-alive: several requests per connection ---------------------------------------------
+
+  # Requests of every delimited shape, one after the other on one connection: each answer
+  # complete, correct, and the connection kept after it.
+  def check_requests_on_one_connection(process)
+    UNIXSocket.open(process.socket) do |sock|
+      text = exchange(sock, process, uri: '/text')
+      assert_ok text, 'first request'
+      assert_equal "some text\n", text.body
+      assert text.kept, "a response with its Content-Length keeps the connection: #{text.head}"
+      refute text.close?
+
+      env = exchange(sock, process, uri: '/env/second?n=2')
+      assert_ok env, 'second request on the same connection'
+      assert_equal ['/env/second', 'n=2'], env.json.values_at('PATH_INFO', 'QUERY_STRING')
+      assert env.kept
+    end
+
+    UNIXSocket.open(process.socket) do |sock|
+      head = exchange(sock, process, method: 'HEAD', uri: '/text')
+      assert_ok head, 'HEAD'
+      assert_equal ['10'], head.values('content-length')
+      assert head.kept, 'a HEAD response is delimited (no body)'
+
+      no_content = exchange(sock, process, uri: '/status/204')
+      assert_equal 'HTTP/1.1 204 No Content', no_content.status
+      assert no_content.kept
+
+      form = 'name=J%C3%BCrgen+M&list=a'.b
+      post = exchange(sock, process, method: 'POST', uri: '/form', body: form,
+                                     env: { 'CONTENT_TYPE' => 'application/x-www-form-urlencoded' })
+      assert_ok post, 'POST after a 204'
+      assert_equal({ 'name' => 'Jürgen M', 'list' => 'a' }, post.json)
+      assert post.kept
+
+      # Bodies over 1 MiB go through a temp file, responses over 64 KiB are streamed (counted).
+      # After the small POST above, whose first read took its whole body: a first read that
+      # takes 16 KiB of body must still work.
+      upload = Random.new(7).bytes(2 * MIB)
+      up = exchange(sock, process, method: 'POST', uri: '/upload', body: upload,
+                                   env: { 'CONTENT_TYPE' => 'application/octet-stream' })
+      assert_equal upload.bytesize, up.json['size']
+      assert_equal Digest::SHA256.hexdigest(upload), up.json['sha256']
+      big = exchange(sock, process, uri: '/big?mb=3')
+      assert_equal 3 * MIB, big.body.bytesize
+      assert big.kept, 'an each body with its Content-Length, all of it written'
+      not_modified = exchange(sock, process, uri: '/status/304')
+      assert_equal 'HTTP/1.1 304 Not Modified', not_modified.status
+      file = exchange(sock, process, uri: '/raw/to-path?id=kept-file')
+      assert_equal [File.size(File.join(@app, 'to-path.bin')).to_s], file.values('content-length'),
+                   'a to_path body gets its file size as Content-Length'
+      assert_equal File.binread(File.join(@app, 'to-path.bin')), file.body
+      assert file.kept
+
+      # Undelimited: said, and the connection ends.
+      last = exchange(sock, process, uri: '/close-probe?id=last')
+      assert_equal "closing body\n", last.body
+      assert last.close?, "an each body without Content-Length: #{last.head}"
+      assert last.eof
+    end
+  end
+
+  # Responses that cannot be kept say `Connection: close` when that is known before the head,
+  # and the connection ends after them in any case.
+  def check_responses_that_end_the_connection(process)
+    { '/raw/call?id=ka-call' => "part 1\npart 2\n", '/partial-hijack' => "partial\n",
+      '/raw/short-length?kind=array' => '0123456789', '/raw/short-length?kind=file' => '0123456789',
+      '/app-raises' => "Internal Server Error\n" }.each do |uri, body|
+      UNIXSocket.open(process.socket) do |sock|
+        response = exchange(sock, process, uri: uri)
+        assert response.close?, "#{uri}: Connection: close in #{response.head.inspect}"
+        assert response.eof, "#{uri}: the loader closes the connection"
+        assert_equal body, response.body, uri
+      end
+    end
+    # An each body shorter than its Content-Length: only known once written; the core sees it
+    # short, then EOF.
+    UNIXSocket.open(process.socket) do |sock|
+      short = exchange(sock, process, uri: '/raw/short-length?kind=each')
+      assert_equal ['15'], short.values('content-length')
+      assert_equal '0123456789', short.body
+      assert short.eof, 'a body shorter than its Content-Length ends the connection'
+    end
+    # The loader carries on.
+    assert call_app(process, uri: '/text').kept
+  end
+
+  # A body longer than its Content-Length is cut there, and the connection serves on.
+  def check_bodies_longer_than_their_length(process, stderr)
+    UNIXSocket.open(process.socket) do |sock|
+      %w[array each file].each do |kind|
+        long = exchange(sock, process, uri: "/raw/long-length?kind=#{kind}")
+        assert_ok long, kind
+        assert_equal '0123456', long.body, "#{kind}: cut at the Content-Length"
+        assert long.kept, "#{kind}: the connection is kept"
+        after = exchange(sock, process, uri: '/text')
+        assert_equal "some text\n", after.body, "#{kind}: the next response starts where it should"
+      end
+    end
+    log = stderr.is_a?(String) ? File.read(stderr) : stderr.read_nonblock(1 << 20, exception: false).to_s
+    assert_match(/longer than its Content-Length \(7\)/, log, 'the cut is logged')
+  end
+
+  # The loader closes `sock` within 5 s, sending nothing more.
+  def assert_closed_soon(sock, what)
+    ready = IO.select([sock], nil, nil, 5)
+    flunk "#{what}: still open after 5 s (a thread waiting for the next request was not woken)" unless ready
+    assert_nil sock.read_nonblock(1, exception: false), "#{what}: EOF, nothing more"
+  end
+
+  def run_keep_alive_checks(process, stderr)
+    check_requests_on_one_connection(process)
+    check_responses_that_end_the_connection(process)
+    check_bodies_longer_than_their_length(process, stderr)
+  end
+
+  def test_keep_alive_direct
+    loader = start_conformance_loader
+    run_keep_alive_checks(loader, loader.stderr)
+  end
+
+  def test_keep_alive_in_a_smart_spawned_child
+    use_conformance_app
+    preloader = start_preloader
+    child = spawn_child(preloader)
+    run_keep_alive_checks(child, child.stderr)
+  end
+
+  # Stopping while a kept connection sits idle (its thread blocked on the next header): that
+  # connection is closed, the request in progress on the other thread finishes, and the
+  # process exits without waiting for the core to close the idle one.
+  def test_stopping_wakes_idle_kept_connections
+    loader = start_conformance_loader({ 'thread_count' => '2' }, {}, concurrency: 2)
+    idle = UNIXSocket.new(loader.socket)
+    assert exchange(idle, loader, uri: '/text').kept
+    gate_path = File.join(@tmp, 'gate')
+    gate = UNIXServer.new(gate_path)
+    busy = open_session(loader, uri: "/stream?socket=#{gate_path}")
+    received = read_until(busy, "first\n")
+
+    loader.stdin.close
+    assert_closed_soon(idle, 'the idle kept connection, when the loader stops')
+    flunk 'the app never waited at the gate' unless IO.select([gate], nil, nil, WAIT)
+    waiter = gate.accept
+    waiter.write("go\n")
+    waiter.close
+    response = parse_response(received + read_all(busy))
+    assert_equal "first\nsecond\n", response.body, 'the request in progress was served to its end'
+    assert response.close?
+    assert_equal 0, wait_exit(loader, 'the loader with an idle kept connection', 5).exitstatus
+  ensure
+    idle&.close
+    busy&.close
+    gate&.close
+  end
+
+  def test_stopping_a_smart_spawned_child_with_an_idle_kept_connection
+    use_conformance_app
+    preloader = start_preloader
+    child = spawn_child(preloader)
+    idle = UNIXSocket.new(child.socket)
+    assert exchange(idle, child, uri: '/text').kept
+    child.stdin.close
+    assert_closed_soon(idle, 'the idle kept connection, when the child stops')
+    assert_empty child.stdout.read_to_eof(5), 'the child exits (its stdout ends)'
+    wait_until("child #{child.pid} did not exit") { process_gone?(child.pid) }
+    @started.delete(child.pid)
+  ensure
+    idle&.close
+  end
+
+  # A kept connection is checked on every request: a wrong password later on ends it.
+  def test_every_request_on_a_kept_connection_is_checked
+    loader = start_conformance_loader
+    UNIXSocket.open(loader.socket) do |sock|
+      assert exchange(sock, loader, uri: '/text').kept
+      intruder = Peer.new(socket: loader.socket, password: 'wrong')
+      refused = exchange(sock, intruder, uri: '/text')
+      assert_equal '', refused.status, 'no answer to a wrong password'
+      assert refused.eof
+    end
+    assert_match(/wrong connect password/, File.read(loader.stderr))
+    assert call_app(loader, uri: '/text').kept, 'the loader serves on'
   end
 
   # --- Bundler ---------------------------------------------------------------------------------

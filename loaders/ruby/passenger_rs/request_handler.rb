@@ -4,7 +4,13 @@ module PassengerRs
   # One request of the session protocol: a 4-byte big-endian length, NUL-separated KEY/VALUE
   # pairs (the CGI environment and PASSENGER_CONNECT_PASSWORD), then CONTENT_LENGTH bytes of
   # body. The answer is an HTTP/1.1 response (status line, headers, body) on the same
-  # connection, which ends when the loader closes it.
+  # connection.
+  #
+  # Keep-alive (see handle): the connection then carries the core's next request when the
+  # response was delimited (HEAD, 1xx but 101, 204, 304; or exactly one Content-Length and that
+  # many body bytes), not hijacked, not OOBW, nothing failed, and the loader is not stopping.
+  # Otherwise it is closed after the response, and the head says `Connection: close` whenever
+  # that is known before it goes out. A body longer than its Content-Length is cut there.
   #
   # Responses follow the Rack SPEC (Rack 2 and Rack 3):
   # - headers: each value line becomes one header line (Rack 2 joins multiple values with "\n",
@@ -13,8 +19,9 @@ module PassengerRs
   # - bodies: `to_path` (a readable file) is sent with IO.copy_stream (sendfile), else `each`,
   #   else `call(stream)` (Rack 3 streaming body) with the connection as the stream; nothing for
   #   HEAD, 1xx, 204 and 304. `close` is always called on the body, even when the app or the
-  #   connection fails. A small Array body (sent with the head) gets a Content-Length when the
-  #   app gave none: a response of known length lets the core keep nginx's connection.
+  #   connection fails. A small Array body (sent with the head) and a to_path body get a
+  #   Content-Length when the app gave none: a response of known length lets the core keep its
+  #   connections (to nginx and to this process).
   # - full hijack (`env['rack.hijack'].call`): the app gets the connection and writes the whole
   #   response itself; the loader sends nothing more and does not close it. Partial hijack
   #   (a `rack.hijack` response header): the loader sends the head, then hands the connection
@@ -29,10 +36,18 @@ module PassengerRs
     MAX_HEADER = 1024 * 1024
     OOB_WORK_HEADER = '!~Request-OOB-Work'
     OOB_WORK_LINE = "#{OOB_WORK_HEADER}: true\r\n"
-    OOB_WORK_DONE = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
-    OOB_WORK_FAILED = "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"
+    OOB_WORK_DONE = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    OOB_WORK_FAILED = "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     INTERNAL_ERROR = "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n" \
-                     "Content-Length: 22\r\n\r\nInternal Server Error\n"
+                     "Content-Length: 22\r\nConnection: close\r\n\r\nInternal Server Error\n"
+    CLOSE_LINE = "Connection: close\r\n"
+    # Response header names that decide whether the connection can be kept, as header_name
+    # renders them (compared case-insensitively, only for prefixes of these sizes).
+    CONTENT_LENGTH = 'content-length: '
+    TRANSFER_ENCODING = 'transfer-encoding: '
+    CONNECTION = 'connection: '
+    LENGTH_VALUE = /\A[0-9]{1,18}\z/.freeze
+    CLOSE_TOKEN = /close/i.freeze
     # Arrays of small strings go out in one write with the head, up to this size.
     COALESCE_LIMIT = 64 * 1024
     # The first read of a connection: the whole session header, as a rule.
@@ -41,13 +56,15 @@ module PassengerRs
     HEADER_NAME_CACHE = 512
     INVALID_HEADER_NAME = /[\s:\x00-\x1f\x7f]/.freeze
     BINARY = Encoding::BINARY
+    EMPTY = ''.b.freeze
 
     class BodyTooShort < StandardError; end
 
     # What became of one request's connection; also its full-hijack callable
-    # (env['rack.hijack']), which hands the app the connection.
+    # (env['rack.hijack']), which hands the app the connection. keep_open: a partial-hijack
+    # callback owns the connection. The framing headers the app gave are noted by render_head.
     class Exchange
-      attr_accessor :env, :head_sent, :keep_open
+      attr_accessor :env, :head_sent, :keep_open, :partial_hijack, :length, :lengths, :chunked, :app_close
       attr_reader :hijacked
 
       def initialize(conn)
@@ -56,6 +73,21 @@ module PassengerRs
         @hijacked = false
         @head_sent = false
         @keep_open = false
+        @partial_hijack = nil
+        @length = nil # the last Content-Length value: an Integer, or nil if not a length
+        @lengths = 0 # how many Content-Length lines went out
+        @chunked = false # a Transfer-Encoding line went out
+        @app_close = false # the app's own `Connection: close`
+      end
+
+      # The app's Content-Length when it alone delimits the body, else nil.
+      def declared_length
+        @lengths == 1 && !@chunked ? @length : nil
+      end
+
+      # No framing header from the app: the loader may add a Content-Length.
+      def undeclared?
+        @lengths.zero? && !@chunked
       end
 
       def call
@@ -74,9 +106,12 @@ module PassengerRs
       nil
     end
 
-    # `multithread`: rack.multithread, true when several threads serve the app.
-    def initialize(app, password:, base_uri: nil, multithread: false)
+    # `multithread`: rack.multithread, true when several threads serve the app. `keep_alive`:
+    # whether connections may carry more than one request (see Worker.run).
+    def initialize(app, password:, base_uri: nil, multithread: false, keep_alive: true)
       @app = app
+      @keep_alive = keep_alive
+      @stopping = false
       @password = password.to_s
       @env_builder = RackEnv.new(base_uri: base_uri, multithread: multithread)
       # Response header name => what to do with it (see header_name); status => status line.
@@ -84,10 +119,19 @@ module PassengerRs
       @status_lines = {}
     end
 
-    # Serves one connection. Returns :hijacked when the app took the connection over (the
-    # caller must then leave it alone), :done otherwise (the connection is closed).
-    def handle(conn)
-      headers = read_session_header(conn)
+    # From now on every response says `Connection: close` (unless its head is out already).
+    def stop!
+      @stopping = true
+    end
+
+    # Serves one request of a connection. Returns :keep when the connection may carry the
+    # next request (call again), :hijacked when the app took the connection over (the caller
+    # must then leave it alone), :done otherwise (the connection is closed, or must be).
+    # `idle` (SessionServer::IdleConnections): given when waiting for a request on a kept
+    # connection, so that stopping can wake this thread up.
+    def handle(conn, idle = nil)
+      data = first_read(conn, idle)
+      headers = data && read_session_header(conn, data)
       return :done unless headers
 
       unless PassengerRs.secure_compare(headers.delete('PASSENGER_CONNECT_PASSWORD'), @password)
@@ -96,7 +140,7 @@ module PassengerRs
       end
       return out_of_band_work(conn) if headers['REQUEST_METHOD'] == 'OOBW'
 
-      input = read_body(conn, headers['CONTENT_LENGTH'].to_i)
+      input = read_body(conn, headers['CONTENT_LENGTH'].to_i, data)
       serve(conn, headers, input)
     rescue BodyTooShort
       STDERR.write("The request body ended before CONTENT_LENGTH bytes; dropped the request\n")
@@ -110,12 +154,26 @@ module PassengerRs
       data && data.bytesize == n ? data : nil
     end
 
-    # Reads the session header; nil when the connection is closed or the header is malformed.
-    # One read takes the length and, as a rule, the whole header; bytes read past the header
-    # (the start of the body) are pushed back into the connection's read buffer, where the body
-    # reading (or an app that hijacks the connection) finds them.
-    def read_session_header(conn)
-      data = conn.readpartial(FIRST_READ)
+    # The first bytes of a request: as a rule, the whole session header; nil at EOF. On a kept
+    # connection (`idle`) it is registered as idle meanwhile, and nil once the loader stops.
+    def first_read(conn, idle)
+      return conn.readpartial(FIRST_READ) unless idle
+      return nil unless idle.enter(conn)
+
+      begin
+        conn.readpartial(FIRST_READ)
+      ensure
+        idle.leave(conn)
+      end
+    rescue EOFError
+      nil
+    end
+
+    # Reads the session header that `data` (the first read) starts; nil when the connection is
+    # closed or the header is malformed. `data` is left holding the bytes read past the header
+    # (the start of the body), for read_body. (Not pushed back with ungetbyte: that fails once
+    # an earlier request of the connection sized its read buffer smaller.)
+    def read_session_header(conn, data)
       while data.bytesize < 4
         more = read_exact(conn, 4 - data.bytesize)
         return nil unless more
@@ -131,10 +189,13 @@ module PassengerRs
         return nil unless more
 
         data << more
-      elsif data.bytesize > total
-        conn.ungetbyte(data.byteslice(total, data.bytesize - total))
       end
       parts = data.byteslice(4, len).split("\0", -1)
+      if data.bytesize > total
+        data[0, total] = EMPTY
+      else
+        data.clear
+      end
       parts.pop if parts.last == ''
       count = parts.size
       return nil if count.odd?
@@ -150,24 +211,32 @@ module PassengerRs
         i += 2
       end
       headers
-    rescue EOFError
-      nil
     end
 
     # The request body as a rewindable binary IO holding exactly CONTENT_LENGTH bytes (Rack 2
-    # requires rewind; Rack 3 allows it).
-    def read_body(conn, length)
+    # requires rewind; Rack 3 allows it). `start`: its first bytes, read with the header.
+    def read_body(conn, length, start)
+      if start.bytesize > length
+        # Bytes past the body (none as a rule: the core sends the next request only after the
+        # response) stay in the connection's buffer for an app that hijacks it.
+        conn.ungetbyte(start.byteslice(length, start.bytesize - length))
+        start = start.byteslice(0, length)
+      end
       if length <= MAX_MEMORY_BODY
-        data = length.zero? ? ''.b : read_exact(conn, length)
-        raise BodyTooShort unless data
+        if start.bytesize < length
+          more = read_exact(conn, length - start.bytesize)
+          raise BodyTooShort unless more
 
-        StringIO.new(data.force_encoding(Encoding::BINARY))
+          start = start.empty? ? more : start << more
+        end
+        StringIO.new(start.force_encoding(BINARY))
       else
         file = Tempfile.new('passenger-body')
         file.binmode
         file.unlink
-        copied = IO.copy_stream(conn, file, length)
-        raise BodyTooShort unless copied == length
+        file.write(start)
+        copied = IO.copy_stream(conn, file, length - start.bytesize)
+        raise BodyTooShort unless copied == length - start.bytesize
 
         file.rewind
         file
@@ -189,28 +258,34 @@ module PassengerRs
     end
 
     # Calls the app and sends its response. The connection is closed at the end unless the app
-    # hijacked it.
+    # hijacked it or it is kept for the next request (:keep).
     def serve(conn, headers, input)
       state = Exchange.new(conn)
       env = state.env = @env_builder.build(headers, input, state)
       status = response_headers = body = error = nil
+      keep = false
       begin
         status, response_headers, body = @app.call(env)
         # After a full hijack the app has answered on the connection itself: its return value
         # is ignored.
-        send_response(conn, env, status, response_headers, body, state) unless state.hijacked
+        keep = send_response(conn, env, status, response_headers, body, state) unless state.hijacked
       rescue Exception => e # rubocop:disable Lint/RescueException -- reported, then re-raised if fatal
         error = e
+        keep = false
         raise if e.is_a?(SystemExit) || e.is_a?(SignalException) || e.is_a?(NoMemoryError)
 
         report_failure(conn, env, e, state)
       ensure
         close_body(body)
-        close_quietly(conn) unless state.hijacked || state.keep_open
+        # Closing before the callbacks below ends an undelimited response for the core now.
+        close_quietly(conn) unless keep || state.hijacked || state.keep_open
         response_finished(env, status, response_headers, error)
         close_input(input)
       end
-      state.hijacked || state.keep_open ? :hijacked : :done
+      if state.hijacked || state.keep_open then :hijacked
+      elsif keep then :keep
+      else :done
+      end
     end
 
     def report_failure(conn, env, error, state)
@@ -229,52 +304,125 @@ module PassengerRs
       nil
     end
 
+    # Sends the response; true when the connection may carry the next request.
     def send_response(conn, env, status, headers, body, state)
       # Rack 2: anything whose to_i is the status; Rack 3: an Integer.
       status = status.to_i
       raise ArgumentError, "the response status #{status} is not an HTTP status (100 or more)" if status < 100
 
-      head, partial_hijack = render_head(status, headers)
-      if partial_hijack
+      head = render_head(status, headers, state)
+      keep = @keep_alive && !@stopping && !state.app_close
+      if (callback = state.partial_hijack)
         state.head_sent = true
-        conn.write(head)
+        conn.write(end_head(head, false, state, status))
         state.keep_open = true # the callback owns the connection, and closes it
-        partial_hijack.call(conn)
+        callback.call(conn)
+        false
       elsif env['REQUEST_METHOD'] == 'HEAD' || status < 200 || status == 204 || status == 304
+        # No body: delimited, except that a 101 turns the connection into something else.
+        keep &&= status != 101
         state.head_sent = true
-        conn.write(head)
+        conn.write(end_head(head, keep, state, status))
+        keep
       elsif (path = file_path(body))
-        state.head_sent = true
-        conn.write(head)
-        File.open(path, 'rb') { |file| IO.copy_stream(file, conn) }
+        send_file(conn, head, path, keep, state)
       elsif body.respond_to?(:each)
-        send_enumerable(conn, head, headers, body, state)
+        send_enumerable(conn, head, body, keep, state)
       elsif body.respond_to?(:call)
+        # Rack 3 streaming body: it ends when the stream is closed (by it, or after it).
         state.head_sent = true
-        conn.write(head)
-        body.call(conn) # Rack 3 streaming body; the loader closes the stream after, if still open
+        conn.write(end_head(head, false, state, status))
+        body.call(conn)
+        false
       else
         raise TypeError, "the response body (#{body.class}) responds to neither each nor call"
       end
     end
 
-    def send_enumerable(conn, head, headers, body, state)
+    # Ends the head, saying `Connection: close` when the connection will not carry another
+    # request (unless the app said it, or it is a 101: its head says what the connection becomes).
+    def end_head(head, keep, state, status = 200)
+      head << CLOSE_LINE unless keep || state.app_close || status == 101
+      head << "\r\n"
+    end
+
+    def send_file(conn, head, path, keep, state)
+      File.open(path, 'rb') do |file|
+        size = file.size
+        length = state.declared_length
+        if length.nil? && state.undeclared?
+          head << "Content-Length: #{size}\r\n" # known for free: lets the connection be kept
+          length = size
+        end
+        # A file shorter than the declared length is known before the head goes out.
+        keep &&= !length.nil? && length <= size
+        state.head_sent = true
+        conn.write(end_head(head, keep, state))
+        unless length
+          IO.copy_stream(file, conn)
+          return false
+        end
+        log_cut(length) if size > length
+        IO.copy_stream(file, conn, length) == length && keep
+      end
+    end
+
+    def send_enumerable(conn, head, body, keep, state)
+      length = state.declared_length
       # Rack: `to_ary` gives the same chunks as `each` (Rails' bodies and Rack::BodyProxy have it).
       chunks = body.is_a?(Array) ? body : body.respond_to?(:to_ary) && body.to_ary
       if chunks.is_a?(Array) && (size = small_size(chunks))
-        state.head_sent = true
-        # Its length is known: said, it lets the core keep its connection from nginx for the
-        # next request (as puma says it for Array bodies).
-        head.insert(-3, "Content-Length: #{size}\r\n") unless declares_length?(headers)
+        if length.nil? && state.undeclared?
+          # Its length is known: said, it lets the core keep its connections (as puma says it
+          # for Array bodies).
+          head << "Content-Length: #{size}\r\n"
+          length = size
+        end
+        keep &&= !length.nil? && length <= size
+        end_head(head, keep, state)
         chunks.each { |chunk| head << binary(chunk.to_s) }
+        if length && size > length
+          log_cut(length)
+          head = head.byteslice(0, head.bytesize - (size - length))
+        end
+        state.head_sent = true
         conn.write(head)
-        return
+        return keep
       end
+      keep &&= !length.nil?
       state.head_sent = true
-      conn.write(head)
+      conn.write(end_head(head, keep, state))
+      unless length
+        send_chunks(conn, body)
+        return false
+      end
+      # Counted, and cut at the declared length: a body that ends early closes the connection.
+      left = length
+      body.each do |chunk|
+        next if chunk.empty?
+
+        if chunk.bytesize > left
+          conn.write(chunk.byteslice(0, left)) if left.positive?
+          left = 0
+          log_cut(length)
+          break
+        end
+        conn.write(chunk)
+        left -= chunk.bytesize
+      end
+      keep && left.zero?
+    end
+
+    def send_chunks(conn, body)
       body.each do |chunk|
         conn.write(chunk) unless chunk.empty?
       end
+    end
+
+    def log_cut(length)
+      STDERR.write("The response body is longer than its Content-Length (#{length}); sent only #{length} bytes\n")
+    rescue IOError, SystemCallError
+      nil
     end
 
     # The body's size in bytes if it is small enough to go out with the head, else nil.
@@ -282,10 +430,6 @@ module PassengerRs
       size = 0
       body.each { |chunk| size += chunk.to_s.bytesize }
       size <= COALESCE_LIMIT ? size : nil
-    end
-
-    def declares_length?(headers)
-      headers.any? { |name, _| name.to_s.casecmp?('content-length') || name.to_s.casecmp?('transfer-encoding') }
     end
 
     # `text`, or a binary copy when appending it to a binary string could change that string's
@@ -302,10 +446,10 @@ module PassengerRs
       path.is_a?(String) && File.file?(path) && File.readable?(path) ? path : nil
     end
 
-    # The status line and header lines; and the partial-hijack callback, if the app set one.
-    def render_head(status, headers)
+    # The status line and header lines, without the empty line that ends the head. Notes in
+    # `state` the partial-hijack callback, if the app set one, and the framing headers.
+    def render_head(status, headers, state)
       out = status_line(status).dup
-      partial_hijack = nil
       oob_work = false
       headers.each do |name, value|
         kind = header_name(name)
@@ -313,11 +457,19 @@ module PassengerRs
         when String
           if value.is_a?(String) && plain_value?(value)
             out << kind << value << "\r\n"
+            case kind.bytesize
+            when 12, 16, 19 then note_framing(state, kind, value)
+            end
           else
-            header_values(value).each { |v| add_header(out, kind, v) }
+            header_values(value).each do |v|
+              add_header(out, kind, v)
+              case kind.bytesize
+              when 12, 16, 19 then note_framing(state, kind, v)
+              end
+            end
           end
         when :hijack
-          partial_hijack = value if value.respond_to?(:call)
+          state.partial_hijack = value if value.respond_to?(:call)
         when :oob_work
           oob_work ||= header_values(value).any? { |v| v.strip.casecmp?('true') }
         when :invalid
@@ -325,8 +477,20 @@ module PassengerRs
         end
       end
       out << OOB_WORK_LINE if oob_work
-      out << "\r\n"
-      [out, partial_hijack]
+      out
+    end
+
+    # `prefix` is "Name: " of a name of the size of Content-Length, Transfer-Encoding or
+    # Connection: notes what it says about the response's end.
+    def note_framing(state, prefix, value)
+      if prefix.casecmp?(CONTENT_LENGTH)
+        state.lengths += 1
+        state.length = LENGTH_VALUE.match?(value) ? value.to_i : nil
+      elsif prefix.casecmp?(TRANSFER_ENCODING)
+        state.chunked = true
+      elsif prefix.casecmp?(CONNECTION)
+        state.app_close ||= CLOSE_TOKEN.match?(value)
+      end
     end
 
     # `prefix`: "Name: ".

@@ -19,11 +19,15 @@ module PassengerRs
         Handshake.fail_startup('The app failed in its PhusionPassenger.on_event(:starting_worker_process) callback', e)
       end
       threads = thread_count(options)
+      level = concurrency(threads)
+      # A kept connection holds its thread: only when the core opens at most one connection per
+      # thread (not with 0 = unlimited, or more than the threads).
+      keep_alive = level.between?(1, threads)
       handler = RequestHandler.new(app, password: options['connect_password'], base_uri: options['base_uri'],
-                                        multithread: threads > 1)
+                                        multithread: threads > 1, keep_alive: keep_alive)
       server, path = SessionServer.create(options)
       begin
-        ready = -> { Handshake.report_ready("main;unix:#{path};session;#{concurrency(threads)}") }
+        ready = -> { Handshake.report_ready("main;unix:#{path};session;#{level}") }
         SessionServer.serve(handler, server, threads, on_ready: ready)
       ensure
         # Also on SIGTERM (a SignalException unwinds through here).
