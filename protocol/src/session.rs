@@ -2,6 +2,22 @@
 //!
 //! A 4-byte big-endian length, then `KEY\0VALUE\0` pairs (the CGI/Rack environment, including
 //! the app's connect password), then the request body. The app answers with an HTTP response.
+//!
+//! A connection carries requests one after the other (never pipelined: the core sends the
+//! next one only once it has read the previous response whole). After a response the loader
+//! keeps the connection and reads the next header on it only when the response was delimited
+//! and nothing went wrong:
+//! - delimited: a HEAD request, or a 1xx (not 101), 204 or 304 status, with no body bytes; or
+//!   exactly one `Content-Length` and exactly that many body bytes (a longer body is cut at
+//!   it; a shorter one ends the connection);
+//! - not hijacked, not a 101, not the core's `OOBW` pseudo-request, the whole request body
+//!   read, the loader not stopping.
+//!
+//! Otherwise it says `Connection: close` in the head when it can still do so, and closes the
+//! connection after the response. A loader waiting on a kept connection goes back to accepting
+//! when the core closes it; stopping wakes such waits. Each loader thread serves one
+//! connection at a time, so the core keeps connections only to processes it sends no more
+//! concurrent requests than they advertised.
 
 use thiserror::Error;
 
