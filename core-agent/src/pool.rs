@@ -650,13 +650,23 @@ impl<S: Spawner> Pool<S> {
             }
             // Waiting requests take free slots, first come first served.
             // (A request waiting for its busy sticky process lets later ones by.)
-            let mut still_waiting = VecDeque::new();
+            let mut passed_over = Vec::new();
             while let Some(waiter) = group.waiters.pop_front() {
                 if waiter.tx.is_closed() {
                     continue;
                 }
                 let Some(i) = group.pick_for(waiter.sticky) else {
-                    still_waiting.push_back(waiter);
+                    // (A sticky id whose process is gone was served like any other.)
+                    let no_room_at_all = waiter
+                        .sticky
+                        .and_then(|id| group.sticky_target(id))
+                        .is_none();
+                    passed_over.push(waiter);
+                    if no_room_at_all {
+                        // Nobody behind can be served either: the rest of the queue stays as
+                        // it is (walking it on every release made a long queue quadratic).
+                        break;
+                    }
                     continue;
                 };
                 let process = group.grant(i, now);
@@ -664,7 +674,9 @@ impl<S: Spawner> Pool<S> {
                     group.ungrant(i);
                 }
             }
-            group.waiters = still_waiting;
+            for waiter in passed_over.into_iter().rev() {
+                group.waiters.push_front(waiter);
+            }
             // Drained processes with nothing left to do stop.
             let mut i = 0;
             while i < group.procs.len() {
