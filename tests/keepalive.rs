@@ -65,7 +65,12 @@ impl Client {
                 self.error_log()
             );
         }
-        let mut response = parse_head(&head);
+        let (status, headers) = parse_head(&String::from_utf8_lossy(&head));
+        let mut response = Response {
+            status,
+            headers,
+            body: Vec::new(),
+        };
         let no_body = method == "HEAD" || matches!(response.status, 204 | 304);
         response.body = if no_body {
             Vec::new()
@@ -102,27 +107,6 @@ impl Client {
 
     fn get(&mut self, path: &str) -> Response {
         self.send("GET", path, b"")
-    }
-}
-
-/// A response head (status line and headers; the body is read by the caller).
-fn parse_head(head: &[u8]) -> Response {
-    let head = String::from_utf8_lossy(head);
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    Response {
-        status,
-        headers,
-        body: Vec::new(),
     }
 }
 
@@ -305,22 +289,11 @@ def serve(conn, number):
     conn.close()
 
 def read_request_from(conn, data):
-    while b":" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return None, b""
-        data += chunk
-    length, rest = data.split(b":", 1)
-    length = int(length)
-    while len(rest) < length + 1:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return None, b""
-        rest += chunk
-    items = rest[:length].split(b"\0")[:-1]
-    pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in zip(items[0::2], items[1::2])]
+    """The next request's pairs, and the bytes after its body."""
+    pairs, rest = read_request(conn, data)
+    if pairs is None:
+        return None, b""
     body_length = int(dict(pairs).get("CONTENT_LENGTH") or 0)
-    rest = rest[length + 1:]
     while len(rest) < body_length:
         chunk = conn.recv(65536)
         if not chunk:

@@ -836,6 +836,20 @@ mod tests {
         }
     }
 
+    /// nginx's end of a new connection to `server`, and the task serving it.
+    fn connection_to(
+        server: &Arc<RequestServer<FakeApp>>,
+    ) -> (UnixStream, tokio::task::JoinHandle<()>) {
+        let (core, nginx) = UnixStream::pair().unwrap();
+        let server = server.clone();
+        let serving = tokio::spawn(async move {
+            // The sender lives as long as the connection: the core is not shutting down.
+            let (_shutdown_tx, shutdown) = watch::channel(false);
+            server.handle(core, shutdown).await
+        });
+        (nginx, serving)
+    }
+
     #[tokio::test]
     async fn one_connection_carries_requests_until_a_response_is_unframed() {
         let dir = std::env::temp_dir().join(format!("request-server-test-{}", std::process::id()));
@@ -849,12 +863,7 @@ mod tests {
             sessions: session::IdleSessions::default(),
             options: app_options::OptionsCache::default(),
         });
-        let (core, mut nginx) = UnixStream::pair().unwrap();
-        let (_shutdown_tx, shutdown) = watch::channel(false);
-        let serving = tokio::spawn({
-            let server = server.clone();
-            async move { server.handle(core, shutdown).await }
-        });
+        let (mut nginx, serving) = connection_to(&server);
         let request = |uri: &str, method: &str, body: &str| {
             scgi_request(
                 &[
@@ -887,12 +896,7 @@ mod tests {
 
         // Nor is a response without a length; and a wrong password is refused on a reused
         // connection too.
-        let (core, mut nginx) = UnixStream::pair().unwrap();
-        let (_shutdown_tx, shutdown) = watch::channel(false);
-        let serving = tokio::spawn({
-            let server = server.clone();
-            async move { server.handle(core, shutdown).await }
-        });
+        let (mut nginx, serving) = connection_to(&server);
         nginx
             .write_all(&request("/unframed", "GET", ""))
             .await
@@ -902,12 +906,7 @@ mod tests {
         assert_eq!(body, "/unframed ");
         serving.await.unwrap();
 
-        let (core, mut nginx) = UnixStream::pair().unwrap();
-        let (_shutdown_tx, shutdown) = watch::channel(false);
-        let serving = tokio::spawn({
-            let server = server.clone();
-            async move { server.handle(core, shutdown).await }
-        });
+        let (mut nginx, serving) = connection_to(&server);
         nginx.write_all(&request("/4", "GET", "")).await.unwrap();
         assert_eq!(response(&mut nginx).await.1, "/4 ");
         let mut bad = request("/5", "GET", "");
@@ -922,12 +921,7 @@ mod tests {
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
 
         // A kept connection that closes under a request: the request goes again on a new one.
-        let (core, mut nginx) = UnixStream::pair().unwrap();
-        let (_shutdown_tx, shutdown) = watch::channel(false);
-        let serving = tokio::spawn({
-            let server = server.clone();
-            async move { server.handle(core, shutdown).await }
-        });
+        let (mut nginx, serving) = connection_to(&server);
         for uri in ["/drop-next", "/6", "/7"] {
             nginx.write_all(&request(uri, "GET", "")).await.unwrap();
             let (head, body) = response(&mut nginx).await;

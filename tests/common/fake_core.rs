@@ -32,10 +32,9 @@ if os.fork() > 0:
     os._exit(0)
 os.setsid()
 
-def read_request(conn):
+def read_request(conn, data=b""):
     """The SCGI header's pairs (latin-1 strings) and the bytes after it; (None, b"") if the
-    connection ends before the header does."""
-    data = b""
+    connection ends before the header does. `data`: bytes of it read already."""
     while b":" not in data:
         chunk = conn.recv(65536)
         if not chunk:

@@ -683,6 +683,24 @@ pub fn http(
     parse_response(&raw)
 }
 
+/// The status and headers of a response head (without the blank line that ends it).
+pub fn parse_head(head: &str) -> (u16, Vec<(String, String)>) {
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers = lines
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect();
+    (status, headers)
+}
+
 pub fn parse_response(raw: &[u8]) -> Response {
     let end = raw
         .windows(4)
@@ -693,20 +711,7 @@ pub fn parse_response(raw: &[u8]) -> Response {
                 String::from_utf8_lossy(raw)
             )
         });
-    let head = String::from_utf8_lossy(&raw[..end]);
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| {
-            l.split_once(':')
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        })
-        .collect();
+    let (status, headers) = parse_head(&String::from_utf8_lossy(&raw[..end]));
     let mut body = raw[end + 4..].to_vec();
     if headers
         .iter()

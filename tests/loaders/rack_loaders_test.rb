@@ -171,17 +171,8 @@ class RackLoadersTest < Minitest::Test
   def read_all(io, timeout = WAIT)
     deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
     data = +''.b
-    loop do
-      chunk = io.read_nonblock(65_536, exception: false)
-      case chunk
-      when nil then return data
-      when :wait_readable
-        left = deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC)
-        flunk "The connection was not closed within #{timeout}s; got #{data.inspect}" if left <= 0
-        IO.select([io], nil, nil, left)
-      else data << chunk
-      end
-    end
+    nil while fill(io, data, deadline, "The connection was not closed within #{timeout}s")
+    data
   end
 
   # One session-protocol request; returns [status line, body].
@@ -540,14 +531,14 @@ class RackLoadersTest < Minitest::Test
   end
 
   # Appends what the connection has to `data`; false at EOF.
-  def fill(sock, data, deadline)
+  def fill(sock, data, deadline, late = 'No complete response in time')
     loop do
       chunk = sock.read_nonblock(65_536, exception: false)
       case chunk
       when nil then return false
       when :wait_readable
         left = deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC)
-        flunk "No complete response in time; got #{data[0, 2000].inspect}" if left <= 0
+        flunk "#{late}; got #{data[0, 2000].inspect}" if left <= 0
         IO.select([sock], nil, nil, left)
       else
         data << chunk
