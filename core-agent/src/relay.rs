@@ -26,7 +26,7 @@ pub trait ChunkSource {
 }
 
 /// The body of a session-protocol response: everything until the app closes the connection,
-/// or, when the response is framed, at most its length (the rest until the close is dropped).
+/// or, when the app delimited it, exactly its length.
 pub struct ReadToEnd<'a, R> {
     reader: &'a mut R,
     /// Filled by read_buf (no zeroing) and handed out without a copy; it allocates on the

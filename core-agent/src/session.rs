@@ -1,6 +1,7 @@
 //! One request/response exchange with an app process over the session protocol: the CGI
 //! environment and body go to the app's unix socket, its response comes back, gets a
-//! normalised head, and is streamed to nginx.
+//! normalised head, and is streamed to nginx. A connection whose response the app delimited
+//! is kept for the process's next request (the rules: `passenger_protocol::session`).
 
 use crate::pool::{AppAddress, Process};
 use crate::relay::{self, Backlog};
@@ -437,9 +438,9 @@ where
     Ok(Upload::Done)
 }
 
-/// Reads the app's response head, writes the normalised head, then copies the rest until the
-/// app closes the connection (or, after a 101, returns so the caller can open the tunnel). Of a
-/// framed response, no more than its length goes to nginx.
+/// Reads the app's response head, writes the normalised head, then copies the body: as much
+/// as the app delimited it to (see [`response::app_body_length`]), else until the app closes
+/// the connection. After a 101 it returns, so that the caller can open the tunnel.
 async fn relay_response<R, W>(
     app: &mut R,
     client: &mut W,
