@@ -44,6 +44,7 @@ thread_local! {
     /// The upstream "server block" requests to the core go through: only its `peer.init`
     /// matters. Allocated once per worker and never freed.
     static CORE_UPSTREAM: *mut ngx_http_upstream_srv_conf_t = new_core_upstream();
+    static CORE_NAME: *mut ngx_str_t = new_core_name();
 }
 
 fn new_core_upstream() -> *mut ngx_http_upstream_srv_conf_t {
@@ -75,27 +76,26 @@ unsafe extern "C" fn init_peer(
 }
 
 /// Points `pc` at the core (again: nginx clears the address after each failed try).
-unsafe fn address_core(pc: *mut ngx_peer_connection_t, r: *mut ngx_http_request_t) -> bool {
+unsafe fn address_core(pc: *mut ngx_peer_connection_t) -> bool {
+    let Some(core) = crate::agents::core() else {
+        return false;
+    };
+    // nginx only reads these (connect, log lines); the core's live for the process.
     unsafe {
-        let Some(core) = crate::agents::core() else {
-            return false;
-        };
-        if (*pc).name.is_null() {
-            let Some(name) = crate::util::pool_str((*r).pool, core.peer_name.as_bytes()) else {
-                return false;
-            };
-            let name_ptr: *mut ngx_str_t = crate::util::pool_zeroed((*r).pool);
-            if name_ptr.is_null() {
-                return false;
-            }
-            *name_ptr = name;
-            (*pc).name = name_ptr;
-        }
-        // nginx only reads the address (connect, log lines); the core's lives for the process.
         (*pc).sockaddr = ptr::addr_of!(core.sockaddr) as *mut nginx_sys::sockaddr;
         (*pc).socklen = core.socklen;
-        true
+        (*pc).name = CORE_NAME.with(|name| *name);
     }
+    true
+}
+
+/// `unix:<core socket>` as nginx's log lines name the peer, made once per worker.
+fn new_core_name() -> *mut ngx_str_t {
+    let name = crate::agents::core().map_or(&[][..], |core| core.peer_name.as_bytes());
+    Box::into_raw(Box::new(ngx_str_t {
+        len: name.len(),
+        data: name.as_ptr() as *mut u8,
+    }))
 }
 
 /// Whether nginx would retry the request on a fresh connection after a cached one failed.
@@ -113,7 +113,7 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
         (*pc).set_cached(0);
         (*pc).connection = ptr::null_mut();
         let r: *mut ngx_http_request_t = data.cast();
-        if !address_core(pc, r) {
+        if !address_core(pc) {
             return rc(NGX_ERROR);
         }
         if !retryable(r) {
