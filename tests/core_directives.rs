@@ -9,7 +9,7 @@ use common::websocket_frames::{client_frame, open_websocket, read_frame};
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 for_both_nginx! {
@@ -99,9 +99,32 @@ fn response_buffer_high_watermark_bounds_what_a_slow_client_holds(flavour: Flavo
     }
 }
 
-/// Starts `GET path` on a thread; the response comes with `join`.
-fn get_async(port: u16, path: String) -> std::thread::JoinHandle<Response> {
-    std::thread::spawn(move || http(port, "GET", &path, &[], b""))
+/// Starts `n` requests to `/wait`, each on a thread (the response comes with `join`): each
+/// writes its process's pid to its `started` file, then waits until the `release` file exists.
+fn hold_requests(
+    nginx: &Nginx,
+    scratch: &Path,
+    n: usize,
+) -> (
+    PathBuf,
+    Vec<PathBuf>,
+    Vec<std::thread::JoinHandle<Response>>,
+) {
+    let release = scratch.join("release");
+    let started: Vec<_> = (0..n)
+        .map(|i| scratch.join(format!("started-{i}")))
+        .collect();
+    let requests = started
+        .iter()
+        .map(|s| {
+            let (port, path) = (
+                nginx.port(),
+                format!("/wait?file={}&started={}", release.display(), s.display()),
+            );
+            std::thread::spawn(move || http(port, "GET", &path, &[], b""))
+        })
+        .collect();
+    (release, started, requests)
 }
 
 fn pid_in(path: &Path) -> Option<i32> {
@@ -122,19 +145,7 @@ fn max_instances_caps_the_app_below_min_instances_and_demand(flavour: Flavour) {
     wait_until("two processes (min_instances 3, capped at 2)", || {
         nginx.app_pids().len() == 2
     });
-    let release = scratch.0.join("release");
-    let started: Vec<_> = (0..3)
-        .map(|i| scratch.0.join(format!("started-{i}")))
-        .collect();
-    let requests: Vec<_> = started
-        .iter()
-        .map(|s| {
-            get_async(
-                nginx.port(),
-                format!("/wait?file={}&started={}", release.display(), s.display()),
-            )
-        })
-        .collect();
+    let (release, started, requests) = hold_requests(&nginx, &scratch.0, 3);
     let mut running = Vec::new();
     wait_until("two of the three requests run", || {
         running = started.iter().filter_map(|s| pid_in(s)).collect::<Vec<_>>();
@@ -156,17 +167,7 @@ fn max_instances_caps_the_app_below_min_instances_and_demand(flavour: Flavour) {
 
 /// Holds two requests at once; returns the pids that run them.
 fn two_held_requests(nginx: &Nginx, scratch: &Path) -> (i32, i32) {
-    let release = scratch.join("release");
-    let started = [scratch.join("started-0"), scratch.join("started-1")];
-    let requests: Vec<_> = started
-        .iter()
-        .map(|s| {
-            get_async(
-                nginx.port(),
-                format!("/wait?file={}&started={}", release.display(), s.display()),
-            )
-        })
-        .collect();
+    let (release, started, requests) = hold_requests(nginx, scratch, 2);
     wait_until("both requests run", || started.iter().all(|s| s.exists()));
     let pids = (pid_in(&started[0]).unwrap(), pid_in(&started[1]).unwrap());
     std::fs::write(&release, "").unwrap();
@@ -193,26 +194,19 @@ fn force_max_concurrent_requests_per_process_overrides_the_thread_count(flavour:
     }
 }
 
-fn pid_of(r: &Response) -> i32 {
-    r.header("x-pid")
-        .unwrap_or_else(|| panic!("no X-Pid in {r:?}"))
-        .parse()
-        .unwrap()
-}
-
 /// `passenger_max_request_time 1`: a request that sleeps 30 s is answered 504, its process is
 /// killed and replaced, and the log says so with the app, the pid and the limit.
 fn max_request_time_kills_the_process_and_answers_504(flavour: Flavour) {
     let nginx = Nginx::start(flavour, &[site("passenger_max_request_time 1;")]);
     let first = nginx.get("/");
     assert_eq!(first.status, 200);
-    let old = pid_of(&first);
+    let old = first.pid();
     let slow = nginx.get("/sleep?secs=30");
     assert_eq!(slow.status, 504, "{slow:?}");
     wait_until("the process that ran too long is gone", || !alive(old));
     let next = nginx.get("/");
     assert_eq!(next.status, 200);
-    assert_ne!(pid_of(&next), old, "a new process serves");
+    assert_ne!(next.pid(), old, "a new process serves");
     let line = format!("App {old} of group");
     let log = nginx.passenger_log();
     let logged = log
@@ -234,15 +228,15 @@ fn memory_limit_recycles_a_process_that_grew_past_it(flavour: Flavour) {
     let nginx = Nginx::start(flavour, &[site("passenger_memory_limit 100;")]);
     let first = nginx.get("/");
     assert_eq!(first.status, 200);
-    let small = pid_of(&first);
-    assert_eq!(pid_of(&nginx.get("/")), small, "a small process is kept");
+    let small = first.pid();
+    assert_eq!(nginx.get("/").pid(), small, "a small process is kept");
     let grown = nginx.get("/grow?mb=150");
     assert_eq!(grown.status, 200, "the request that grew it completes");
-    assert_eq!(pid_of(&grown), small);
+    assert_eq!(grown.pid(), small);
     wait_until("the grown process is gone", || !alive(small));
     let next = nginx.get("/");
     assert_eq!(next.status, 200);
-    assert_ne!(pid_of(&next), small);
+    assert_ne!(next.pid(), small);
     let log = nginx.passenger_log();
     assert!(
         log.lines()
@@ -283,18 +277,10 @@ fn rolling_restarts_off_waits_for_the_old_process_before_new_ones_serve(flavour:
             },
         );
         let nginx = Nginx::start_with(flavour, &[site(&extra)], "passenger_stat_throttle_rate 0;");
-        let release = scratch.0.join("release");
-        let started = scratch.0.join("started");
-        let held = get_async(
-            nginx.port(),
-            format!(
-                "/wait?file={}&started={}",
-                release.display(),
-                started.display()
-            ),
-        );
+        let (release, started, mut held) = hold_requests(&nginx, &scratch.0, 1);
+        let (started, held) = (&started[0], held.remove(0));
         wait_until("the held request runs", || started.exists());
-        let old = pid_in(&started).unwrap();
+        let old = pid_in(started).unwrap();
         touch(&restart, 2_000_000);
         let (tx, rx) = std::sync::mpsc::channel();
         let port = nginx.port();
@@ -325,23 +311,12 @@ fn rolling_restarts_off_waits_for_the_old_process_before_new_ones_serve(flavour:
         );
         let next = next.join().unwrap();
         assert_eq!(next.status, 200);
-        assert_ne!(pid_of(&next), old, "a new process serves after the restart");
+        assert_ne!(next.pid(), old, "a new process serves after the restart");
         wait_until("the old process is gone", || !alive(old));
     }
 }
 
 /// The `name=<id>` part of a Set-Cookie header for cookie `name`, and the rest.
-fn route_cookie<'a>(r: &'a Response, name: &str) -> Option<(String, &'a str)> {
-    r.headers
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
-        .find_map(|(_, v)| {
-            let (pair, rest) = v.split_once(';').unwrap_or((v, ""));
-            pair.starts_with(&format!("{name}="))
-                .then(|| (pair.to_string(), rest.trim()))
-        })
-}
-
 /// `passenger_sticky_sessions on` with two processes: a response without a valid cookie sets
 /// one naming its process, and every request carrying it goes to that process; an unknown id
 /// is ignored (and replaced). The cookie name and attributes follow their directives.
@@ -367,10 +342,11 @@ fn sticky_sessions_route_a_client_to_its_process(flavour: Flavour) {
         let mut cookies = std::collections::HashMap::new();
         for _ in 0..4 {
             let r = http(port, "GET", "/", &[], b"");
-            let (cookie, rest) =
-                route_cookie(&r, name).unwrap_or_else(|| panic!("no {name} cookie set in {r:?}"));
+            let (cookie, rest) = r
+                .set_cookie(name)
+                .unwrap_or_else(|| panic!("no {name} cookie set in {r:?}"));
             assert_eq!(rest, attributes);
-            cookies.insert(pid_of(&r), cookie);
+            cookies.insert(r.pid(), cookie.to_string());
         }
         assert_eq!(cookies.len(), 2, "both processes served: {cookies:?}");
         for (pid, cookie) in &cookies {
@@ -382,9 +358,9 @@ fn sticky_sessions_route_a_client_to_its_process(flavour: Flavour) {
                     &[("Cookie", &format!("a=b; {cookie}"))],
                     b"",
                 );
-                assert_eq!(pid_of(&r), *pid, "{cookie} goes to {pid}");
+                assert_eq!(r.pid(), *pid, "{cookie} goes to {pid}");
                 assert!(
-                    route_cookie(&r, name).is_none(),
+                    r.set_cookie(name).is_none(),
                     "a valid cookie is kept: {r:?}"
                 );
             }
@@ -397,8 +373,8 @@ fn sticky_sessions_route_a_client_to_its_process(flavour: Flavour) {
             b"",
         );
         assert_eq!(r.status, 200);
-        let (cookie, _) = route_cookie(&r, name).expect("an unknown id is replaced");
-        assert_eq!(&cookie, cookies.get(&pid_of(&r)).unwrap());
+        let (cookie, _) = r.set_cookie(name).expect("an unknown id is replaced");
+        assert_eq!(cookie, cookies.get(&r.pid()).unwrap());
     }
 }
 

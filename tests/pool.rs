@@ -16,13 +16,6 @@ fn site(extra: &str) -> Site {
     s
 }
 
-fn pid_of(r: &Response) -> i32 {
-    r.header("x-pid")
-        .unwrap_or_else(|| panic!("no x-pid in {r:?}"))
-        .parse()
-        .unwrap()
-}
-
 /// The app processes: the core's children.
 /// Sets `path`'s mtime to `secs` after the epoch (creating the file), so each touch is a change
 /// whatever the file system's timestamp granularity.
@@ -44,7 +37,7 @@ fn restart_txt_under_load_drops_no_request(flavour: Flavour) {
     );
     let first = nginx.get("/");
     assert_eq!(first.status, 200, "{first:?}\n{}", nginx.passenger_log());
-    let old = pid_of(&first);
+    let old = first.pid();
 
     let stop = Arc::new(AtomicBool::new(false));
     let served = Arc::new(AtomicUsize::new(0));
@@ -57,7 +50,7 @@ fn restart_txt_under_load_drops_no_request(flavour: Flavour) {
             while !stop.load(Ordering::SeqCst) {
                 let r = http(port, "GET", "/", &[], b"");
                 if r.status == 200 {
-                    pids.push(pid_of(&r));
+                    pids.push(r.pid());
                 } else {
                     failures.push(r);
                 }
@@ -74,7 +67,7 @@ fn restart_txt_under_load_drops_no_request(flavour: Flavour) {
         "a request served by a new process after restart.txt",
         || {
             let r = nginx.get("/");
-            r.status == 200 && pid_of(&r) != old
+            r.status == 200 && r.pid() != old
         },
     );
     // Keep the loop going until the old process is gone too.
@@ -109,7 +102,7 @@ fn min_instances_exist_after_the_first_request(flavour: Flavour) {
     // Sequential requests spread over them (least recently used first).
     let mut seen = std::collections::BTreeSet::new();
     wait_until("sequential requests reach all 3 processes", || {
-        seen.insert(pid_of(&nginx.get("/")));
+        seen.insert(nginx.get("/").pid());
         seen.len() == 3
     });
 }
@@ -280,13 +273,13 @@ fn a_waiting_request_whose_client_left_leaves_the_queue(flavour: Flavour) {
 
 fn killed_app_process_is_replaced(flavour: Flavour) {
     let nginx = Nginx::start(flavour, &[site("")]);
-    let pid = pid_of(&nginx.get("/"));
+    let pid = nginx.get("/").pid();
     unsafe { libc::kill(pid, libc::SIGKILL) };
     wait_all_gone(&[pid], "the killed app process");
     for _ in 0..3 {
         let r = nginx.get("/");
         assert_eq!(r.status, 200, "{r:?}\n{}", nginx.passenger_log());
-        assert_ne!(pid_of(&r), pid);
+        assert_ne!(r.pid(), pid);
     }
 }
 
@@ -310,14 +303,14 @@ fn a_request_in_flight_on_a_killed_process_gets_502(flavour: Flavour) {
     assert_eq!(r.status, 502, "{r:?}");
     let next = nginx.get("/");
     assert_eq!(next.status, 200, "{next:?}\n{}", nginx.passenger_log());
-    assert_ne!(pid_of(&next), pid);
+    assert_ne!(next.pid(), pid);
 }
 
 fn max_requests_recycles_the_process(flavour: Flavour) {
     let nginx = Nginx::start(flavour, &[site("passenger_max_requests 3;")]);
-    let pids: Vec<i32> = (0..3).map(|_| pid_of(&nginx.get("/"))).collect();
+    let pids: Vec<i32> = (0..3).map(|_| nginx.get("/").pid()).collect();
     assert!(pids.iter().all(|&p| p == pids[0]), "{pids:?}");
-    let fourth = pid_of(&nginx.get("/"));
+    let fourth = nginx.get("/").pid();
     assert_ne!(fourth, pids[0], "the fourth request goes to a new process");
     wait_all_gone(&[pids[0]], "the recycled process");
 }
@@ -346,7 +339,7 @@ fn break_a_deploy(flavour: Flavour, resist: &str) -> (Nginx, i32, Scratch) {
     )
     .unwrap();
     touch(&app.join("tmp/restart.txt"), 1_000_000);
-    (nginx, pid_of(&first), scratch)
+    (nginx, first.pid(), scratch)
 }
 
 fn a_failed_deploy_stops_the_old_version_and_shows_the_error(flavour: Flavour) {
@@ -368,7 +361,7 @@ fn resist_deployment_errors_keeps_the_old_version_serving(flavour: Flavour) {
     let (nginx, old, _scratch) = break_a_deploy(flavour, "on");
     // The first request after the touch starts the restart; the new version's failure is
     // logged; the old process goes on serving.
-    assert_eq!(pid_of(&nginx.get("/")), old);
+    assert_eq!(nginx.get("/").pid(), old);
     wait_until("the new version's failure logged", || {
         nginx
             .passenger_log()
@@ -377,7 +370,7 @@ fn resist_deployment_errors_keeps_the_old_version_serving(flavour: Flavour) {
     for _ in 0..3 {
         let r = nginx.get("/");
         assert_eq!(r.status, 200, "{r:?}");
-        assert_eq!(pid_of(&r), old, "the old version serves on");
+        assert_eq!(r.pid(), old, "the old version serves on");
     }
 }
 

@@ -1099,17 +1099,6 @@ fn bad_values_name_their_source() {
 }
 
 /// The `route=<id>` part of a response's Set-Cookie for cookie `name`, and its attributes.
-fn set_cookie<'a>(r: &'a Response, name: &str) -> Option<(&'a str, &'a str)> {
-    r.headers
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
-        .find_map(|(_, v)| {
-            let (pair, rest) = v.split_once(';').unwrap_or((v, ""));
-            pair.starts_with(&format!("{name}="))
-                .then(|| (pair, rest.trim()))
-        })
-}
-
 /// `--sticky-sessions --sticky-sessions-cookie-name route --min-instances 2`: the first
 /// response sets `route=<id>` (with the default attributes), and requests carrying a process's
 /// cookie all go to that process while the other one lives.
@@ -1126,10 +1115,6 @@ fn sticky_sessions_route_a_client_to_its_process() {
         "2",
     ]);
     let mut run = Running::start(cmd);
-    let pid_of = |r: &Response| -> i32 {
-        assert_eq!(r.status, 200, "{r:?}\nstderr:\n{}", run.stderr());
-        r.header("x-pid").unwrap().parse().unwrap()
-    };
 
     // Without a cookie every response sets one naming its process; ask until both processes
     // (the second one spawns after the first request) have answered.
@@ -1141,10 +1126,11 @@ fn sticky_sessions_route_a_client_to_its_process() {
             "a second process served within {PATIENCE:?}: {cookies:?}"
         );
         let r = http(port, "GET", "/", &[], b"");
-        let (cookie, attributes) =
-            set_cookie(&r, "route").unwrap_or_else(|| panic!("no route cookie in {r:?}"));
+        let (cookie, attributes) = r
+            .set_cookie("route")
+            .unwrap_or_else(|| panic!("no route cookie in {r:?}"));
         assert_eq!(attributes, "SameSite=Lax; Secure;", "{r:?}");
-        cookies.insert(pid_of(&r), cookie.to_string());
+        cookies.insert(r.pid(), cookie.to_string());
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     for (pid, cookie) in &cookies {
@@ -1156,13 +1142,9 @@ fn sticky_sessions_route_a_client_to_its_process() {
                 &[("Cookie", &format!("other=1; {cookie}"))],
                 b"",
             );
-            assert_eq!(
-                pid_of(&r),
-                *pid,
-                "{cookie} goes to process {pid}: {cookies:?}"
-            );
+            assert_eq!(r.pid(), *pid, "{cookie} goes to process {pid}: {cookies:?}");
             assert!(
-                set_cookie(&r, "route").is_none(),
+                r.set_cookie("route").is_none(),
                 "a valid cookie is kept: {r:?}"
             );
         }

@@ -655,6 +655,26 @@ impl Response {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+
+    /// The pid of the app process that answered (the test apps name it in `X-Pid`).
+    pub fn pid(&self) -> i32 {
+        self.header("x-pid")
+            .unwrap_or_else(|| panic!("no X-Pid in {self:?}"))
+            .parse()
+            .unwrap()
+    }
+
+    /// The `Set-Cookie` of cookie `name`: its `name=value` pair and the attributes after it.
+    pub fn set_cookie(&self, name: &str) -> Option<(&str, &str)> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+            .find_map(|(_, v)| {
+                let (pair, rest) = v.split_once(';').unwrap_or((v, ""));
+                pair.starts_with(&format!("{name}="))
+                    .then(|| (pair, rest.trim()))
+            })
+    }
 }
 
 /// One HTTP/1.1 request with `Connection: close`; reads the response to EOF.
