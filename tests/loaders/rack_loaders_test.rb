@@ -1024,10 +1024,10 @@ class RackLoadersTest < Minitest::Test
     assert_match(/longer than its Content-Length \(7\)/, log, 'the cut is logged')
   end
 
-  # The loader closes `sock` within 5 s, sending nothing more.
+  # The loader closes `sock` (within WAIT), sending nothing more.
   def assert_closed_soon(sock, what)
-    ready = IO.select([sock], nil, nil, 5)
-    flunk "#{what}: still open after 5 s (a thread waiting for the next request was not woken)" unless ready
+    ready = IO.select([sock], nil, nil, WAIT)
+    flunk "#{what}: still open after #{WAIT} s (a thread waiting for the next request was not woken)" unless ready
     assert_nil sock.read_nonblock(1, exception: false), "#{what}: EOF, nothing more"
   end
 
@@ -1070,7 +1070,7 @@ class RackLoadersTest < Minitest::Test
     response = parse_response(received + read_all(busy))
     assert_equal "first\nsecond\n", response.body, 'the request in progress was served to its end'
     assert response.close?
-    assert_equal 0, wait_exit(loader, 'the loader with an idle kept connection', 5).exitstatus
+    assert_equal 0, wait_exit(loader, 'the loader with an idle kept connection', WAIT).exitstatus
   ensure
     idle&.close
     busy&.close

@@ -184,6 +184,13 @@ def app(environ, start_response):
     if path == '/print':
         print('printed during request', q['tag'])
         return as_json(start_response, {'printed': q['tag']})
+    if path == '/gated':  # connects to the test's `signal` socket, answers once it says so
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(30)
+        s.connect(q['signal'])
+        got = s.recv(16)
+        s.close()
+        return as_json(start_response, {'got': got.decode()})
     if path == '/slow':
         start = time.monotonic()
         time.sleep(0.5)  # the work of a slow request
@@ -982,18 +989,28 @@ class KeepAliveStopTest(LoaderTestCase):
         with Conn(loader) as c:
             self.assertEqual(c.request('GET', '/env').status, 200)
             # The main thread waits for the next request on `c`: the stop must wake it.
-            stop_within(loader, 5)
+            stop_within(loader, WAIT)  # stuck, it would never exit
             self.assertEqual(c.rest(), b'')
 
     def test_idle_kept_connections_threaded(self):
-        loader = self.start(thread_count=2)
+        loader = self.start(thread_count=3)
         loader.handshake()
-        with Conn(loader) as a, Conn(loader) as b:
+        with Conn(loader) as a, Conn(loader) as b, Conn(loader) as busy, Gate(self.tmp) as gate:
             self.assertEqual(a.request('GET', '/env').status, 200)
             self.assertEqual(b.request('GET', '/env').status, 200)
-            # Less than the 2 s that the join of two stuck threads would take.
-            stop_within(loader, 1.0)
+            busy.send('GET', '/gated?signal=' + gate.path)
+            gate.wait_for_app()
+            loader.proc.stdin.close()
+            # The idle connections close while a request still holds the loader: the stop
+            # woke their threads (stuck ones would only let go when the process exits).
             self.assertEqual((a.rest(), b.rest()), (b'', b''))
+            self.assertIsNone(loader.proc.poll(), 'the loader exited with a request held')
+            gate.release(b'go')
+            r = busy._head('GET /gated')
+            r.body = busy.buf + busy.rest()
+            self.assertEqual((r.status, r.json()), (200, {'got': 'go'}))
+            self.assertEqual(r.all('Connection'), ['close'], r.raw)
+            self.assertEqual(wait_exit(loader), 0, loader.output())
 
     def test_request_in_progress_finishes_then_closes(self):
         for threads in (1, 3):
@@ -1001,24 +1018,66 @@ class KeepAliveStopTest(LoaderTestCase):
                 loader = self.start(thread_count=threads)
                 loader.handshake()
                 # (With one thread, a second connection waits for the first one to close.)
-                with Conn(loader) as busy, Conn(loader) if threads > 1 else busy as idle:
+                with Conn(loader) as busy, Conn(loader) if threads > 1 else busy as idle, \
+                        Gate(self.tmp) as gate:
                     if threads > 1:
                         self.assertEqual(idle.request('GET', '/env').status, 200)
-                    busy.send('GET', '/slow')
-                    time.sleep(0.2)  # the app is in its 0.5 s of work
+                    busy.send('GET', '/gated?signal=' + gate.path)
+                    gate.wait_for_app()  # the app is inside the request
                     loader.proc.stdin.close()
-                    r = busy._head('GET /slow')
-                    r.body = busy.buf + busy.rest()
-                    self.assertEqual(r.status, 200)
-                    self.assertIn('end', r.json())
-                    self.assertEqual(r.all('Connection'), ['close'], r.raw)
                     if threads > 1:
+                        # The idle connection closing shows the loader has seen the stop.
                         self.assertEqual(idle.rest(), b'')
-                    try:
-                        self.assertEqual(loader.proc.wait(WAIT), 0, loader.output())
-                    except subprocess.TimeoutExpired:
-                        raise AssertionError('the loader did not exit within %d s\n%s'
-                                             % (WAIT, loader.output())) from None
+                    gate.release(b'go')
+                    r = busy._head('GET /gated')
+                    # The response is whole, and then the connection closes (rest reads to EOF).
+                    r.body = busy.buf + busy.rest()
+                    self.assertEqual((r.status, r.json()), (200, {'got': 'go'}))
+                    if threads > 1:
+                        # Known to be stopping before the head went out: it says so.
+                        self.assertEqual(r.all('Connection'), ['close'], r.raw)
+                    self.assertEqual(wait_exit(loader), 0, loader.output())
+
+
+class Gate:
+    """A unix socket the /gated endpoint connects to: the test knows the app is inside the
+    request, and lets it answer."""
+
+    def __init__(self, tmp):
+        self.path = os.path.join(tmp, 'gate.%s' % secrets.token_hex(4))
+        self.listener = socket.socket(socket.AF_UNIX)
+        self.listener.bind(self.path)
+        self.listener.listen(1)
+        self.listener.settimeout(WAIT)
+        self.app = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.app:
+            self.app.close()
+        self.listener.close()
+
+    def wait_for_app(self):
+        try:
+            self.app, _ = self.listener.accept()
+        except socket.timeout:
+            raise AssertionError('the app did not reach the gate within %d s' % WAIT) from None
+
+    def release(self, word):
+        self.app.sendall(word)
+        self.app.close()
+        self.app = None
+
+
+def wait_exit(loader):
+    """The loader's exit status, which must come within WAIT."""
+    try:
+        return loader.proc.wait(WAIT)
+    except subprocess.TimeoutExpired:
+        raise AssertionError('the loader did not exit within %d s\n%s'
+                             % (WAIT, loader.output())) from None
 
 
 class LifecycleTest(LoaderTestCase):
