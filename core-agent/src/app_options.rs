@@ -557,8 +557,13 @@ impl AppOptions {
 /// again per request is wasted work: this keeps the last results (a bounded number).
 #[derive(Default)]
 pub struct OptionsCache {
-    parsed: std::sync::Mutex<std::collections::HashMap<Vec<u8>, std::sync::Arc<AppOptions>>>,
+    parsed: std::sync::Mutex<ParsedOptions>,
 }
+
+/// Keyed by [`options_text`], a few KB hashed per request. Fx rather than SipHash: the text
+/// comes from the nginx configuration (clients cannot send `PASSENGER_*` keys), so nobody can
+/// aim collisions at it, and SipHash over it was a visible part of the core's profile.
+type ParsedOptions = rustc_hash::FxHashMap<Vec<u8>, std::sync::Arc<AppOptions>>;
 
 /// More distinct option sets than this (locations times option variants) clear the cache.
 const MAX_CACHED_OPTION_SETS: usize = 256;
@@ -579,10 +584,7 @@ impl OptionsCache {
         Ok(parsed)
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<Vec<u8>, std::sync::Arc<AppOptions>>>
-    {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ParsedOptions> {
         self.parsed.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -4,7 +4,7 @@
 //! first (as SCGI requires), the passenger options travel as `PASSENGER_*` keys and the core's
 //! password as [`crate::options::CONNECT_PASSWORD`].
 
-use std::collections::HashSet;
+use rustc_hash::FxHashSet;
 use thiserror::Error;
 
 /// Default bound on the netstring header; a larger one is refused before it is buffered.
@@ -124,7 +124,9 @@ pub fn decode(buf: &[u8], max_header: usize) -> Result<crate::Decoded<ScgiHeader
     let raw = crate::split_pairs(&buf[start..end])
         .map_err(|o| ScgiError::BadPairs { offset: start + o })?;
     let content_length = content_length(raw.first().copied())?;
-    let mut seen = HashSet::with_capacity(raw.len());
+    // Keys are short and bounded by the header limit, and a collision only costs a compare:
+    // Fx rather than SipHash, which was a tenth of decoding.
+    let mut seen = FxHashSet::with_capacity_and_hasher(raw.len(), Default::default());
     let mut offset = start;
     for &(k, v) in &raw {
         let key = || String::from_utf8_lossy(k).into_owned();
