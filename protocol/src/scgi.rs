@@ -4,7 +4,6 @@
 //! first (as SCGI requires), the passenger options travel as `PASSENGER_*` keys and the core's
 //! password as [`crate::options::CONNECT_PASSWORD`].
 
-use rustc_hash::FxHashSet;
 use thiserror::Error;
 
 /// Default bound on the netstring header; a larger one is refused before it is buffered.
@@ -124,19 +123,18 @@ pub fn decode(buf: &[u8], max_header: usize) -> Result<crate::Decoded<ScgiHeader
     let raw = crate::split_pairs(&buf[start..end])
         .map_err(|o| ScgiError::BadPairs { offset: start + o })?;
     let content_length = content_length(raw.first().copied())?;
-    // Keys are short and bounded by the header limit, and a collision only costs a compare:
-    // Fx rather than SipHash, which was a tenth of decoding.
-    let mut seen = FxHashSet::with_capacity_and_hasher(raw.len(), Default::default());
-    let mut offset = start;
-    for &(k, v) in &raw {
-        let key = || String::from_utf8_lossy(k).into_owned();
-        if !valid_key(k) {
-            return Err(ScgiError::BadKey { key: key(), offset });
-        }
-        if !seen.insert(k) {
-            return Err(ScgiError::DuplicateKey { key: key(), offset });
-        }
-        offset += k.len() + v.len() + 2;
+    // The first pair in order that is bad or repeats an earlier key is the one reported.
+    let bad = raw.iter().position(|(k, _)| !valid_key(k));
+    let repeated = first_repeated_key(&raw);
+    if let Some(i) = bad.into_iter().chain(repeated).min() {
+        let k = raw[i].0;
+        let key = String::from_utf8_lossy(k).into_owned();
+        let offset = k.as_ptr() as usize - buf.as_ptr() as usize;
+        return Err(if Some(i) == bad {
+            ScgiError::BadKey { key, offset }
+        } else {
+            ScgiError::DuplicateKey { key, offset }
+        });
     }
     let text = &buf[start..end];
     let base = text.as_ptr() as usize;
@@ -153,6 +151,22 @@ pub fn decode(buf: &[u8], max_header: usize) -> Result<crate::Decoded<ScgiHeader
         },
         end + 1,
     )))
+}
+
+/// The index of the first pair whose key came before. Sorting rather than hashing: most keys
+/// are client header names, so a fast unseeded hash could be fed collisions, and SipHash was a
+/// tenth of decoding.
+fn first_repeated_key(pairs: &[(&[u8], &[u8])]) -> Option<usize> {
+    let mut keys: Vec<(&[u8], usize)> = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, &(k, _))| (k, i))
+        .collect();
+    keys.sort_unstable();
+    keys.windows(2)
+        .filter(|w| w[0].0 == w[1].0)
+        .map(|w| w[1].1)
+        .min()
 }
 
 /// Reads the `<len>:` prefix: `Ok(None)` while incomplete, else the length and where the
@@ -299,6 +313,45 @@ mod tests {
                 key: "A\nB".into(),
                 offset: 20
             })
+        );
+    }
+
+    #[test]
+    fn the_first_bad_or_repeated_key_in_order_is_reported() {
+        let decoded = |keys: &[&str]| {
+            let mut pairs = vec![(&b"CONTENT_LENGTH"[..], &b"0"[..])];
+            pairs.extend(keys.iter().map(|k| (k.as_bytes(), &b"v"[..])));
+            decode(&encode(pairs), 1000).unwrap_err()
+        };
+        let offset_of = |i: usize| 3 + "CONTENT_LENGTH\00\0".len() + i * "K\0v\0".len();
+        // B repeats before A does; a key repeated twice is reported at its second appearance.
+        assert_eq!(
+            decoded(&["A", "B", "B", "A", "A"]),
+            ScgiError::DuplicateKey {
+                key: "B".into(),
+                offset: offset_of(2)
+            }
+        );
+        assert_eq!(
+            decoded(&["A", "A", "!"]),
+            ScgiError::DuplicateKey {
+                key: "A".into(),
+                offset: offset_of(1)
+            }
+        );
+        assert_eq!(
+            decoded(&["A", "!", "A"]),
+            ScgiError::BadKey {
+                key: "!".into(),
+                offset: offset_of(1)
+            }
+        );
+        assert_eq!(
+            decoded(&["!", "!"]),
+            ScgiError::BadKey {
+                key: "!".into(),
+                offset: offset_of(0)
+            }
         );
     }
 }
