@@ -323,7 +323,8 @@ mod tests {
             pairs.extend(keys.iter().map(|k| (k.as_bytes(), &b"v"[..])));
             decode(&encode(pairs), 1000).unwrap_err()
         };
-        let offset_of = |i: usize| 3 + "CONTENT_LENGTH\00\0".len() + i * "K\0v\0".len();
+        // "NN:" then CONTENT_LENGTH NUL 0 NUL, then 4 bytes per one-letter key with value "v".
+        let offset_of = |i: usize| 3 + "CONTENT_LENGTH".len() + 3 + i * 4;
         // B repeats before A does; a key repeated twice is reported at its second appearance.
         assert_eq!(
             decoded(&["A", "B", "B", "A", "A"]),
