@@ -13,6 +13,7 @@ for_both_nginx! {
     a_node_app_gets_its_environment_and_its_output_is_logged,
     a_node_app_that_throws_at_load_shows_the_error,
     an_explicit_type_and_startup_file_are_honoured,
+    a_body_in_pieces_or_cut_short_reaches_the_client_as_the_app_sent_it,
 }
 
 fn a_node_app_is_detected_and_served(flavour: Flavour) {
@@ -112,4 +113,32 @@ fn an_explicit_type_and_startup_file_are_honoured(flavour: Flavour) {
     let r = nginx.get("/");
     assert_eq!(r.status, 200, "{r:?}\n{}", nginx.passenger_log());
     assert_eq!(r.text(), "hello from node\n");
+}
+
+fn a_body_in_pieces_or_cut_short_reaches_the_client_as_the_app_sent_it(flavour: Flavour) {
+    // The core sends a small body of known length in one write with its head (it waits for
+    // the first bytes); larger ones and the rest of a body follow as they come.
+    let nginx = Nginx::start(flavour, &[Site::app("node")]);
+    for n in [30, 20_000, 300_000] {
+        let r = nginx.get(&format!("/pieces?n={n}"));
+        assert_eq!(r.status, 200, "{r:?}");
+        let expected: Vec<u8> = b"abcdefghij".iter().copied().cycle().take(n).collect();
+        assert!(
+            r.body == expected,
+            "/pieces?n={n} gave {} bytes, not the {n} the app sent\n{}",
+            r.body.len(),
+            nginx.passenger_log()
+        );
+    }
+    let r = nginx.get("/short");
+    assert!(
+        r.body.len() < 100 && r.body.starts_with(b"0123456789"),
+        "a body the app cut short after 10 of 100 bytes reached the client as {:?}",
+        String::from_utf8_lossy(&r.body)
+    );
+    wait_until("the core logs the cut-short response", || {
+        nginx.passenger_log().contains("the response is cut short")
+    });
+    // The next response is whole: the cut connection was not reused.
+    assert_eq!(nginx.get("/").text(), "hello from node\n");
 }

@@ -109,6 +109,21 @@ impl ChunkSource for HyperBody<'_> {
     }
 }
 
+/// A chunk read ahead of `rest` (or the end, or an error), handed out first.
+pub struct Prefixed<S> {
+    pub first: Option<io::Result<Option<Bytes>>>,
+    pub rest: S,
+}
+
+impl<S: ChunkSource> ChunkSource for Prefixed<S> {
+    async fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
+        match self.first.take() {
+            Some(first) => first,
+            None => self.rest.next_chunk().await,
+        }
+    }
+}
+
 /// Response bytes the client has not taken yet.
 #[derive(Default)]
 pub struct Backlog {

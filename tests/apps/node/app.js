@@ -36,6 +36,23 @@ const server = http.createServer((req, res) => {
       setImmediate(tick);
     };
     tick();
+  } else if (url.pathname === '/pieces') {
+    // A body of known length in three writes, the last 20 ms later: the core gets the head
+    // with only part of the body, or none of it.
+    const n = Number(url.searchParams.get('n'));
+    const body = Buffer.alloc(n, 'abcdefghij');
+    const cut1 = Math.floor(n / 3);
+    const cut2 = Math.floor((2 * n) / 3);
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(n) });
+    res.write(body.subarray(0, cut1));
+    setImmediate(() => {
+      res.write(body.subarray(cut1, cut2));
+      setTimeout(() => res.end(body.subarray(cut2)), 20);
+    });
+  } else if (url.pathname === '/short') {
+    // Announces 100 bytes, sends 10 and drops the connection.
+    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '100' });
+    res.write('0123456789', () => res.socket.destroy());
   } else if (url.pathname === '/env') {
     res.writeHead(200, { 'content-type': 'text/plain' });
     res.end(process.env[url.search.slice(1)] ?? '(unset)');
