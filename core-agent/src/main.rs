@@ -232,8 +232,8 @@ async fn run(args: Args, password: String, listener: std::os::unix::net::UnixLis
         options: app_options::OptionsCache::default(),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(return_freed_memory(server.clone()));
     let accept_task = tokio::spawn(server.run(listener, shutdown_rx));
-    tokio::spawn(return_freed_memory());
 
     tracing::info!(
         "passenger-core {} ready: serving the core socket (fd {LISTENER_FD}) for instance {}, loaders from {}",
@@ -265,12 +265,15 @@ async fn run(args: Args, password: String, listener: std::os::unix::net::UnixLis
 const MEMORY_TRIM_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A burst of concurrent requests (each with its buffers, and a connection per Node.js
-/// request) leaves the heap at its high-water mark: malloc keeps freed memory for reuse. Every
-/// few seconds the free pages go back to the system, so the core's RSS after load is what it
-/// holds, not what it once needed.
-async fn return_freed_memory() {
+/// request) leaves the heap at its high-water mark: malloc keeps freed memory for reuse, and
+/// idle connections to apps stay open for the next burst. Every few seconds the connections
+/// no request took since the last time are closed and the free pages go back to the system,
+/// so the core's RSS after load is what it uses, not what it once needed.
+async fn return_freed_memory<S: pool::Spawner>(server: Arc<request_server::RequestServer<S>>) {
     loop {
         tokio::time::sleep(MEMORY_TRIM_INTERVAL).await;
+        server.http.shrink();
+        server.sessions.shrink();
         // SAFETY: malloc_trim only releases free memory; it is safe to call at any time.
         unsafe { libc::malloc_trim(0) };
     }
