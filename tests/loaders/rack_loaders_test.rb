@@ -1106,6 +1106,67 @@ class RackLoadersTest < Minitest::Test
     assert call_app(loader, uri: '/text').kept, 'the loader serves on'
   end
 
+  # The app keeps the env strings and rack.input of each request, and shows those of the one
+  # before: the requests of a kept connection are read into one buffer, which must leave them
+  # as they were.
+  REMEMBERING_RU = <<~'RUBY'
+    require 'json'
+    $previous = nil
+    run lambda { |env|
+      input = env['rack.input']
+      earlier = $previous&.to_h { |k, v| [k, v.respond_to?(:read) ? (v.rewind; v.read) : v] }
+      $previous = { 'PATH_INFO' => env['PATH_INFO'], 'QUERY_STRING' => env['QUERY_STRING'],
+                    'HTTP_X_LAST' => env['HTTP_X_LAST'], 'input' => input }
+      input.rewind
+      body = JSON.generate('body' => input.read, 'earlier' => earlier,
+                           'x' => env.select { |k, _| k.start_with?('HTTP_X_') })
+      [200, { 'content-type' => 'application/json', 'content-length' => body.bytesize.to_s }, [body]]
+    }
+  RUBY
+
+  # Session headers at their edges: an empty last value, a header of one NUL or of no bytes
+  # (malformed or without the password: no answer); and the requests of a kept connection,
+  # read into one buffer, each see only their own bytes.
+  def test_session_header_edges_and_a_kept_connections_requests_apart
+    File.write(File.join(@app, 'config.ru'), REMEMBERING_RU)
+    loader = start('rack-loader.rb')
+    handshake(loader, options(SecureRandom.hex(16)))
+    UNIXSocket.open(loader.socket) do |sock|
+      # Header and body in one write: the body's start comes in the first read.
+      first = exchange(sock, loader, method: 'POST', uri: '/first?q=1', body: 'first body'.b,
+                                     env: { 'HTTP_X_LAST' => 'one' })
+      assert_ok first, 'POST'
+      assert_equal({ 'body' => 'first body', 'earlier' => nil, 'x' => { 'HTTP_X_LAST' => 'one' } }, first.json)
+      assert first.kept
+
+      # The password first and an empty value last (its NUL the header's last byte).
+      pairs = session_header(loader, 'GET', '/second', '', {}).to_a
+      pairs.unshift(pairs.pop)
+      pairs << ['HTTP_X_EMPTY', '']
+      header = pairs.map { |k, v| "#{k}\0#{v}\0".b }.join
+      sock.write([header.bytesize].pack('N') << header)
+      second = read_response(sock)
+      assert_ok second, 'GET with an empty last value'
+      assert_equal({ 'HTTP_X_EMPTY' => '' }, second.json['x'], 'the empty last value is in the env')
+      assert_equal({ 'PATH_INFO' => '/first', 'QUERY_STRING' => 'q=1', 'HTTP_X_LAST' => 'one', 'input' => 'first body' },
+                   second.json['earlier'], "the first request's env strings and body, as they were")
+      assert second.kept
+
+      third = exchange(sock, loader, uri: '/3')
+      assert_equal({ 'PATH_INFO' => '/second', 'QUERY_STRING' => '', 'HTTP_X_LAST' => nil, 'input' => '' },
+                   third.json['earlier'])
+    end
+    ["\0\0\0\x01\0".b, "\0\0\0\0".b].each do |bytes|
+      UNIXSocket.open(loader.socket) do |sock|
+        sock.write(bytes)
+        refused = read_response(sock)
+        assert_equal '', refused.status, "no answer to #{bytes.inspect}"
+        assert refused.eof
+      end
+    end
+    assert_ok call_app(loader, uri: '/after'), 'the loader serves on'
+  end
+
   # --- Bundler ---------------------------------------------------------------------------------
 
   def test_a_gemfile_naming_a_missing_gem_gives_the_error_block

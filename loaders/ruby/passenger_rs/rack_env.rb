@@ -21,6 +21,11 @@ module PassengerRs
     HTTPS_ON = %w[on 1 true yes].freeze
     BINARY = Encoding::BINARY
     EMPTY = ''.b.freeze
+    SLASH = '/'.ord
+    QUESTION_MARK = '?'.ord
+    HASH_MARK = '#'.ord
+    # A PATH_INFO byte that REQUEST_URI's path would not show as is (or would end before).
+    PATH_TO_DECODE = /[%?#]/n.freeze
 
     # `base_uri`: the handshake's base_uri ('' or '/' for an app at the root).
     # `multithread`: whether other threads of this process may call the app at the same time.
@@ -43,7 +48,9 @@ module PassengerRs
     # the Rack env. `input` is the request body (rewindable IO), `hijack` a callable for
     # rack.hijack.
     def build(env, input, hijack)
-      env['REQUEST_METHOD'] = bin('GET') if blank?(env['REQUEST_METHOD'])
+      # (Per request: the checks are inlined rather than method calls.)
+      method = env['REQUEST_METHOD']
+      env['REQUEST_METHOD'] = bin('GET') if method.nil? || method.empty?
       env['QUERY_STRING'] ||= bin('')
       split_path(env)
       https = (flag = env['HTTPS']) ? HTTPS_ON.include?(flag.downcase) : false
@@ -55,7 +62,9 @@ module PassengerRs
       env.delete('HTTP_CONTENT_LENGTH')
       # Rack 3: HTTP_VERSION, if present, must equal SERVER_PROTOCOL. Only a client's
       # non-standard `Version:` header produces it.
-      env.delete('HTTP_VERSION') if @rack3 && env.key?('HTTP_VERSION') && env['HTTP_VERSION'] != env['SERVER_PROTOCOL']
+      if @rack3 && (version = env['HTTP_VERSION']) && version != env['SERVER_PROTOCOL']
+        env.delete('HTTP_VERSION')
+      end
 
       env['rack.version'] = @rack_version
       env['rack.url_scheme'] = https ? 'https' : 'http'
@@ -116,6 +125,16 @@ module PassengerRs
       path.start_with?('/') ? path : nil
     end
 
+    # Whether `decoded` (nginx's PATH_INFO) is a binary path with no `%`, `?` or `#`, and `uri`
+    # (REQUEST_URI) is that path, or that path and then a query or fragment: the raw path is
+    # then PATH_INFO itself.
+    def root_path_as_sent?(uri, decoded)
+      decoded.is_a?(String) && uri.is_a?(String) && decoded.getbyte(0) == SLASH &&
+        decoded.encoding == BINARY && uri.encoding == BINARY && uri.start_with?(decoded) &&
+        ((after = uri.getbyte(decoded.bytesize)).nil? || after == QUESTION_MARK || after == HASH_MARK) &&
+        !PATH_TO_DECODE.match?(decoded)
+    end
+
     # Whether the raw path `raw` decodes to `decoded` (a binary String).
     def decodes_to?(raw, decoded)
       raw.include?('%') ? RackEnv.unescape(raw) == decoded : raw == decoded
@@ -125,6 +144,14 @@ module PassengerRs
     def split_path(env)
       decoded = env['PATH_INFO']
       script = env['SCRIPT_NAME']
+      # The common case first, in a few checks: an app without a base URI, and REQUEST_URI's
+      # path being PATH_INFO byte for byte (nothing in it to decode). The general code below
+      # comes to the same.
+      if @base_uri.nil? && (script.nil? || script.empty? || script == '/') && root_path_as_sent?(env['REQUEST_URI'], decoded)
+        env['SCRIPT_NAME'] = EMPTY.dup
+        return
+      end
+
       script = script.nil? || script.empty? || script == '/' ? EMPTY : script.b
       # A frontend that split the path itself (SCRIPT_NAME set, PATH_INFO the rest).
       decoded = script + decoded.to_s if !script.empty? && decoded && !segment_prefix?(decoded.b, script)
@@ -172,12 +199,15 @@ module PassengerRs
     end
 
     def server_defaults(env, https)
-      if blank?(env['SERVER_NAME'])
+      name = env['SERVER_NAME']
+      if name.nil? || name.empty?
         host = env['HTTP_HOST'].to_s.b.sub(/:\d*\z/n, '')
         env['SERVER_NAME'] = host.empty? ? bin('localhost') : host
       end
-      env['SERVER_PORT'] = bin(https ? '443' : '80') if blank?(env['SERVER_PORT'])
-      env['SERVER_PROTOCOL'] = bin('HTTP/1.1') if blank?(env['SERVER_PROTOCOL'])
+      port = env['SERVER_PORT']
+      env['SERVER_PORT'] = bin(https ? '443' : '80') if port.nil? || port.empty?
+      protocol = env['SERVER_PROTOCOL']
+      env['SERVER_PROTOCOL'] = bin('HTTP/1.1') if protocol.nil? || protocol.empty?
     end
 
     def rack_version

@@ -41,6 +41,8 @@ module PassengerRs
     INTERNAL_ERROR = "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n" \
                      "Content-Length: 22\r\nConnection: close\r\n\r\nInternal Server Error\n"
     CLOSE_LINE = "Connection: close\r\n"
+    CONTENT_LENGTH_PREFIX = 'Content-Length: '
+    CRLF = "\r\n"
     # Response header names that decide whether the connection can be kept, as header_name
     # renders them (compared case-insensitively, only for prefixes of these sizes).
     CONTENT_LENGTH = 'content-length: '
@@ -55,8 +57,8 @@ module PassengerRs
     # At most this many response header names are remembered as checked (see header_name).
     HEADER_NAME_CACHE = 512
     INVALID_HEADER_NAME = /[\s:\x00-\x1f\x7f]/.freeze
+    LINE_BREAK_OR_NUL = /[\r\n\0]/n.freeze
     BINARY = Encoding::BINARY
-    EMPTY = ''.b.freeze
 
     class BodyTooShort < StandardError; end
 
@@ -112,7 +114,8 @@ module PassengerRs
       @app = app
       @keep_alive = keep_alive
       @stopping = false
-      @password = password.to_s
+      # Binary, as the header's values: compared byte for byte.
+      @password = password.to_s.b.freeze
       @env_builder = RackEnv.new(base_uri: base_uri, multithread: multithread)
       # Response header name => what to do with it (see header_name); status => status line.
       @header_names = {}
@@ -128,19 +131,23 @@ module PassengerRs
     # next request (call again), :hijacked when the app took the connection over (the caller
     # must then leave it alone), :done otherwise (the connection is closed, or must be).
     # `idle` (SessionServer::IdleConnections): given when waiting for a request on a kept
-    # connection, so that stopping can wake this thread up.
-    def handle(conn, idle = nil)
-      data = first_read(conn, idle)
+    # connection, so that stopping can wake this thread up. `buffer`: a binary String the
+    # connection's requests are read into (kept from one request to the next, it spares a 16 KB
+    # allocation per request); nil for a new one.
+    def handle(conn, idle = nil, buffer = nil)
+      data = first_read(conn, idle, buffer)
       headers = data && read_session_header(conn, data)
       return :done unless headers
 
-      unless PassengerRs.secure_compare(headers.delete('PASSENGER_CONNECT_PASSWORD'), @password)
+      unless password?(headers.delete('PASSENGER_CONNECT_PASSWORD'), idle)
         STDERR.write("Refused a session with a wrong connect password; only the core may connect to this socket\n")
         return :done
       end
       return out_of_band_work(conn) if headers['REQUEST_METHOD'] == 'OOBW'
 
-      input = read_body(conn, headers['CONTENT_LENGTH'].to_i, data)
+      input = read_body(conn, headers['CONTENT_LENGTH'].to_i, past_header(data))
+      # A header larger than a first read grew the connection's buffer: not kept that large.
+      data.clear if data.bytesize > FIRST_READ
       serve(conn, headers, input)
     rescue BodyTooShort
       STDERR.write("The request body ended before CONTENT_LENGTH bytes; dropped the request\n")
@@ -149,19 +156,28 @@ module PassengerRs
 
     private
 
+    # Whether the session header's password is the connect password. A kept connection
+    # (`kept`) showed it with its first request, so its peer knows it: a plain comparison, whose
+    # time depends on where the strings differ, tells that peer nothing. A new connection's
+    # peer may not know it: compared in constant time.
+    def password?(given, kept)
+      kept ? given == @password : PassengerRs.secure_compare(given, @password)
+    end
+
     def read_exact(io, n)
       data = io.read(n)
       data && data.bytesize == n ? data : nil
     end
 
-    # The first bytes of a request: as a rule, the whole session header; nil at EOF. On a kept
-    # connection (`idle`) it is registered as idle meanwhile, and nil once the loader stops.
-    def first_read(conn, idle)
-      return conn.readpartial(FIRST_READ) unless idle
+    # The first bytes of a request (in `buffer`, if given): as a rule, the whole session header;
+    # nil at EOF. On a kept connection (`idle`) it is registered as idle meanwhile, and nil once
+    # the loader stops.
+    def first_read(conn, idle, buffer)
+      return conn.readpartial(FIRST_READ, buffer) unless idle
       return nil unless idle.enter(conn)
 
       begin
-        conn.readpartial(FIRST_READ)
+        conn.readpartial(FIRST_READ, buffer)
       ensure
         idle.leave(conn)
       end
@@ -170,9 +186,8 @@ module PassengerRs
     end
 
     # Reads the session header that `data` (the first read) starts; nil when the connection is
-    # closed or the header is malformed. `data` is left holding the bytes read past the header
-    # (the start of the body), for read_body. (Not pushed back with ungetbyte: that fails once
-    # an earlier request of the connection sized its read buffer smaller.)
+    # closed or the header is malformed. What is read of it is appended to `data`, which then
+    # holds the whole header and maybe the start of the body (see past_header).
     def read_session_header(conn, data)
       while data.bytesize < 4
         more = read_exact(conn, 4 - data.bytesize)
@@ -190,13 +205,15 @@ module PassengerRs
 
         data << more
       end
-      parts = data.byteslice(4, len).split("\0", -1)
-      if data.bytesize > total
-        data[0, total] = EMPTY
+      if len > 1 && data.getbyte(total - 1).zero?
+        # Split without the last NUL: no empty last part to drop; and the slice is a copy, not
+        # a substring that shares `data` (one that runs to its end does), which would make the
+        # next read into the same buffer allocate a new one.
+        parts = data.byteslice(4, len - 1).split("\0", -1)
       else
-        data.clear
+        parts = data.byteslice(4, len).split("\0", -1)
+        parts.pop if parts.last == ''
       end
-      parts.pop if parts.last == ''
       count = parts.size
       return nil if count.odd?
 
@@ -211,6 +228,14 @@ module PassengerRs
         i += 2
       end
       headers
+    end
+
+    # The bytes of `data` past the session header (the start of the body), as a new String.
+    # (Not pushed back with ungetbyte: that fails once an earlier request of the connection
+    # sized its read buffer smaller.)
+    def past_header(data)
+      total = data.unpack1('N') + 4
+      data.bytesize > total ? data.byteslice(total, data.bytesize - total) : String.new
     end
 
     # The request body as a rewindable binary IO holding exactly CONTENT_LENGTH bytes (Rack 2
@@ -375,7 +400,7 @@ module PassengerRs
         if length.nil? && state.undeclared?
           # Its length is known: said, it lets the core keep its connections (as puma says it
           # for Array bodies).
-          head << "Content-Length: #{size}\r\n"
+          head << CONTENT_LENGTH_PREFIX << size.to_s << CRLF
           length = size
         end
         keep &&= !length.nil? && length <= size
@@ -501,9 +526,9 @@ module PassengerRs
     end
 
     # A header value that goes out as it is: one line, nothing to strip, nothing to re-encode.
+    # (The encoding first: a regexp raises on a String that is not valid in its encoding.)
     def plain_value?(value)
-      !value.empty? && !value.include?("\n") && !value.include?("\r") && !value.include?("\0") &&
-        (value.encoding == BINARY || value.ascii_only?)
+      (value.encoding == BINARY || value.ascii_only?) && !value.empty? && !LINE_BREAK_OR_NUL.match?(value)
     end
 
     # What a response header name stands for: "Name: " to send (a frozen binary String), or

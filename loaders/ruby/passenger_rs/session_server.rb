@@ -119,12 +119,14 @@ module PassengerRs
       result = nil
       begin
         conn.binmode
-        result = handler.handle(conn)
+        # The connection's requests are read into it, one after the other.
+        buffer = String.new(capacity: RequestHandler::FIRST_READ)
+        result = handler.handle(conn, nil, buffer)
         if result == :keep
           # Blocking mode, as for accept: waiting for the next request is then one read(2),
           # not read, EAGAIN, poll and read again. (shutdown wakes a blocking read too.)
           conn.nonblock = false
-          result = handler.handle(conn, idle) while result == :keep
+          result = handler.handle(conn, idle, buffer) while result == :keep
         end
       rescue *RequestHandler::GONE, Errno::EINVAL
         nil
