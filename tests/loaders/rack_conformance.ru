@@ -30,6 +30,7 @@
 #   /raw/to-path?id=X  (no Lint) a body whose to_path is a 3 MiB file and whose each gives
 #                      something else, so that the answer shows which one the loader used
 #   /raw/call?id=X     (no Lint) a Rack 3 streaming body: responds to call only
+#   /raw/big-array     (no Lint) an Array body of 120 KB without content-length
 #   /raw/array-headers (no Lint) header values given as Arrays, the Rack 3 way
 #   /raw/short-length?kind=K  (no Lint) "0123456789" with a content-length of 15, the body
 #   /raw/long-length?kind=K   being an Array (K = array), an each-only body in two chunks of 5
@@ -281,6 +282,9 @@ raw = lambda do |env|
     [200, { 'content-type' => 'application/octet-stream' }, FileBody.new(q['id'], file_for_to_path)]
   when '/raw/call'
     [200, { 'content-type' => 'text/plain' }, CallBody.new(q['id'])]
+  when '/raw/big-array'
+    # Three 40 KB chunks, no content-length: more than the loader sends with the head.
+    [200, { 'content-type' => 'application/octet-stream' }, %w[a b c].map { |c| c * (40 * 1024) }]
   when '/raw/array-headers'
     [200, { 'content-type' => 'text/plain', 'x-multi' => %w[one two] }, ['arrays']]
   when '/raw/short-length', '/raw/long-length'

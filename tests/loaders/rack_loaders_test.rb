@@ -700,12 +700,16 @@ class RackLoadersTest < Minitest::Test
     assert_equal expected.hexdigest, Digest::SHA256.hexdigest(response.body), 'the 50 MB body arrives intact'
   end
 
-  # A small Array body gets the Content-Length the app left out (so the core can keep its
-  # connection from nginx); one the app gave is kept, alone; a streamed body gets none.
+  # An Array body gets the Content-Length the app left out (so the core can keep its
+  # connections); one the app gave is kept, alone; a streamed body gets none.
   def check_content_length_of_array_bodies(process)
     array = call_app(process, uri: '/raw/array-headers')
     assert_equal ['6'], array.values('content-length'), 'an Array body of 6 bytes'
     assert_equal 'arrays', array.body
+    big = call_app(process, uri: '/raw/big-array')
+    assert_equal [(120 * 1024).to_s], big.values('content-length'), 'an Array body of 120 KB'
+    assert_equal %w[a b c].map { |c| c * (40 * 1024) }.join, big.body
+    assert big.kept, 'the connection is kept after a large Array body'
     text = call_app(process, uri: '/text')
     assert_equal ['10'], text.values('content-length'), "the app's own Content-Length, once"
     stream = call_app(process, uri: '/raw/call')

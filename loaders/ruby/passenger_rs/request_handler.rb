@@ -396,13 +396,17 @@ module PassengerRs
       length = state.declared_length
       # Rack: `to_ary` gives the same chunks as `each` (Rails' bodies and Rack::BodyProxy have it).
       chunks = body.is_a?(Array) ? body : body.respond_to?(:to_ary) && body.to_ary
-      if chunks.is_a?(Array) && (size = small_size(chunks))
+      chunks = nil unless chunks.is_a?(Array)
+      if chunks
+        size = byte_size(chunks)
         if length.nil? && state.undeclared?
           # Its length is known: said, it lets the core keep its connections (as puma says it
           # for Array bodies).
           head << CONTENT_LENGTH_PREFIX << size.to_s << CRLF
           length = size
         end
+      end
+      if chunks && size <= COALESCE_LIMIT
         keep &&= !length.nil? && length <= size
         end_head(head, keep, state)
         chunks.each { |chunk| head << binary(chunk.to_s) }
@@ -418,12 +422,13 @@ module PassengerRs
       state.head_sent = true
       conn.write(end_head(head, keep, state))
       unless length
-        send_chunks(conn, body)
+        send_chunks(conn, chunks || body)
         return false
       end
       # Counted, and cut at the declared length: a body that ends early closes the connection.
+      # (An Array from to_ary is what to write: Rack lets to_ary close the body.)
       left = length
-      body.each do |chunk|
+      (chunks || body).each do |chunk|
         next if chunk.empty?
 
         if chunk.bytesize > left
@@ -450,11 +455,11 @@ module PassengerRs
       nil
     end
 
-    # The body's size in bytes if it is small enough to go out with the head, else nil.
-    def small_size(body)
+    # The size in bytes of an Array body.
+    def byte_size(chunks)
       size = 0
-      body.each { |chunk| size += chunk.to_s.bytesize }
-      size <= COALESCE_LIMIT ? size : nil
+      chunks.each { |chunk| size += chunk.to_s.bytesize }
+      size
     end
 
     # `text`, or a binary copy when appending it to a binary string could change that string's
