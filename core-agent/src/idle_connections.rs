@@ -106,7 +106,7 @@ impl<C: Reusable> IdleConnections<C> {
 
     /// Closes the idle connections that no request took since the last call: after a burst,
     /// what only the burst needed (and its buffers, in the core and in the app) goes, while a
-    /// steady load keeps all it uses. Called every few seconds.
+    /// steady load keeps all it uses. Called every 2 s.
     pub fn shrink(&self) {
         self.idle.lock().unwrap().retain(|_, list| {
             list.conns.drain(..list.untouched);
