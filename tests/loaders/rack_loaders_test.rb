@@ -562,6 +562,14 @@ class RackLoadersTest < Minitest::Test
     sock&.close
   end
 
+  # Lets the app's /stream request (waiting at `gate`, a UNIXServer) go on to its second chunk.
+  def open_gate(gate)
+    flunk 'the app never waited at the gate' unless IO.select([gate], nil, nil, WAIT)
+    waiter = gate.accept
+    waiter.write("go\n")
+    waiter.close
+  end
+
   # Reads from the connection until `marker` has arrived; returns everything read.
   def read_until(sock, marker, timeout = WAIT)
     deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
@@ -678,10 +686,7 @@ class RackLoadersTest < Minitest::Test
     sock = open_session(process, uri: "/stream?socket=#{gate_path}")
     received = read_until(sock, "first\n")
     refute_includes received, 'second', 'the second chunk cannot exist before the gate opens'
-    flunk 'the app never waited at the gate' unless IO.select([gate], nil, nil, WAIT)
-    waiter = gate.accept
-    waiter.write("go\n")
-    waiter.close
+    open_gate(gate)
     response = parse_response(received + read_all(sock))
     assert_ok response, 'streaming each body'
     assert_equal "first\nsecond\n", response.body
@@ -898,10 +903,7 @@ class RackLoadersTest < Minitest::Test
     rescue Errno::ECONNREFUSED, Errno::ENOENT
       true
     end
-    flunk 'the app never waited at the gate' unless IO.select([gate], nil, nil, WAIT)
-    waiter = gate.accept
-    waiter.write("go\n")
-    waiter.close
+    open_gate(gate)
     response = parse_response(received + read_all(sock))
     assert_equal "first\nsecond\n", response.body, 'the request in progress was served to its end'
     assert_equal 0, wait_exit(loader, 'the loader').exitstatus
@@ -1067,10 +1069,7 @@ class RackLoadersTest < Minitest::Test
 
     loader.stdin.close
     assert_closed_soon(idle, 'the idle kept connection, when the loader stops')
-    flunk 'the app never waited at the gate' unless IO.select([gate], nil, nil, WAIT)
-    waiter = gate.accept
-    waiter.write("go\n")
-    waiter.close
+    open_gate(gate)
     response = parse_response(received + read_all(busy))
     assert_equal "first\nsecond\n", response.body, 'the request in progress was served to its end'
     assert response.close?
