@@ -301,14 +301,11 @@ def read_request_from(conn, data):
         rest += chunk
     return pairs, rest[body_length:]
 
-while True:
-    readable, _, _ = select.select([server, 4], [], [])
-    if 4 in readable and not os.read(4, 1):
-        break
-    if server in readable:
-        conn, _ = server.accept()
-        counter[0] += 1
-        threading.Thread(target=serve, args=(conn, counter[0]), daemon=True).start()
+def serve_in_thread(conn):
+    counter[0] += 1
+    threading.Thread(target=serve, args=(conn, counter[0]), daemon=True).start()
+
+accept_until_stopped(serve_in_thread)
 "#;
 
 /// nginx retries a GET that met a kept connection closing under it on a fresh connection,

@@ -83,13 +83,9 @@ def handle(conn):
     finally:
         conn.close()
 
-while True:
-    readable, _, _ = select.select([server, 4], [], [])
-    if 4 in readable and not os.read(4, 1):
-        os._exit(0)
-    if server in readable:
-        conn, _ = server.accept()
-        threading.Thread(target=handle, args=(conn,), daemon=True).start()
+accept_until_stopped(
+    lambda conn: threading.Thread(target=handle, args=(conn,), daemon=True).start())
+os._exit(0)
 "#;
 
 /// nginx with [`UPGRADE_CORE`] as its stand-in core.

@@ -54,6 +54,17 @@ def read_request(conn, data=b""):
 def respond(conn, status, body):
     conn.sendall(b"HTTP/1.1 %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
                  b"Connection: close\r\n\r\n" % (status, len(body)) + body)
+
+def accept_until_stopped(on_connection):
+    """Hands each connection to the core socket to `on_connection`, until the stand-in
+    watchdog's stdin (fd 4) closes: nginx stopped."""
+    while True:
+        readable, _, _ = select.select([server, 4], [], [])
+        if 4 in readable and not os.read(4, 1):
+            return
+        if server in readable:
+            conn, _ = server.accept()
+            on_connection(conn)
 "#;
 
 /// A stand-in core (after [`WATCHDOG_PREAMBLE`]) that answers each request, one at a time,
@@ -65,16 +76,13 @@ def answer(conn):
         return
     respond(conn, b"200 OK", "".join("%s\t%s\n" % kv for kv in pairs).encode("latin-1"))
 
-while True:
-    readable, _, _ = select.select([server, 4], [], [])
-    if 4 in readable and not os.read(4, 1):
-        break
-    if server in readable:
-        conn, _ = server.accept()
-        try:
-            answer(conn)
-        finally:
-            conn.close()
+def answer_and_close(conn):
+    try:
+        answer(conn)
+    finally:
+        conn.close()
+
+accept_until_stopped(answer_and_close)
 "#;
 
 /// The `KEY\tVALUE` lines of a body from [`ECHO_HEADER_CORE`] (or a core answering likewise),
