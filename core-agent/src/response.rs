@@ -208,22 +208,14 @@ pub fn framed_length(
     headers: &[(String, Vec<u8>)],
     head_request: bool,
 ) -> Option<u64> {
-    if head_request || status < 200 || status == 204 || status == 304 {
+    if bodiless(status, head_request)
+        || headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("transfer-encoding"))
+    {
         return None;
     }
-    let mut length = None;
-    for (name, value) in headers {
-        if name.eq_ignore_ascii_case("transfer-encoding") {
-            return None;
-        }
-        if name.eq_ignore_ascii_case("content-length") {
-            if length.is_some() {
-                return None;
-            }
-            length = Some(parse_content_length(value)?);
-        }
-    }
-    length
+    single_content_length(headers)
 }
 
 /// The length of the body a session-protocol app sends after `head`, when it delimits it:
@@ -235,9 +227,19 @@ pub fn app_body_length(
     headers: &[(String, Vec<u8>)],
     head_request: bool,
 ) -> Option<u64> {
-    if head_request || status < 200 || status == 204 || status == 304 {
+    if bodiless(status, head_request) {
         return Some(0);
     }
+    single_content_length(headers)
+}
+
+/// A response to HEAD, or with a status that has no body (1xx, 204, 304).
+fn bodiless(status: u16, head_request: bool) -> bool {
+    head_request || status < 200 || status == 204 || status == 304
+}
+
+/// The value of the one valid `Content-Length`; `None` when there is none, or more than one.
+fn single_content_length(headers: &[(String, Vec<u8>)]) -> Option<u64> {
     let mut lengths = headers
         .iter()
         .filter(|(name, _)| name.eq_ignore_ascii_case("content-length"));
