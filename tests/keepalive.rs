@@ -175,21 +175,17 @@ fn responses_of_every_shape_stay_in_step(flavour: Flavour) {
         for prefix in ["", "/unbuffered"] {
             let at = |path: &str| format!("{prefix}{path}");
             let what = |path: &str| format!("round {round}, {prefix}{path}");
+            let bytes_arrive = |r: &Response, n: usize, path: &str| {
+                assert_eq!(
+                    (r.status, r.body == expected(n)),
+                    (200, true),
+                    "{}",
+                    what(path)
+                )
+            };
 
-            let r = client.get(&at("/bytes?n=70000&cl=1"));
-            assert_eq!(
-                (r.status, r.body == expected(70000)),
-                (200, true),
-                "{}",
-                what("cl=1")
-            );
-            let r = client.get(&at("/bytes?n=5000&cl=0"));
-            assert_eq!(
-                (r.status, r.body == expected(5000)),
-                (200, true),
-                "{}",
-                what("cl=0")
-            );
+            bytes_arrive(&client.get(&at("/bytes?n=70000&cl=1")), 70000, "cl=1");
+            bytes_arrive(&client.get(&at("/bytes?n=5000&cl=0")), 5000, "cl=0");
             let r = client.get(&at("/status?204"));
             assert_eq!(r.status, 204, "{}: {r:?}", what("204"));
             let r = client.get(&at("/status?304"));
@@ -209,13 +205,7 @@ fn responses_of_every_shape_stay_in_step(flavour: Flavour) {
             );
             let r = client.get(&at("/no-such-page"));
             assert_eq!(r.status, 404, "{}: {r:?}", what("404"));
-            let r = client.get(&at("/bytes?n=3000000&cl=1"));
-            assert_eq!(
-                (r.status, r.body == expected(3_000_000)),
-                (200, true),
-                "{}",
-                what("3 MB")
-            );
+            bytes_arrive(&client.get(&at("/bytes?n=3000000&cl=1")), 3_000_000, "3 MB");
             let r = client.get(&at("/env?x=1"));
             assert!(
                 r.text().contains("QUERY_STRING=x=1"),
