@@ -35,19 +35,19 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Splits `KEY\0VALUE\0...` into pairs; used by the SCGI and session formats alike.
-/// Returns the byte offset of the first malformed pair on error.
+/// Returns the byte offset of the first malformed pair on error. (One vectorised pass for the
+/// NULs: scanning a byte at a time was half of decoding a header.)
 pub(crate) fn split_pairs(data: &[u8]) -> Result<PairSlices<'_>, usize> {
-    let mut pairs = Vec::new();
-    let mut rest = data;
-    let mut offset = 0;
-    while !rest.is_empty() {
-        let key_end = rest.iter().position(|&b| b == 0).ok_or(offset)?;
-        let after_key = &rest[key_end + 1..];
-        let value_end = after_key.iter().position(|&b| b == 0).ok_or(offset)?;
-        pairs.push((&rest[..key_end], &after_key[..value_end]));
-        let used = key_end + 1 + value_end + 1;
-        rest = &rest[used..];
-        offset += used;
+    // A guess at the count (pairs average some 30 bytes), to spare most regrowing.
+    let mut pairs = Vec::with_capacity(data.len() / 24 + 1);
+    let mut nuls = memchr::memchr_iter(0, data);
+    let mut start = 0;
+    while start < data.len() {
+        let (Some(key_end), Some(value_end)) = (nuls.next(), nuls.next()) else {
+            return Err(start);
+        };
+        pairs.push((&data[start..key_end], &data[key_end + 1..value_end]));
+        start = value_end + 1;
     }
     Ok(pairs)
 }

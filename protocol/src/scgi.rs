@@ -82,11 +82,21 @@ impl ScgiHeader {
 /// Whether `key` may appear in a header: ASCII letters, digits, `_` and `-`. Anything else
 /// (spaces, `=`, control bytes) could smuggle odd names into the environment an app is given.
 pub fn valid_key(key: &[u8]) -> bool {
-    !key.is_empty()
-        && key
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !key.is_empty() && key.iter().all(|&b| KEY_BYTES[usize::from(b)])
 }
+
+/// The bytes [`valid_key`] allows, as a table: checking every key byte of every request
+/// (a kilobyte and more) with comparisons was a fifth of decoding a header.
+static KEY_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
+        b += 1;
+    }
+    table
+};
 
 /// Encodes a header. The caller puts `CONTENT_LENGTH` first and uses keys that pass
 /// [`valid_key`]; values must not contain NUL.
