@@ -557,7 +557,14 @@ impl AppOptions {
 /// again per request is wasted work: this keeps the last results (a bounded number).
 #[derive(Default)]
 pub struct OptionsCache {
-    parsed: std::sync::Mutex<ParsedOptions>,
+    cached: std::sync::Mutex<Cached>,
+}
+
+#[derive(Default)]
+struct Cached {
+    parsed: ParsedOptions,
+    /// The text of the request being looked up: kept, so that a lookup allocates nothing.
+    scratch: Vec<u8>,
 }
 
 /// Keyed by [`options_text`], a few KB hashed per request. Fx rather than SipHash: the text
@@ -571,28 +578,34 @@ const MAX_CACHED_OPTION_SETS: usize = 256;
 impl OptionsCache {
     /// The options of the request with `h`, from the cache when the same keys came before.
     pub fn get(&self, h: &ScgiHeader) -> Result<std::sync::Arc<AppOptions>, OptionsError> {
-        let key = options_text(h);
-        if let Some(found) = self.lock().get(&key) {
-            return Ok(found.clone());
-        }
+        let key = {
+            let mut cached = self.lock();
+            let Cached { parsed, scratch } = &mut *cached;
+            options_text(h, scratch);
+            if let Some(found) = parsed.get(scratch.as_slice()) {
+                return Ok(found.clone());
+            }
+            scratch.clone()
+        };
         let parsed = std::sync::Arc::new(AppOptions::from_header(h)?);
-        let mut cache = self.lock();
-        if cache.len() >= MAX_CACHED_OPTION_SETS {
-            cache.clear();
+        let mut cached = self.lock();
+        if cached.parsed.len() >= MAX_CACHED_OPTION_SETS {
+            cached.parsed.clear();
         }
-        cache.insert(key, parsed.clone());
+        cached.parsed.insert(key, parsed.clone());
         Ok(parsed)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ParsedOptions> {
-        self.parsed.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cached> {
+        self.cached.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// Everything [`AppOptions::from_header`] reads: the `PASSENGER_*` pairs but the password, and
-/// `SCRIPT_NAME` (the base URI when `PASSENGER_BASE_URI` is absent).
-fn options_text(h: &ScgiHeader) -> Vec<u8> {
-    let mut text = Vec::with_capacity(2048);
+/// Everything [`AppOptions::from_header`] reads, into `text` (cleared first): the
+/// `PASSENGER_*` pairs but the password, and `SCRIPT_NAME` (the base URI when
+/// `PASSENGER_BASE_URI` is absent).
+fn options_text(h: &ScgiHeader, text: &mut Vec<u8>) {
+    text.clear();
     for (k, v) in h.pairs() {
         if (k.starts_with(b"PASSENGER_") && k != options::CONNECT_PASSWORD.as_bytes())
             || k == b"SCRIPT_NAME"
@@ -603,7 +616,6 @@ fn options_text(h: &ScgiHeader) -> Vec<u8> {
             text.push(0);
         }
     }
-    text
 }
 
 #[cfg(test)]

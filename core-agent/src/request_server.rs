@@ -157,7 +157,7 @@ impl<S: Spawner> RequestServer<S> {
         }
 
         let powered_by = response::powered_by(app_options::show_version_in_header(header));
-        let describe = describe_request(header);
+        let describe = DescribeRequest(header);
         // OOBW is the core's own pseudo-request to a process (out-of-band work); a client
         // must not be able to trigger that work.
         if header.get_str("REQUEST_METHOD") == Some("OOBW") {
@@ -166,7 +166,7 @@ impl<S: Spawner> RequestServer<S> {
                 405,
                 "This request method is not allowed.",
                 None,
-                &powered_by,
+                powered_by,
             );
             let _ = conn.write_all(&page).await;
             return false;
@@ -179,7 +179,7 @@ impl<S: Spawner> RequestServer<S> {
                     500,
                     &format!("This request cannot be served: {e}."),
                     None,
-                    &powered_by,
+                    powered_by,
                 );
                 let _ = conn.write_all(&page).await;
                 return false;
@@ -210,7 +210,7 @@ impl<S: Spawner> RequestServer<S> {
                 Ok(c) => c,
                 Err(CheckoutError::Spawn(e)) => {
                     // The spawner has logged the details.
-                    let page = spawn_error_page::render(&options, &e, &powered_by);
+                    let page = spawn_error_page::render(&options, &e, powered_by);
                     let _ = conn.write_all(&page).await;
                     return false;
                 }
@@ -224,7 +224,7 @@ impl<S: Spawner> RequestServer<S> {
                         status,
                         &format!("The application is not available: {e}."),
                         None,
-                        &powered_by,
+                        powered_by,
                     );
                     let _ = conn.write_all(&page).await;
                     return false;
@@ -233,7 +233,7 @@ impl<S: Spawner> RequestServer<S> {
 
             let process = checkout.process.clone();
             let relaying = session::Relaying {
-                powered_by: &powered_by,
+                powered_by,
                 high_watermark: options.pool.response_buffer_high_watermark as usize,
                 progress: session::Progress::default(),
                 abort_upgraded_on_shutdown: options.pool.abort_websockets_on_process_shutdown,
@@ -297,7 +297,7 @@ impl<S: Spawner> RequestServer<S> {
                         504,
                         "The web application took too long to answer.",
                         None,
-                        &powered_by,
+                        powered_by,
                     );
                     let _ = conn.write_all(&page).await;
                 }
@@ -357,7 +357,7 @@ impl<S: Spawner> RequestServer<S> {
                         502,
                         "The web application could not be reached.",
                         None,
-                        &powered_by,
+                        powered_by,
                     );
                     let _ = conn.write_all(&page).await;
                 }
@@ -379,7 +379,7 @@ impl<S: Spawner> RequestServer<S> {
                         502,
                         "The web application did not send a valid response.",
                         None,
-                        &powered_by,
+                        powered_by,
                     );
                     let _ = conn.write_all(&page).await;
                 }
@@ -609,14 +609,19 @@ async fn drain_body(conn: &mut UnixStream, unread: u64) -> bool {
     )
 }
 
-/// `GET /path` for log lines.
-fn describe_request(h: &ScgiHeader) -> String {
-    let method = h.get_str("REQUEST_METHOD").unwrap_or("?");
-    let uri = h
-        .get_str("REQUEST_URI")
-        .or_else(|| h.get_str("PATH_INFO"))
-        .unwrap_or("?");
-    format!("request {method} {uri}")
+/// `request GET /path` for log lines; formatted only when a line is written.
+struct DescribeRequest<'a>(&'a ScgiHeader);
+
+impl std::fmt::Display for DescribeRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let h = self.0;
+        let method = h.get_str("REQUEST_METHOD").unwrap_or("?");
+        let uri = h
+            .get_str("REQUEST_URI")
+            .or_else(|| h.get_str("PATH_INFO"))
+            .unwrap_or("?");
+        write!(f, "request {method} {uri}")
+    }
 }
 
 /// A response of the core's own, after which it closes the connection.

@@ -6,6 +6,8 @@
 //! `HTTP/1.1 NNN Reason`, the app's headers minus the hop-by-hop ones the core owns, and
 //! `X-Powered-By`.
 
+use std::io::Write;
+
 use thiserror::Error;
 
 /// Bound on the app's response head; a longer one is refused with 502.
@@ -174,18 +176,20 @@ pub fn canonical_reason(code: u16) -> &'static str {
 }
 
 /// The `X-Powered-By` value: with the version unless `passenger_show_version_in_header off`.
-pub fn powered_by(show_version: bool) -> String {
+/// (A constant: the core and the protocol crate share the workspace's version.)
+pub fn powered_by(show_version: bool) -> &'static str {
     if show_version {
-        format!("Passenger-rs {}", passenger_protocol::VERSION)
+        concat!("Passenger-rs ", env!("CARGO_PKG_VERSION"))
     } else {
-        "Passenger-rs".to_string()
+        "Passenger-rs"
     }
 }
 
 /// Renders the normalised head that goes to nginx.
 pub fn render_head(head: &ResponseHead, powered_by: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", head.status, head.reason).as_bytes());
+    // (write! into the buffer: a format! per response was a visible allocation.)
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", head.status, head.reason);
     for (name, value) in &head.headers {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
@@ -381,7 +385,10 @@ mod tests {
     #[test]
     fn powered_by_and_error_page() {
         assert_eq!(powered_by(false), "Passenger-rs");
-        assert!(powered_by(true).starts_with("Passenger-rs "));
+        assert_eq!(
+            powered_by(true),
+            format!("Passenger-rs {}", passenger_protocol::VERSION)
+        );
         let page =
             String::from_utf8(error_page(500, "App <x> failed", Some("a & b"), "P")).unwrap();
         assert!(page.starts_with("HTTP/1.1 500 Internal Server Error\r\n"));
