@@ -34,6 +34,20 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// `n` in decimal, written into `buf` (no allocation: headers are built per request).
+pub fn decimal(n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut n = n;
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[start..];
+        }
+    }
+}
+
 /// Splits `KEY\0VALUE\0...` into pairs; used by the SCGI and session formats alike.
 /// Returns the byte offset of the first malformed pair on error. (One vectorised pass for the
 /// NULs: scanning a byte at a time was half of decoding a header.)
@@ -68,6 +82,14 @@ pub(crate) fn join_pairs<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals() {
+        let mut buf = [0u8; 20];
+        assert_eq!(decimal(0, &mut buf), b"0");
+        assert_eq!(decimal(1398, &mut buf), b"1398");
+        assert_eq!(decimal(u64::MAX, &mut buf), b"18446744073709551615");
+    }
 
     #[test]
     fn pairs_round_trip() {

@@ -99,16 +99,67 @@ static KEY_BYTES: [bool; 256] = {
 };
 
 /// Encodes a header. The caller puts `CONTENT_LENGTH` first and uses keys that pass
-/// [`valid_key`]; values must not contain NUL.
+/// [`valid_key`]; a value ends at its first NUL (see [`HeaderBuilder::pair`]).
 pub fn encode<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Vec<u8> {
-    let mut body = Vec::new();
-    crate::join_pairs(&mut body, pairs);
-    let mut out = Vec::with_capacity(body.len() + 12);
-    out.extend_from_slice(body.len().to_string().as_bytes());
-    out.push(b':');
-    out.extend_from_slice(&body);
-    out.push(b',');
-    out
+    let mut header = HeaderBuilder::with_capacity(1024);
+    for (k, v) in pairs {
+        header.pair(k, v);
+    }
+    header.finish()
+}
+
+/// A header written pair by pair into one buffer, its length prefix filled in at the end: the
+/// nginx module builds one per request, and collecting the pairs first cost allocations per
+/// pair.
+pub struct HeaderBuilder {
+    /// [`PREFIX_ROOM`] bytes kept for the prefix, then the pairs.
+    buf: Vec<u8>,
+}
+
+/// Room for the digits of any length and the `:`.
+const PREFIX_ROOM: usize = 21;
+
+impl HeaderBuilder {
+    /// `capacity`: about how many bytes the pairs take.
+    pub fn with_capacity(capacity: usize) -> Self {
+        let mut buf = Vec::with_capacity(PREFIX_ROOM + capacity + 1);
+        buf.resize(PREFIX_ROOM, 0);
+        HeaderBuilder { buf }
+    }
+
+    /// Adds a pair. The caller puts `CONTENT_LENGTH` first and uses keys that pass
+    /// [`valid_key`]. The value ends at its first NUL: on the wire a NUL would end it there
+    /// anyway, and make the rest of it a key.
+    pub fn pair(&mut self, key: &[u8], value: &[u8]) {
+        self.pair_from_parts(key, [value]);
+    }
+
+    /// Adds a pair whose value is `parts` one after the other (ending at the first NUL, as in
+    /// [`HeaderBuilder::pair`]).
+    pub fn pair_from_parts<'a>(&mut self, key: &[u8], parts: impl IntoIterator<Item = &'a [u8]>) {
+        self.buf.extend_from_slice(key);
+        self.buf.push(0);
+        for part in parts {
+            if let Some(nul) = part.iter().position(|&b| b == 0) {
+                self.buf.extend_from_slice(&part[..nul]);
+                break;
+            }
+            self.buf.extend_from_slice(part);
+        }
+        self.buf.push(0);
+    }
+
+    /// The header: `<len>:`, the pairs, `,`.
+    pub fn finish(mut self) -> Vec<u8> {
+        let mut digits = [0u8; 20];
+        let digits = crate::decimal((self.buf.len() - PREFIX_ROOM) as u64, &mut digits);
+        let start = PREFIX_ROOM - 1 - digits.len();
+        self.buf[start..PREFIX_ROOM - 1].copy_from_slice(digits);
+        self.buf[PREFIX_ROOM - 1] = b':';
+        self.buf.push(b',');
+        self.buf.drain(..start);
+        self.buf
+    }
 }
 
 /// Tries to decode a header from the start of `buf`, which may hold only part of it.
@@ -238,6 +289,19 @@ mod tests {
             (b"SCGI", b"1"),
             (b"REQUEST_METHOD", b"POST"),
         ])
+    }
+
+    #[test]
+    fn the_builder_writes_the_netstring_and_cuts_values_at_nul() {
+        let mut header = HeaderBuilder::with_capacity(0);
+        header.pair(b"CONTENT_LENGTH", b"0");
+        header.pair_from_parts(b"HTTP_COOKIE", [&b"a=1"[..], b"; ", b"b=2"]);
+        header.pair_from_parts(b"HTTP_X", [&b"1"[..], b"2\x003", b"4"]);
+        assert_eq!(
+            header.finish(),
+            b"48:CONTENT_LENGTH\x000\x00HTTP_COOKIE\x00a=1; b=2\x00HTTP_X\x0012\x00,"
+        );
+        assert_eq!(HeaderBuilder::with_capacity(8).finish(), b"0:,");
     }
 
     #[test]

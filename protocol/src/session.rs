@@ -44,10 +44,17 @@ pub fn encode_header<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) 
 /// name with bytes other than ASCII alphanumerics and `-`: such a header could otherwise pose
 /// as another (`X_Foo` and `X-Foo` would both become `HTTP_X_FOO`), so it is dropped.
 pub fn cgi_header_name(name: &[u8]) -> Option<Vec<u8>> {
-    if name.is_empty() || !name.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-') {
-        return None;
-    }
     let mut out = Vec::with_capacity(name.len() + 5);
+    cgi_header_name_into(name, &mut out).then_some(out)
+}
+
+/// [`cgi_header_name`] into `out` (cleared first), for a caller that reuses one buffer; false
+/// (and `out` unspecified) for a name that is dropped.
+pub fn cgi_header_name_into(name: &[u8], out: &mut Vec<u8>) -> bool {
+    if name.is_empty() || !name.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-') {
+        return false;
+    }
+    out.clear();
     out.extend_from_slice(b"HTTP_");
     out.extend(name.iter().map(|&b| {
         if b == b'-' {
@@ -56,7 +63,7 @@ pub fn cgi_header_name(name: &[u8]) -> Option<Vec<u8>> {
             b.to_ascii_uppercase()
         }
     }));
-    Some(out)
+    true
 }
 
 /// Decodes a session header from the start of `buf`: `Ok(None)` if incomplete, else the pairs
