@@ -190,6 +190,13 @@ fn static_files_and_page_cache_are_served_by_nginx(flavour: Flavour) {
     assert!(file.header("x-powered-by").is_none(), "{file:?}");
     let cached = nginx.get("/cached");
     assert_eq!(cached.text(), "page-cached\n", "{cached:?}");
+    // A URI ending in `/`: its directory's index.html if there is one, else the app.
+    let index = nginx.get("/docs/");
+    assert_eq!(index.text(), "docs index of the module app\n", "{index:?}");
+    let no_index = nginx.get("/empty/");
+    assert_eq!(no_index.text(), "module app: /empty/", "{no_index:?}");
+    let root = nginx.get("/");
+    assert_eq!(root.text(), "module app: /", "{root:?}");
     // POST to a static path goes to the app.
     let post = http(nginx.port(), "POST", "/static.txt", &[], b"x");
     assert_eq!(post.text(), "module app: /static.txt", "{post:?}");
@@ -255,6 +262,16 @@ fn set_header_and_forwarding_headers(flavour: Flavour) {
         assert!(!env.contains_key(spoofed), "{spoofed} passed: {env:?}");
     }
     assert_eq!(env["REMOTE_ADDR"], "127.0.0.1");
+    // A header sent twice reaches the app once, its values joined in order.
+    let repeated = [
+        ("Cookie", "a=1"),
+        ("X-Multi", "1"),
+        ("cookie", "b=2"),
+        ("x-multi", "2"),
+    ];
+    let joined = env_of(&http(nginx.port(), "GET", "/env", &repeated, b""));
+    assert_eq!(joined["HTTP_COOKIE"], "a=1; b=2", "{joined:?}");
+    assert_eq!(joined["HTTP_X_MULTI"], "1, 2", "{joined:?}");
     // Behind a proxy that realip trusts, the forwarding headers are the proxy's word. (The
     // location's own set_header list is inherited: it has none.)
     let trusted = env_of(&http(nginx.port(), "GET", "/trusted/env", &headers, b""));

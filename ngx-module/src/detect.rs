@@ -3,8 +3,8 @@
 //! cache (workers are single-threaded).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nginx_sys::ngx_int_t;
@@ -13,9 +13,13 @@ use passenger_protocol::options::AppType;
 /// Bounds the cache on a server with very many app roots (it is then simply cleared).
 const MAX_ENTRIES: usize = 1024;
 
+/// Keyed by the app root's bytes with Fx: hashing a `Path` walks its components, and SipHash
+/// showed in the worker's per-request profile. App roots come from the configuration, not
+/// from clients, so nobody can aim collisions at it.
+type Cache = rustc_hash::FxHashMap<Vec<u8>, (Option<AppType>, Instant)>;
+
 thread_local! {
-    static CACHE: RefCell<HashMap<PathBuf, (Option<AppType>, Instant)>> =
-        RefCell::new(HashMap::new());
+    static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
 }
 
 /// The type of the app in `app_root`, looked up again when the cached answer is older than
@@ -25,7 +29,8 @@ pub fn app_type(app_root: &Path, throttle_secs: ngx_int_t) -> Option<AppType> {
     let now = Instant::now();
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
-        if let Some((found, at)) = cache.get(app_root)
+        let key = app_root.as_os_str().as_bytes();
+        if let Some((found, at)) = cache.get(key)
             && now.duration_since(*at) < ttl
         {
             return *found;
@@ -34,7 +39,7 @@ pub fn app_type(app_root: &Path, throttle_secs: ngx_int_t) -> Option<AppType> {
         if cache.len() >= MAX_ENTRIES {
             cache.clear();
         }
-        cache.insert(app_root.to_path_buf(), (found, now));
+        cache.insert(key.to_vec(), (found, now));
         found
     })
 }

@@ -11,7 +11,8 @@ use nginx_sys::{
 };
 use passenger_protocol::options;
 use passenger_protocol::scgi;
-use passenger_protocol::session::cgi_header_name;
+use passenger_protocol::decimal;
+use passenger_protocol::session::cgi_header_name_into;
 
 use crate::config::{LocConf, MainConf, pool_options};
 use crate::handler::{AppInfo, RequestCtx, module};
@@ -218,30 +219,37 @@ fn skipped_header(name: &[u8], can_upgrade: bool) -> bool {
         || (!can_upgrade && name.eq_ignore_ascii_case(b"upgrade"))
 }
 
-/// `HTTP_*` pairs: one per distinct CGI name (the core refuses a header with a key twice);
-/// repeated headers are joined with ", " (cookies with "; "). `Upgrade` and `Connection` are
-/// passed like the others (as `HTTP_UPGRADE`, `HTTP_CONNECTION`) when the request can upgrade.
-fn http_variables(headers: &[(&[u8], &[u8])], can_upgrade: bool) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(headers.len());
-    for (name, value) in headers {
-        if skipped_header(name, can_upgrade) {
+/// Adds the `HTTP_*` pairs: one per distinct CGI name (the core refuses a header with a key
+/// twice); repeated headers are joined with ", " (cookies with "; "), in arrival order.
+/// `Upgrade` and `Connection` are passed like the others (as `HTTP_UPGRADE`,
+/// `HTTP_CONNECTION`) when the request can upgrade. (Names that pass [`cgi_header_name_into`]
+/// have the same CGI name exactly when they are equal but for case.)
+fn add_http_variables(
+    header: &mut scgi::HeaderBuilder,
+    headers: &[(&[u8], &[u8])],
+    can_upgrade: bool,
+) {
+    let mut key = Vec::with_capacity(64);
+    for (i, &(name, value)) in headers.iter().enumerate() {
+        if skipped_header(name, can_upgrade) || !cgi_header_name_into(name, &mut key) {
             continue;
         }
-        let Some(key) = cgi_header_name(name) else {
-            continue;
-        };
-        match out.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, existing)) => {
-                let sep: &[u8] = if key == b"HTTP_COOKIE" { b"; " } else { b", " };
-                existing.extend_from_slice(sep);
-                existing.extend_from_slice(value);
-            }
-            None => out.push((key, value.to_vec())),
+        let same_name = |other: &&(&[u8], &[u8])| other.0.eq_ignore_ascii_case(name);
+        if headers[..i].iter().any(|h| same_name(&h)) {
+            continue; // joined to the first of its name
         }
+        let sep: &[u8] = if key == b"HTTP_COOKIE" { b"; " } else { b", " };
+        let repeats = headers[i + 1..]
+            .iter()
+            .filter(same_name)
+            .flat_map(|&(_, v)| [sep, v]);
+        header.pair_from_parts(&key, std::iter::once(value).chain(repeats));
     }
-    out
 }
 
+/// The header for the core: CGI variables, `HTTP_*` headers, the app's and the location's
+/// options, the password. Written straight into one buffer (a value ends at its first NUL,
+/// which would otherwise corrupt the header).
 fn build_header(
     req: &RequestInfo<'_>,
     app: &AppInfo<'_>,
@@ -249,26 +257,26 @@ fn build_header(
     password: &[u8],
     content_length: u64,
 ) -> Vec<u8> {
-    let content_length = content_length.to_string();
-    let server_port = req.server_port.to_string();
-    let remote_port = req.remote_port.to_string();
     let group = match app.group_name {
-        Some(name) => name.to_vec(),
-        None => options::default_group_name(
-            &String::from_utf8_lossy(app.app_root),
-            &String::from_utf8_lossy(app.app_env),
-        )
-        .into_bytes(),
+        Some(name) => std::borrow::Cow::Borrowed(name),
+        None => std::borrow::Cow::Owned(
+            options::default_group_name(
+                &String::from_utf8_lossy(app.app_root),
+                &String::from_utf8_lossy(app.app_env),
+            )
+            .into_bytes(),
+        ),
     };
     // Under a base URI the app sees it as SCRIPT_NAME and the rest of the path as PATH_INFO.
     let path_info = req
         .path_info
         .strip_prefix(app.base_uri)
         .unwrap_or(req.path_info);
-    let http = http_variables(&req.headers, req.can_upgrade);
+    let (mut length_digits, mut server_port, mut remote_port) = ([0; 20], [0; 20], [0; 20]);
 
-    let mut pairs: Vec<(&[u8], &[u8])> = vec![
-        (b"CONTENT_LENGTH", content_length.as_bytes()),
+    let mut header = scgi::HeaderBuilder::with_capacity(2048);
+    let cgi: [(&[u8], &[u8]); 12] = [
+        (b"CONTENT_LENGTH", decimal(content_length, &mut length_digits)),
         (b"SCGI", b"1"),
         (b"REQUEST_METHOD", req.method),
         (b"REQUEST_URI", req.request_uri),
@@ -276,55 +284,66 @@ fn build_header(
         (b"QUERY_STRING", req.query_string),
         (b"SCRIPT_NAME", app.base_uri),
         (b"SERVER_NAME", req.server_name),
-        (b"SERVER_PORT", server_port.as_bytes()),
+        (b"SERVER_PORT", decimal(req.server_port.into(), &mut server_port)),
         (b"SERVER_PROTOCOL", req.server_protocol),
         (b"REMOTE_ADDR", req.remote_addr),
-        (b"REMOTE_PORT", remote_port.as_bytes()),
+        (b"REMOTE_PORT", decimal(req.remote_port.into(), &mut remote_port)),
     ];
+    for (k, v) in cgi {
+        header.pair(k, v);
+    }
     if let Some(user) = req.remote_user {
-        pairs.push((b"REMOTE_USER", user));
+        header.pair(b"REMOTE_USER", user);
     }
     if req.https {
-        pairs.push((b"HTTPS", b"on"));
+        header.pair(b"HTTPS", b"on");
     }
-    pairs.push((b"DOCUMENT_ROOT", app.document_root));
+    header.pair(b"DOCUMENT_ROOT", app.document_root);
     if let Some(ct) = req.content_type {
-        pairs.push((b"CONTENT_TYPE", ct));
+        header.pair(b"CONTENT_TYPE", ct);
     }
-    pairs.extend(http.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
-    pairs.extend([
-        (options::APP_ROOT.as_bytes(), app.app_root),
-        (options::APP_TYPE.as_bytes(), app.app_type.name().as_bytes()),
-        (options::STARTUP_FILE.as_bytes(), app.startup_file),
-        (options::APP_ENV.as_bytes(), app.app_env),
-        (options::APP_GROUP_NAME.as_bytes(), group.as_slice()),
-        (options::RUBY.as_bytes(), app.ruby),
-    ]);
+    add_http_variables(&mut header, &req.headers, req.can_upgrade);
+    let app_options: [(&str, &[u8]); 6] = [
+        (options::APP_ROOT, app.app_root),
+        (options::APP_TYPE, app.app_type.name().as_bytes()),
+        (options::STARTUP_FILE, app.startup_file),
+        (options::APP_ENV, app.app_env),
+        (options::APP_GROUP_NAME, &group),
+        (options::RUBY, app.ruby),
+    ];
+    for (k, v) in app_options {
+        header.pair(k.as_bytes(), v);
+    }
     if !app.base_uri.is_empty() {
-        pairs.push((options::BASE_URI.as_bytes(), app.base_uri));
+        header.pair(options::BASE_URI.as_bytes(), app.base_uri);
     }
-    pairs.extend(pool.iter().map(|(k, v)| (k.as_bytes(), v.as_slice())));
-    pairs.push((options::CONNECT_PASSWORD.as_bytes(), password));
-    // A NUL would end a key or value early and corrupt the header: values stop at one.
-    scgi::encode(pairs.into_iter().map(|(k, v)| (k, until_nul(v))))
-}
-
-fn until_nul(v: &[u8]) -> &[u8] {
-    v.iter().position(|&b| b == 0).map_or(v, |i| &v[..i])
+    for (k, v) in pool {
+        header.pair(k.as_bytes(), v);
+    }
+    header.pair(options::CONNECT_PASSWORD.as_bytes(), password);
+    header.finish()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::http_variables;
+    use super::add_http_variables;
+    use passenger_protocol::scgi;
 
     fn names(headers: &[(&[u8], &[u8])], can_upgrade: bool) -> Vec<String> {
-        http_variables(headers, can_upgrade)
-            .into_iter()
+        let mut header = scgi::HeaderBuilder::with_capacity(0);
+        header.pair(b"CONTENT_LENGTH", b"0");
+        add_http_variables(&mut header, headers, can_upgrade);
+        let (decoded, _) = scgi::decode(&header.finish(), scgi::DEFAULT_MAX_HEADER)
+            .unwrap()
+            .unwrap();
+        decoded
+            .pairs()
+            .skip(1)
             .map(|(k, v)| {
                 format!(
                     "{}={}",
-                    String::from_utf8_lossy(&k),
-                    String::from_utf8_lossy(&v)
+                    String::from_utf8_lossy(k),
+                    String::from_utf8_lossy(v)
                 )
             })
             .collect()
