@@ -162,12 +162,7 @@ impl<S: Spawner> RequestServer<S> {
         // must not be able to trigger that work.
         if header.get_str("REQUEST_METHOD") == Some("OOBW") {
             tracing::warn!("Refused {describe} with 405: OOBW is reserved for the core");
-            let page = error_page(
-                405,
-                "This request method is not allowed.",
-                None,
-                powered_by,
-            );
+            let page = error_page(405, "This request method is not allowed.", None, powered_by);
             let _ = conn.write_all(&page).await;
             return false;
         }

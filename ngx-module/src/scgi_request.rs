@@ -9,9 +9,9 @@ use nginx_sys::{
     ngx_create_temp_buf, ngx_http_auth_basic_user, ngx_http_core_module, ngx_http_core_srv_conf_t,
     ngx_http_request_t, ngx_inet_get_port, ngx_int_t, ngx_palloc, ngx_table_elt_t,
 };
+use passenger_protocol::decimal;
 use passenger_protocol::options;
 use passenger_protocol::scgi;
-use passenger_protocol::decimal;
 use passenger_protocol::session::cgi_header_name_into;
 
 use crate::config::{LocConf, MainConf, pool_options};
@@ -222,29 +222,62 @@ fn skipped_header(name: &[u8], can_upgrade: bool) -> bool {
 /// Adds the `HTTP_*` pairs: one per distinct CGI name (the core refuses a header with a key
 /// twice); repeated headers are joined with ", " (cookies with "; "), in arrival order.
 /// `Upgrade` and `Connection` are passed like the others (as `HTTP_UPGRADE`,
-/// `HTTP_CONNECTION`) when the request can upgrade. (Names that pass [`cgi_header_name_into`]
-/// have the same CGI name exactly when they are equal but for case.)
+/// `HTTP_CONNECTION`) when the request can upgrade.
 fn add_http_variables(
     header: &mut scgi::HeaderBuilder,
     headers: &[(&[u8], &[u8])],
     can_upgrade: bool,
 ) {
+    let next = same_name_chains(headers);
     let mut key = Vec::with_capacity(64);
     for (i, &(name, value)) in headers.iter().enumerate() {
-        if skipped_header(name, can_upgrade) || !cgi_header_name_into(name, &mut key) {
+        if next[i].repeat
+            || skipped_header(name, can_upgrade)
+            || !cgi_header_name_into(name, &mut key)
+        {
             continue;
         }
-        let same_name = |other: &&(&[u8], &[u8])| other.0.eq_ignore_ascii_case(name);
-        if headers[..i].iter().any(|h| same_name(&h)) {
-            continue; // joined to the first of its name
-        }
         let sep: &[u8] = if key == b"HTTP_COOKIE" { b"; " } else { b", " };
-        let repeats = headers[i + 1..]
-            .iter()
-            .filter(same_name)
-            .flat_map(|&(_, v)| [sep, v]);
+        let repeats = std::iter::successors(next[i].next, |&j| next[j].next)
+            .flat_map(|j| [sep, headers[j].1]);
         header.pair_from_parts(&key, std::iter::once(value).chain(repeats));
     }
+}
+
+/// Where a header's name comes again.
+#[derive(Clone, Copy, Default)]
+struct SameName {
+    /// The next header of the same name.
+    next: Option<usize>,
+    /// An earlier header has this name.
+    repeat: bool,
+}
+
+/// Links the headers of the same name (but for case), in arrival order. By sorting: a request
+/// may carry hundreds of tiny headers (more where `large_client_header_buffers` is raised),
+/// and comparing each with every other grows with the square of their number. (Names that
+/// pass [`cgi_header_name_into`] have the same CGI name exactly when they are equal but for
+/// case.)
+fn same_name_chains(headers: &[(&[u8], &[u8])]) -> Vec<SameName> {
+    fn lower(name: &[u8]) -> impl Iterator<Item = u8> + '_ {
+        name.iter().map(u8::to_ascii_lowercase)
+    }
+    let mut order: Vec<usize> = (0..headers.len()).collect();
+    order.sort_unstable_by(|&a, &b| {
+        let (x, y) = (headers[a].0, headers[b].0);
+        x.len()
+            .cmp(&y.len())
+            .then_with(|| lower(x).cmp(lower(y)))
+            .then(a.cmp(&b))
+    });
+    let mut chains = vec![SameName::default(); headers.len()];
+    for pair in order.windows(2) {
+        if headers[pair[0]].0.eq_ignore_ascii_case(headers[pair[1]].0) {
+            chains[pair[0]].next = Some(pair[1]);
+            chains[pair[1]].repeat = true;
+        }
+    }
+    chains
 }
 
 /// The header for the core: CGI variables, `HTTP_*` headers, the app's and the location's
@@ -276,7 +309,10 @@ fn build_header(
 
     let mut header = scgi::HeaderBuilder::with_capacity(2048);
     let cgi: [(&[u8], &[u8]); 12] = [
-        (b"CONTENT_LENGTH", decimal(content_length, &mut length_digits)),
+        (
+            b"CONTENT_LENGTH",
+            decimal(content_length, &mut length_digits),
+        ),
         (b"SCGI", b"1"),
         (b"REQUEST_METHOD", req.method),
         (b"REQUEST_URI", req.request_uri),
@@ -284,10 +320,16 @@ fn build_header(
         (b"QUERY_STRING", req.query_string),
         (b"SCRIPT_NAME", app.base_uri),
         (b"SERVER_NAME", req.server_name),
-        (b"SERVER_PORT", decimal(req.server_port.into(), &mut server_port)),
+        (
+            b"SERVER_PORT",
+            decimal(req.server_port.into(), &mut server_port),
+        ),
         (b"SERVER_PROTOCOL", req.server_protocol),
         (b"REMOTE_ADDR", req.remote_addr),
-        (b"REMOTE_PORT", decimal(req.remote_port.into(), &mut remote_port)),
+        (
+            b"REMOTE_PORT",
+            decimal(req.remote_port.into(), &mut remote_port),
+        ),
     ];
     for (k, v) in cgi {
         header.pair(k, v);
@@ -369,6 +411,31 @@ mod tests {
             names(&headers, false),
             ["HTTP_HOST=x", "HTTP_CONNECTION=Upgrade"]
         );
+    }
+
+    #[test]
+    fn interleaved_repeats_keep_the_order_of_first_arrival() {
+        let headers: [(&[u8], &[u8]); 6] = [
+            (b"B", b"1"),
+            (b"a", b"1"),
+            (b"X-Bb", b"y"),
+            (b"b", b"2"),
+            (b"A", b"2"),
+            (b"x-BB", b"z"),
+        ];
+        assert_eq!(
+            names(&headers, true),
+            ["HTTP_B=1, 2", "HTTP_A=1, 2", "HTTP_X_BB=y, z"]
+        );
+        // Thousands of headers.
+        let many: Vec<(Vec<u8>, &[u8])> = (0..5000)
+            .map(|i| (format!("H{}", i % 2500).into_bytes(), &b"v"[..]))
+            .collect();
+        let many: Vec<(&[u8], &[u8])> = many.iter().map(|(k, v)| (k.as_slice(), *v)).collect();
+        let joined = names(&many, true);
+        assert_eq!(joined.len(), 2500);
+        assert_eq!(joined[0], "HTTP_H0=v, v");
+        assert_eq!(joined[2499], "HTTP_H2499=v, v");
     }
 
     #[test]

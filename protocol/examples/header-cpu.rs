@@ -89,7 +89,10 @@ fn sample_pairs() -> Vec<(&'static str, &'static str)> {
         ("PASSENGER_MAX_REQUEST_QUEUE_TIME", "0"),
         ("PASSENGER_RESTART_DIR", "tmp"),
         ("PASSENGER_SHOW_VERSION_IN_HEADER", "1"),
-        ("PASSENGER_RESPONSE_BUFFER_HIGH_WATERMARK", "18446744073709551615"),
+        (
+            "PASSENGER_RESPONSE_BUFFER_HIGH_WATERMARK",
+            "18446744073709551615",
+        ),
         ("PASSENGER_PYTHON", "python3"),
         ("PASSENGER_NODEJS", "node"),
         ("PASSENGER_MAX_PRELOADER_IDLE_TIME", "300"),
@@ -99,6 +102,9 @@ fn sample_pairs() -> Vec<(&'static str, &'static str)> {
         ("PASSENGER_USER_SWITCHING", "1"),
         ("PASSENGER_DEFAULT_USER", "nobody"),
         ("PASSENGER_DISABLE_LOG_PREFIX", "0"),
-        ("PASSENGER_CONNECT_PASSWORD", "qZ0ORD1Fn5HiDzhxDZlDoER5L89wQpF6"),
+        (
+            "PASSENGER_CONNECT_PASSWORD",
+            "qZ0ORD1Fn5HiDzhxDZlDoER5L89wQpF6",
+        ),
     ]
 }
