@@ -14,8 +14,10 @@ use passenger_protocol::options::AppType;
 const MAX_ENTRIES: usize = 1024;
 
 /// Keyed by the app root's bytes with Fx: hashing a `Path` walks its components, and SipHash
-/// showed in the worker's per-request profile. App roots come from the configuration, not
-/// from clients, so nobody can aim collisions at it.
+/// showed in the worker's per-request profile. An app root comes from the configuration,
+/// through a `root` with variables at most from the request; colliding keys could then make a
+/// lookup compare with at most [`MAX_ENTRIES`] others, and each new key costs the stats of a
+/// detection anyway.
 type Cache = rustc_hash::FxHashMap<Vec<u8>, (Option<AppType>, Instant)>;
 
 thread_local! {

@@ -221,14 +221,13 @@ unsafe fn location_is_alias(r: *mut ngx_http_request_t) -> bool {
 unsafe fn static_route(r: *mut ngx_http_request_t, file: &[u8]) -> Option<Route> {
     let log = unsafe { request_log(r) };
     let with = |suffix: &[u8]| [file, suffix].concat();
-    // (A path ending in `/` is never a regular file: it goes straight to its index.html, one
-    // stat fewer for such requests.)
-    let route = if !file.ends_with(b"/") && is_file(file) {
-        Route::Decline
-    } else if file.ends_with(b"/") {
+    // A path ending in `/` is never a regular file: only its index.html is looked for.
+    let route = if file.ends_with(b"/") {
         if !is_file(&with(b"index.html")) {
             return None;
         }
+        Route::Decline
+    } else if is_file(file) {
         Route::Decline
     } else if is_file(&with(b".html")) {
         Route::Redirect([unsafe { bytes(&(*r).uri) }, b".html"].concat())

@@ -66,17 +66,33 @@ pub(crate) fn split_pairs(data: &[u8]) -> Result<PairSlices<'_>, usize> {
     Ok(pairs)
 }
 
-/// Appends `KEY\0VALUE\0` pairs to `out`.
+/// Appends `KEY\0VALUE\0` pairs to `out` (see [`push_pair`]).
 pub(crate) fn join_pairs<'a>(
     out: &mut Vec<u8>,
     pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
 ) {
     for (k, v) in pairs {
-        out.extend_from_slice(k);
-        out.push(0);
-        out.extend_from_slice(v);
-        out.push(0);
+        push_pair(out, k, [v]);
     }
+}
+
+/// Appends one `KEY\0VALUE\0` pair whose value is `parts` one after the other. The value ends
+/// at its first NUL: on the wire a NUL would end it there anyway, and make the rest of it a key.
+pub(crate) fn push_pair<'a>(
+    out: &mut Vec<u8>,
+    key: &[u8],
+    parts: impl IntoIterator<Item = &'a [u8]>,
+) {
+    out.extend_from_slice(key);
+    out.push(0);
+    for part in parts {
+        if let Some(nul) = part.iter().position(|&b| b == 0) {
+            out.extend_from_slice(&part[..nul]);
+            break;
+        }
+        out.extend_from_slice(part);
+    }
+    out.push(0);
 }
 
 #[cfg(test)]

@@ -128,25 +128,15 @@ impl HeaderBuilder {
     }
 
     /// Adds a pair. The caller puts `CONTENT_LENGTH` first and uses keys that pass
-    /// [`valid_key`]. The value ends at its first NUL: on the wire a NUL would end it there
-    /// anyway, and make the rest of it a key.
+    /// [`valid_key`]. The value ends at its first NUL (as in every pair this crate writes).
     pub fn pair(&mut self, key: &[u8], value: &[u8]) {
-        self.pair_from_parts(key, [value]);
+        crate::push_pair(&mut self.buf, key, [value]);
     }
 
     /// Adds a pair whose value is `parts` one after the other (ending at the first NUL, as in
     /// [`HeaderBuilder::pair`]).
     pub fn pair_from_parts<'a>(&mut self, key: &[u8], parts: impl IntoIterator<Item = &'a [u8]>) {
-        self.buf.extend_from_slice(key);
-        self.buf.push(0);
-        for part in parts {
-            if let Some(nul) = part.iter().position(|&b| b == 0) {
-                self.buf.extend_from_slice(&part[..nul]);
-                break;
-            }
-            self.buf.extend_from_slice(part);
-        }
-        self.buf.push(0);
+        crate::push_pair(&mut self.buf, key, parts);
     }
 
     /// The header: `<len>:`, the pairs, `,`.
