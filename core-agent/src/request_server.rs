@@ -15,7 +15,7 @@ use passenger_protocol::options::CONNECT_PASSWORD;
 use passenger_protocol::scgi::{self, DEFAULT_MAX_HEADER, ScgiHeader};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
@@ -194,7 +194,10 @@ impl<S: Spawner> RequestServer<S> {
             // While the request waits for a process, nginx may give up on it (the client went
             // away): then it leaves the queue. The body is read meanwhile, so that the end of
             // the connection can be told from body bytes arriving.
+            // Biased: a free process is taken without a read of the connection first (one that
+            // would, as a rule, find nothing).
             let checkout = tokio::select! {
+                biased;
                 c = self.pool.checkout_sticky(&options, sticky) => c,
                 _ = client_gone(conn, early_body, header.content_length) => {
                     tracing::debug!("{describe} abandoned by nginx while it waited for a process");
@@ -537,23 +540,13 @@ async fn read_header(
         // The buffer is allocated once bytes are there: an idle connection holds none.
         let deadline = tokio::time::Instant::now() + idle;
         tokio::pin!(stopping);
-        loop {
-            tokio::select! {
-                ready = tokio::time::timeout_at(deadline, conn.readable()) => match ready {
-                    Err(_) => return Err(HeaderProblem::Idle),
-                    Ok(Err(_)) => return Ok(None),
-                    Ok(Ok(())) => {}
-                },
-                _ = &mut stopping => return Err(HeaderProblem::Stopping),
-            }
-            buf.reserve(HEADER_READ);
-            match conn.try_read_buf(&mut buf) {
-                Ok(0) => return Ok(None),
-                Ok(_) => break,
-                // Readiness left over from the last request's read.
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => buf = Vec::new(),
-                Err(_) => return Ok(None),
-            }
+        tokio::select! {
+            read = tokio::time::timeout_at(deadline, read_when_ready(conn, &mut buf)) => match read {
+                Err(_) => return Err(HeaderProblem::Idle),
+                Ok(Ok(0) | Err(_)) => return Ok(None),
+                Ok(Ok(_)) => {}
+            },
+            _ = &mut stopping => return Err(HeaderProblem::Stopping),
         }
     }
     let read = async {
@@ -585,6 +578,34 @@ async fn read_header(
     tokio::time::timeout(HEADER_TIMEOUT, read)
         .await
         .unwrap_or(Err(HeaderProblem::Timeout))
+}
+
+/// Reads the next bytes of `conn` into `buf`, which gets room for them only once they are
+/// there: a connection waiting for its next request holds no buffer. The read goes through
+/// `AsyncRead`, whose short read tells tokio the socket is drained; a `try_read` would leave
+/// the readiness set, and the next wait would start with a read that finds nothing.
+async fn read_when_ready(conn: &mut UnixStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    use std::task::Poll;
+    std::future::poll_fn(|cx| {
+        std::task::ready!(conn.poll_read_ready(cx))?;
+        buf.reserve(HEADER_READ);
+        let mut spare = tokio::io::ReadBuf::uninit(buf.spare_capacity_mut());
+        match std::pin::Pin::new(&mut *conn).poll_read(cx, &mut spare) {
+            Poll::Ready(Ok(())) => {
+                let n = spare.filled().len();
+                // SAFETY: poll_read initialised the first `n` spare bytes.
+                unsafe { buf.set_len(buf.len() + n) };
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            // The readiness was left over from the last request's read.
+            Poll::Pending => {
+                *buf = Vec::new();
+                Poll::Pending
+            }
+        }
+    })
+    .await
 }
 
 /// Reads and drops the `unread` rest of a request body the app did not read; false when the
