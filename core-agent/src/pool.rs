@@ -640,9 +640,7 @@ impl<S: Spawner> Pool<S> {
             return;
         }
         let now = Instant::now();
-        let names: Vec<String> = inner.groups.keys().cloned().collect();
-        for name in &names {
-            let group = inner.groups.get_mut(name).expect("listed");
+        for group in inner.groups.values_mut() {
             // A non-rolling restart: every old process drains at once (an old spawn that
             // finished late too).
             if !group.options.pool.rolling_restarts {
@@ -688,6 +686,16 @@ impl<S: Spawner> Pool<S> {
                 }
             }
         }
+        // As a rule no group wants a spawn: then nothing below has anything to do (and the
+        // group names are not copied, on every checkout and release).
+        if inner
+            .groups
+            .values()
+            .all(|group| spawn_wanted(group, now) == Want::No)
+        {
+            return;
+        }
+        let names: Vec<String> = inner.groups.keys().cloned().collect();
         for name in &names {
             loop {
                 let max_pool = inner.max_pool_size;
