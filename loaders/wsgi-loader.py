@@ -947,15 +947,21 @@ def _wake_idle(context):
         context.idle.clear()
 
 
-def _await_request(conn, context):
+def _await_request(conn, waiter, context):
     """The first bytes of the next request on a kept connection; b'' when the core closed it or
-    the loader is stopping."""
+    the loader is stopping. `waiter`: a poll object with `conn` registered for input.
+
+    The wait is a poll() for input, not a blocking recv(): a thread asleep in recv() on a unix
+    socket is also woken each time the core reads what this thread last sent (the kernel's
+    "room to write" wakeup reaches readers too), and goes back to sleep. That is a context
+    switch per response, on this process's CPU and the core's; poll() is woken by input only."""
     with context.lock:
         if context.stopping.is_set():
             return b''
         context.idle.add(conn)
     data = b''
     try:
+        waiter.poll()  # ends on input, EOF, or the shutdown by _wake_idle
         data = conn.recv(FIRST_READ)  # blocking: the core closes connections it does not need
     except OSError:
         pass  # a reset: the same as a close
@@ -978,6 +984,7 @@ def _serve_connection(conn, context):
         if conn.gettimeout() is not None:  # socket.setdefaulttimeout() in the app
             conn.settimeout(None)
         first = None
+        waiter = None
         while True:
             pairs, early = _read_header(conn, first)
             if pairs is None:
@@ -998,7 +1005,10 @@ def _serve_connection(conn, context):
                 return
             body.close()
             body = None
-            first = _await_request(conn, context)
+            if waiter is None:
+                waiter = select.poll()
+                waiter.register(conn, select.POLLIN)
+            first = _await_request(conn, waiter, context)
             if not first:
                 return
     except _BadSession as e:

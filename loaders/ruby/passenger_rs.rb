@@ -5,6 +5,7 @@
 
 require 'socket'
 require 'io/nonblock'
+require 'io/wait'
 require 'stringio'
 require 'tempfile'
 require 'securerandom'

@@ -172,11 +172,17 @@ module PassengerRs
     # The first bytes of a request (in `buffer`, if given): as a rule, the whole session header;
     # nil at EOF. On a kept connection (`idle`) it is registered as idle meanwhile, and nil once
     # the loader stops.
+    #
+    # A kept connection is waited on with wait_readable (poll for input), not in the read: a
+    # thread asleep in read() on a unix socket is also woken each time the core reads what this
+    # thread last sent (the kernel's "room to write" wakeup reaches readers too), and goes back
+    # to sleep. That is a context switch per response, on this process's CPU and the core's.
     def first_read(conn, idle, buffer)
       return conn.readpartial(FIRST_READ, buffer) unless idle
       return nil unless idle.enter(conn)
 
       begin
+        conn.wait_readable # ends on input, EOF, or IdleConnections#stop's shutdown
         conn.readpartial(FIRST_READ, buffer)
       ensure
         idle.leave(conn)
