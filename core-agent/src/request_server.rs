@@ -598,7 +598,7 @@ async fn read_when_ready(conn: &mut UnixStream, buf: &mut Vec<u8>) -> std::io::R
                 Poll::Ready(Ok(n))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            // The readiness was left over from the last request's read.
+            // Readiness left set (by a read that filled its buffer) found nothing: wait on.
             Poll::Pending => {
                 *buf = Vec::new();
                 Poll::Pending
