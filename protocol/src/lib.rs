@@ -86,7 +86,7 @@ pub(crate) fn push_pair<'a>(
     out.extend_from_slice(key);
     out.push(0);
     for part in parts {
-        if let Some(nul) = part.iter().position(|&b| b == 0) {
+        if let Some(nul) = memchr::memchr(0, part) {
             out.extend_from_slice(&part[..nul]);
             break;
         }
