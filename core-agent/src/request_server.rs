@@ -598,9 +598,12 @@ async fn read_when_ready(conn: &mut UnixStream, buf: &mut Vec<u8>) -> std::io::R
                 Poll::Ready(Ok(n))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            // Readiness left set (by a read that filled its buffer) found nothing: wait on.
+            // Readiness left set (by a read that filled its buffer) found nothing: wait on,
+            // without the room reserved for nothing (only when it held nothing before).
             Poll::Pending => {
-                *buf = Vec::new();
+                if buf.is_empty() {
+                    *buf = Vec::new();
+                }
                 Poll::Pending
             }
         }
