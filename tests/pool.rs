@@ -306,6 +306,69 @@ fn a_request_in_flight_on_a_killed_process_gets_502(flavour: Flavour) {
     assert_ne!(next.pid(), pid);
 }
 
+/// Under concurrent load on a one-process app the core sends the busy process its next request
+/// ahead (the Rack and WSGI loaders take one). Killing the process then fails at most the
+/// request it was serving, as without requests sent ahead: the one waiting in it goes to the new
+/// process.
+fn a_request_sent_ahead_to_a_killed_process_goes_to_another(flavour: Flavour) {
+    killed_under_load_fails_at_most_one_request(flavour, site(""));
+}
+
+fn a_request_sent_ahead_to_a_killed_wsgi_process_goes_to_another(flavour: Flavour) {
+    killed_under_load_fails_at_most_one_request(flavour, Site::app("wsgi"));
+}
+
+fn killed_under_load_fails_at_most_one_request(flavour: Flavour, site: Site) {
+    let nginx = Nginx::start_with(flavour, &[site], "passenger_max_pool_size 1;");
+    let first = nginx.get("/");
+    assert_eq!(first.status, 200, "{first:?}\n{}", nginx.passenger_log());
+    let old = first.pid();
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let port = nginx.port();
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let (stop, served) = (stop.clone(), served.clone());
+            std::thread::spawn(move || {
+                let mut responses = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    responses.push(http(port, "GET", "/", &[], b""));
+                    served.fetch_add(1, Ordering::SeqCst);
+                }
+                responses
+            })
+        })
+        .collect();
+    wait_until("requests served before the kill", || {
+        served.load(Ordering::SeqCst) >= 300
+    });
+    unsafe { libc::kill(old, libc::SIGKILL) };
+    wait_all_gone(&[old], "the killed app process");
+    let n = served.load(Ordering::SeqCst);
+    wait_until("requests served after the kill", || {
+        served.load(Ordering::SeqCst) >= n + 300
+    });
+    stop.store(true, Ordering::SeqCst);
+    let responses: Vec<Response> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    let failed: Vec<&Response> = responses.iter().filter(|r| r.status != 200).collect();
+    assert!(
+        failed.len() <= 1,
+        "{} of {} requests failed when the process was killed (at most the one it was serving \
+         may): {:?}\n{}",
+        failed.len(),
+        responses.len(),
+        failed,
+        nginx.passenger_log()
+    );
+    assert!(
+        responses.iter().any(|r| r.status == 200 && r.pid() != old),
+        "a new process served"
+    );
+}
+
 fn max_requests_recycles_the_process(flavour: Flavour) {
     let nginx = Nginx::start(flavour, &[site("passenger_max_requests 3;")]);
     let pids: Vec<i32> = (0..3).map(|_| nginx.get("/").pid()).collect();
@@ -413,6 +476,8 @@ for_both_nginx! {
     killed_app_process_is_replaced,
     a_waiting_request_whose_client_left_leaves_the_queue,
     a_request_in_flight_on_a_killed_process_gets_502,
+    a_request_sent_ahead_to_a_killed_process_goes_to_another,
+    a_request_sent_ahead_to_a_killed_wsgi_process_goes_to_another,
     max_requests_recycles_the_process,
     a_failed_deploy_stops_the_old_version_and_shows_the_error,
     resist_deployment_errors_keeps_the_old_version_serving,

@@ -9,9 +9,13 @@
 //! 0 = unlimited); among equally busy ones, to the one least recently used (ties
 //! on that: the oldest process), so that traffic spreads over all processes instead of piling
 //! on the first one. A request that finds no free process waits in its group's queue
-//! (first come, first served), bounded by `max_request_queue_size`. With sticky sessions, a
-//! request carrying a live process's sticky id goes to that process, waiting while it is busy
-//! (and letting later requests by); an unknown id is ignored.
+//! (first come, first served), bounded by `max_request_queue_size`. When no spawn is coming for
+//! it, a waiting request without a body may instead go ahead to a busy process whose loader
+//! takes one (its `prefetch`: the Rack and WSGI loaders with one thread) and whose requests are
+//! quick: it then starts there as soon as the one before ends (see
+//! [`Group::grant_prefetches`]). With sticky sessions, a request carrying a live process's
+//! sticky id goes to that process, waiting while it is busy (and letting later requests by); an
+//! unknown id is ignored.
 //!
 //! Scaling: a group spawns (one spawn at a time) when requests wait (that is, a request found
 //! all its processes busy), within `max_pool_size` (all apps) and the per-app cap (the lower
@@ -48,6 +52,12 @@ use tokio::time::Instant;
 
 /// Longest pause between two spawn attempts of a failing app.
 pub const MAX_SPAWN_BACKOFF: Duration = Duration::from_secs(60);
+/// A request goes ahead to a busy process only if the request that process is serving began
+/// less than this long ago, and the one it served before took less than this. Sent ahead, a
+/// request waits for the one before it, which may turn out slow while another process frees
+/// up; the time saved (a wake-up of the app, some 10 us) matters only for requests much
+/// shorter than this, and an app whose requests take longer gains nothing from it.
+const PREFETCH_BEHIND_AT_MOST: Duration = Duration::from_millis(2);
 /// How often idle processes are looked for.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -91,6 +101,9 @@ pub struct SpawnedProcess {
     pub protocol: SocketProtocol,
     /// Concurrent sessions the process takes; 0 means unlimited.
     pub concurrency: u32,
+    /// Sessions it takes beyond `concurrency`, each waiting in the process for a free thread
+    /// (see [`passenger_protocol::loader::SocketInfo::prefetch`]).
+    pub prefetch: u32,
     /// The password the process expects in every session header.
     pub password: String,
     /// Sending on (or dropping) this asks the process to stop gracefully.
@@ -120,10 +133,14 @@ pub struct Process {
     pub protocol: SocketProtocol,
     pub password: String,
     pub concurrency: u32,
+    /// Sessions it takes beyond `concurrency` (see [`SpawnedProcess::prefetch`]); 0 unless
+    /// its connections are kept and its concurrency is its own (not forced).
+    pub prefetch: u32,
     /// Session connections to it may be kept for its next request: its loader serves each
-    /// connection on one of its threads until the connection closes, so the core must never
-    /// hold more connections than it has threads, which holds when the pool sends it no
-    /// more concurrent requests than it advertised.
+    /// connection on one of its threads until the connection closes (a one-thread loader with
+    /// a prefetch: that many more, in turn), so the core must never hold more connections than
+    /// that, which holds when the pool sends it no more concurrent requests than it advertised
+    /// (plus its prefetch).
     pub keep_alive: bool,
     /// The group's restart generation the process was spawned for.
     pub generation: u64,
@@ -160,6 +177,9 @@ impl Process {
 /// A session on a process; dropping it frees the slot (and may hand it to a waiting request).
 pub struct Checkout {
     pub process: Arc<Process>,
+    /// The request was sent ahead to a busy process (its prefetch): it waits there for a
+    /// thread, and goes elsewhere if the process closes its connection unanswered.
+    pub prefetched: bool,
     release: Arc<dyn Release>,
 }
 
@@ -197,13 +217,16 @@ impl CheckoutError {
     }
 }
 
-type Grant = Result<Arc<Process>, CheckoutError>;
+/// A process for a waiting request, and whether it went there ahead (see [`Checkout`]).
+type Grant = Result<(Arc<Process>, bool), CheckoutError>;
 
 struct Waiter {
     id: u64,
     tx: oneshot::Sender<Grant>,
     /// The sticky session id the request asks for: it waits for that process while it lives.
     sticky: Option<u32>,
+    /// The request may be sent ahead to a busy process (see [`Group::grant_prefetches`]).
+    prefetchable: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -220,6 +243,11 @@ struct ProcEntry {
     sessions: u32,
     processed: u64,
     last_used: Instant,
+    /// When the request it is serving now began (for a process with one thread: when it last
+    /// went from idle to busy, or finished a request with another one waiting).
+    busy_since: Instant,
+    /// How long the request it served last took (from `busy_since` to its release).
+    last_request: Duration,
     state: ProcessState,
     /// Requests after which this process is recycled (0 = never): `max_requests` plus its own
     /// share of `max_requests_jitter`, so processes started together don't recycle together.
@@ -247,6 +275,19 @@ impl ProcEntry {
         self.state == ProcessState::Active
             && matches!(self.oob_work, OobWork::None)
             && (self.process.concurrency == 0 || self.sessions < self.process.concurrency)
+    }
+
+    /// Whether a request can be sent ahead to it: it is busy, has prefetch room, its current
+    /// request began less than [`PREFETCH_BEHIND_AT_MOST`] ago and its last one took less.
+    fn can_prefetch(&self, now: Instant) -> bool {
+        let c = self.process.concurrency;
+        self.state == ProcessState::Active
+            && matches!(self.oob_work, OobWork::None)
+            && c > 0
+            && self.sessions >= c
+            && self.sessions < c + self.process.prefetch
+            && now.saturating_duration_since(self.busy_since) < PREFETCH_BEHIND_AT_MOST
+            && self.last_request < PREFETCH_BEHIND_AT_MOST
     }
 
     /// Starts pending out-of-band work if the process has no requests left.
@@ -356,9 +397,51 @@ impl Group {
         self.procs.len() + self.spawning as usize
     }
 
+    /// The busy process to send a request ahead to (see [`ProcEntry::can_prefetch`]): the
+    /// one whose current request began first, which as a rule ends first.
+    fn pick_prefetch(&self, now: Instant) -> Option<usize> {
+        self.procs
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.can_prefetch(now))
+            .min_by_key(|(_, p)| (p.busy_since, p.process.id))
+            .map(|(i, _)| i)
+    }
+
+    /// Requests that still wait when no spawn is coming take the prefetch room of busy
+    /// processes, first come first served: each then starts when its process finishes the
+    /// request before it, without waiting for the core to hear of that. Only requests the core
+    /// can send again elsewhere (no body) go ahead, and the queue stops at the first one that
+    /// cannot, so that none overtakes it.
+    fn grant_prefetches(&mut self, now: Instant) {
+        if self.spawning > 0 {
+            return;
+        }
+        while let Some(waiter) = self.waiters.front() {
+            if waiter.tx.is_closed() {
+                self.waiters.pop_front();
+                continue;
+            }
+            if !waiter.prefetchable || waiter.sticky.is_some() {
+                return;
+            }
+            let Some(i) = self.pick_prefetch(now) else {
+                return;
+            };
+            let waiter = self.waiters.pop_front().expect("seen above");
+            let process = self.grant(i, now);
+            if waiter.tx.send(Ok((process, true))).is_err() {
+                self.ungrant(i);
+            }
+        }
+    }
+
     /// Hands a session on process `i` out.
     fn grant(&mut self, i: usize, now: Instant) -> Arc<Process> {
         let p = &mut self.procs[i];
+        if p.sessions == 0 {
+            p.busy_since = now;
+        }
         p.sessions += 1;
         p.processed += 1;
         p.last_used = now;
@@ -450,6 +533,9 @@ fn release_locked(inner: &mut Inner, process: &Process, actions: &mut Actions) {
     let p = &mut group.procs[i];
     p.sessions = p.sessions.saturating_sub(1);
     p.last_used = Instant::now();
+    p.last_request = p.last_used.saturating_duration_since(p.busy_since);
+    // A request sent ahead (or another thread's) is what it serves from now on.
+    p.busy_since = p.last_used;
     p.start_oob_work_if_idle();
     if p.state == ProcessState::Draining && p.sessions == 0 {
         let p = group.procs.remove(i);
@@ -484,7 +570,7 @@ impl<S: Spawner> Drop for WaitGuard<'_, S> {
                 g.waiters.retain(|w| w.id != self.id);
             }
             // Grants are sent under the lock: either it is in the channel now or never comes.
-            if let Ok(Ok(process)) = rx.try_recv() {
+            if let Ok(Ok((process, _))) = rx.try_recv() {
                 release_locked(&mut inner, &process, &mut actions);
             }
             self.pool.reconcile(&mut inner, &mut actions);
@@ -529,16 +615,30 @@ impl<S: Spawner> Pool<S> {
         self: &Arc<Self>,
         options: &AppOptions,
     ) -> Result<Checkout, CheckoutError> {
-        self.checkout_sticky(options, None).await
+        self.checkout_for(options, None, false).await
     }
 
     /// As [`Pool::checkout`], for a request carrying sticky session id `sticky`: it goes to the
     /// process with that id (waiting for it while it is busy) as long as that one lives and
     /// takes requests; an unknown id is ignored.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub async fn checkout_sticky(
         self: &Arc<Self>,
         options: &AppOptions,
         sticky: Option<u32>,
+    ) -> Result<Checkout, CheckoutError> {
+        self.checkout_for(options, sticky, false).await
+    }
+
+    /// As [`Pool::checkout_sticky`]; `prefetchable`: the request can be sent again to another
+    /// process if the one it went to closes its connection unanswered (it has no body), so it
+    /// may be sent ahead to a busy process rather than wait in the queue (see
+    /// [`Group::grant_prefetches`]).
+    pub async fn checkout_for(
+        self: &Arc<Self>,
+        options: &AppOptions,
+        sticky: Option<u32>,
+        prefetchable: bool,
     ) -> Result<Checkout, CheckoutError> {
         let mut actions = Actions::default();
         let (id, rx) = {
@@ -580,7 +680,7 @@ impl<S: Spawner> Pool<S> {
                 self.reconcile(&mut inner, &mut actions);
                 drop(inner);
                 self.run(actions);
-                return Ok(self.checkout_of(process));
+                return Ok(self.checkout_of(process, false));
             }
             let limit = group.options.pool.max_request_queue_size;
             if limit > 0 && group.waiters.len() >= limit as usize {
@@ -594,7 +694,12 @@ impl<S: Spawner> Pool<S> {
             }
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let (tx, rx) = oneshot::channel();
-            group.waiters.push_back(Waiter { id, tx, sticky });
+            group.waiters.push_back(Waiter {
+                id,
+                tx,
+                sticky,
+                prefetchable,
+            });
             self.reconcile(&mut inner, &mut actions);
             (id, rx)
         };
@@ -619,16 +724,17 @@ impl<S: Spawner> Pool<S> {
         };
         guard.rx = None;
         match outcome {
-            Ok(Ok(process)) => Ok(self.checkout_of(process)),
+            Ok(Ok((process, prefetched))) => Ok(self.checkout_of(process, prefetched)),
             Ok(Err(e)) => Err(e),
             // The pool dropped the waiter without an answer: only at shutdown.
             Err(_) => Err(CheckoutError::ShuttingDown),
         }
     }
 
-    fn checkout_of(self: &Arc<Self>, process: Arc<Process>) -> Checkout {
+    fn checkout_of(self: &Arc<Self>, process: Arc<Process>, prefetched: bool) -> Checkout {
         Checkout {
             process,
+            prefetched,
             release: self.clone(),
         }
     }
@@ -668,7 +774,7 @@ impl<S: Spawner> Pool<S> {
                     continue;
                 };
                 let process = group.grant(i, now);
-                if waiter.tx.send(Ok(process)).is_err() {
+                if waiter.tx.send(Ok((process, false))).is_err() {
                     group.ungrant(i);
                 }
             }
@@ -686,7 +792,17 @@ impl<S: Spawner> Pool<S> {
                 }
             }
         }
-        // As a rule no group wants a spawn: then nothing below has anything to do (and the
+        self.start_spawns(inner, actions, now);
+        // What still waits with no spawn coming may go ahead to a busy process.
+        for group in inner.groups.values_mut() {
+            group.grant_prefetches(now);
+        }
+    }
+
+    /// The spawns the groups want, as far as the pool's limits allow (evicting other apps'
+    /// idle processes for requests that wait).
+    fn start_spawns(&self, inner: &mut Inner, actions: &mut Actions, now: Instant) {
+        // As a rule no group wants a spawn: then there is nothing to do (and the
         // group names are not copied, on every checkout and release).
         if inner
             .groups
@@ -784,6 +900,18 @@ impl<S: Spawner> Pool<S> {
                     let keep_alive = spawned.protocol == SocketProtocol::Session
                         && concurrency > 0
                         && concurrency <= spawned.concurrency;
+                    // A forced concurrency is the site's word on how many requests a process
+                    // may hold.
+                    let prefetch = if keep_alive
+                        && options
+                            .pool
+                            .force_max_concurrent_requests_per_process
+                            .is_none()
+                    {
+                        spawned.prefetch
+                    } else {
+                        0
+                    };
                     let process = Arc::new(Process {
                         id: self.next_id.fetch_add(1, Ordering::Relaxed),
                         pid: spawned.pid,
@@ -792,6 +920,7 @@ impl<S: Spawner> Pool<S> {
                         protocol: spawned.protocol,
                         password: spawned.password,
                         concurrency,
+                        prefetch,
                         keep_alive,
                         generation,
                         sticky_id: group.new_sticky_id(),
@@ -823,6 +952,8 @@ impl<S: Spawner> Pool<S> {
                             sessions: 0,
                             processed: 0,
                             last_used: Instant::now(),
+                            busy_since: Instant::now(),
+                            last_request: Duration::ZERO,
                             state: ProcessState::Active,
                             recycle_after: recycle_point(&group.options.pool),
                             oob_work: OobWork::None,

@@ -186,6 +186,10 @@ impl<S: Spawner> RequestServer<S> {
         } else {
             None
         };
+        // A request without a body that only reads can be sent again if a process closes its
+        // connection without answering: such a request may go ahead to a busy process.
+        let replayable = header.content_length == 0
+            && matches!(header.get_str("REQUEST_METHOD"), Some("GET" | "HEAD"));
         // A process can die between checkout and connect (it crashed, and the pool has not
         // seen its exit yet): then nothing was sent, and the request goes to another one.
         let mut attempts = 0;
@@ -198,7 +202,7 @@ impl<S: Spawner> RequestServer<S> {
             // would, as a rule, find nothing).
             let checkout = tokio::select! {
                 biased;
-                c = self.pool.checkout_sticky(&options, sticky) => c,
+                c = self.pool.checkout_for(&options, sticky, replayable) => c,
                 _ = client_gone(conn, early_body, header.content_length) => {
                     tracing::debug!("{describe} abandoned by nginx while it waited for a process");
                     return false;
@@ -358,6 +362,27 @@ impl<S: Spawner> RequestServer<S> {
                         powered_by,
                     );
                     let _ = conn.write_all(&page).await;
+                }
+                // A request sent ahead whose process died (or closed its connection) before
+                // answering goes to another one, as it would have from the queue: it may have
+                // begun, but it only reads (nginx's proxy_next_upstream sends such a request
+                // again too).
+                Err(SessionError::BadGateway {
+                    message,
+                    dead: true,
+                }) if checkout.prefetched
+                    && replayable
+                    && !relaying.progress.head_sent()
+                    && attempts < MAX_ATTEMPTS =>
+                {
+                    drop(checkout);
+                    self.pool.detach(&process);
+                    self.forget_connections(&process);
+                    tracing::warn!(
+                        "{describe}: {message}; it was sent ahead to that process, which is \
+                         taken out of the pool, and goes to another one"
+                    );
+                    continue;
                 }
                 Err(SessionError::BadGateway { message, dead }) => {
                     drop(checkout);
@@ -782,6 +807,7 @@ mod tests {
                 address: AppAddress::Unix(path),
                 protocol: SocketProtocol::Session,
                 concurrency: 1,
+                prefetch: 0,
                 password: "app-pw".into(),
                 stop,
                 exited,

@@ -7,6 +7,7 @@
 //! spawner: (empty line)
 //! loader:  !> Ready
 //! loader:  !> socket: main;unix:/path/to/socket;session;1
+//! loader:  !> prefetch: 1        (optional, this project's own: see SocketInfo::prefetch)
 //! loader:  !>                    (the terminator, with its trailing space)
 //! ```
 //!
@@ -52,6 +53,11 @@ pub struct SocketInfo {
     pub protocol: SocketProtocol,
     /// Concurrent sessions the process takes; 0 means unlimited.
     pub concurrency: u32,
+    /// Sessions the process takes beyond `concurrency`, waiting in it for a free thread
+    /// (`!> prefetch: N` in the Ready block; 0 without it): its loader serves more connections
+    /// than threads, one request at a time each, so a busy process can be sent its next request
+    /// ahead and start it without waiting for the core.
+    pub prefetch: u32,
 }
 
 /// One line of the loader's stdout, classified.
@@ -60,6 +66,8 @@ pub enum LoaderLine {
     Greeting,
     Ready,
     Socket(SocketInfo),
+    /// `!> prefetch: N` (see [`SocketInfo::prefetch`]).
+    Prefetch(u32),
     Error,
     Html(bool),
     /// `!> ` alone: the end of the Ready or Error block.
@@ -86,10 +94,15 @@ pub fn parse_line(line: &str) -> LoaderLine {
         "Error" => LoaderLine::Error,
         "html: true" => LoaderLine::Html(true),
         "html: false" => LoaderLine::Html(false),
-        _ => match rest.strip_prefix("socket: ").and_then(parse_socket) {
-            Some(info) => LoaderLine::Socket(info),
-            None => LoaderLine::Protocol(rest.to_string()),
-        },
+        _ => {
+            if let Some(info) = rest.strip_prefix("socket: ").and_then(parse_socket) {
+                LoaderLine::Socket(info)
+            } else if let Some(n) = rest.strip_prefix("prefetch: ").and_then(|n| n.parse().ok()) {
+                LoaderLine::Prefetch(n)
+            } else {
+                LoaderLine::Protocol(rest.to_string())
+            }
+        }
     }
 }
 
@@ -113,6 +126,7 @@ fn parse_socket(spec: &str) -> Option<SocketInfo> {
         path,
         protocol,
         concurrency,
+        prefetch: 0,
     })
 }
 
@@ -129,6 +143,7 @@ pub fn encode_line(line: &LoaderLine) -> String {
             s.protocol.name(),
             s.concurrency
         ),
+        LoaderLine::Prefetch(n) => format!("{PREFIX}prefetch: {n}"),
         LoaderLine::Error => format!("{PREFIX}Error"),
         LoaderLine::Html(html) => format!("{PREFIX}html: {html}"),
         LoaderLine::Terminator => PREFIX.to_string(),
@@ -217,9 +232,15 @@ mod tests {
                 name: "main".into(),
                 path: "/tmp/s".into(),
                 protocol: SocketProtocol::Session,
-                concurrency: 1
+                concurrency: 1,
+                prefetch: 0,
             })
         );
+        assert_eq!(parse_line("!> prefetch: 1"), LoaderLine::Prefetch(1));
+        assert!(matches!(
+            parse_line("!> prefetch: -1"),
+            LoaderLine::Protocol(_)
+        ));
         assert!(matches!(
             parse_line("!> socket: main;tcp:1;session;1"),
             LoaderLine::Protocol(_)

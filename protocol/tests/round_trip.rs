@@ -58,6 +58,7 @@ fn loader_line() -> impl Strategy<Value = LoaderLine> {
                 path,
                 protocol,
                 concurrency,
+                prefetch: 0,
             })
         });
     prop_oneof![
@@ -66,10 +67,13 @@ fn loader_line() -> impl Strategy<Value = LoaderLine> {
         Just(LoaderLine::Error),
         Just(LoaderLine::Terminator),
         any::<bool>().prop_map(LoaderLine::Html),
+        any::<u32>().prop_map(LoaderLine::Prefetch),
         socket,
         "[^\r\n]{1,40}"
             .prop_filter("a keyword or socket line", move |t| {
-                !keywords.contains(&t.as_str()) && !t.starts_with("socket: ")
+                !keywords.contains(&t.as_str())
+                    && !t.starts_with("socket: ")
+                    && !t.starts_with("prefetch: ")
             })
             .prop_map(LoaderLine::Protocol),
         "[^\r\n]{0,40}"

@@ -15,6 +15,7 @@ struct Dummy {
     spawns: AtomicUsize,
     fail: AtomicBool,
     concurrency: u32,
+    prefetch: u32,
     gated: AtomicBool,
     gate: Arc<Semaphore>,
     kills: Mutex<HashMap<u32, oneshot::Sender<()>>>,
@@ -27,6 +28,7 @@ impl Dummy {
             spawns: AtomicUsize::new(0),
             fail: AtomicBool::new(false),
             concurrency,
+            prefetch: 0,
             gated: AtomicBool::new(false),
             gate: Arc::new(Semaphore::new(0)),
             kills: Mutex::new(HashMap::new()),
@@ -95,6 +97,7 @@ impl Spawner for Dummy {
             address: AppAddress::Unix(PathBuf::from("/nonexistent")),
             protocol: SocketProtocol::Session,
             concurrency: self.concurrency,
+            prefetch: self.prefetch,
             password: "pw".into(),
             stop,
             exited,
@@ -617,6 +620,108 @@ async fn a_spawn_finishing_while_the_queue_drains_serves_the_rest() {
     );
     assert_eq!(pool.spawner.spawns(), 2);
     assert_eq!(group(&pool.snapshot(), &o).queue_length, 0);
+}
+
+/// A dummy whose processes (one thread each) take one request ahead.
+fn prefetching(gated: bool) -> Dummy {
+    let mut d = if gated {
+        Dummy::gated(1)
+    } else {
+        Dummy::new(1)
+    };
+    d.prefetch = 1;
+    d
+}
+
+fn start_for(pool: &Arc<Pool<Dummy>>, o: &AppOptions, prefetchable: bool) -> Pending {
+    let pool = pool.clone();
+    let o = o.clone();
+    tokio::spawn(async move { pool.checkout_for(&o, None, prefetchable).await })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_goes_ahead_to_a_busy_process_when_no_spawn_can_serve_it() {
+    let pool = Pool::new(prefetching(false));
+    let o = with(|p| p.max_pool_size = 1);
+    let first = pool.checkout_for(&o, None, true).await.unwrap();
+    assert!(!first.prefetched);
+    let ahead = pool.checkout_for(&o, None, true).await.unwrap();
+    assert_eq!(ahead.process.pid, first.process.pid);
+    assert!(
+        ahead.prefetched,
+        "the pool is full: it goes ahead to the busy process"
+    );
+    // One ahead per process: the next one waits in the queue.
+    let third = start_for(&pool, &o, true);
+    settle().await;
+    assert_eq!(group(&pool.snapshot(), &o).queue_length, 1);
+    assert_eq!(pool.snapshot().groups[0].processes[0].sessions, 2);
+    // The first ends: the one ahead runs now, and the third goes ahead of it in turn.
+    drop(first);
+    let third = third.await.unwrap().unwrap();
+    assert!(third.prefetched);
+    assert_eq!(pool.spawner.spawns(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_waits_for_a_spawn_rather_than_go_ahead() {
+    let pool = Pool::new(prefetching(true));
+    let o = with(|p| p.max_pool_size = 2);
+    let first = start_for(&pool, &o, true);
+    settle().await;
+    pool.spawner.open(1);
+    let first = first.await.unwrap().unwrap();
+    let second = start_for(&pool, &o, true);
+    settle().await;
+    assert_eq!(
+        pool.spawner.spawns(),
+        2,
+        "a busy process is a reason to spawn"
+    );
+    assert_eq!(
+        group(&pool.snapshot(), &o).queue_length,
+        1,
+        "not sent ahead meanwhile"
+    );
+    pool.spawner.open(1);
+    let second = second.await.unwrap().unwrap();
+    assert!(!second.prefetched);
+    assert_ne!(second.process.pid, first.process.pid);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_request_goes_ahead_of_one_that_cannot_or_behind_one_that_runs_long() {
+    let pool = Pool::new(prefetching(false));
+    let o = with(|p| p.max_pool_size = 1);
+    let first = pool.checkout_for(&o, None, true).await.unwrap();
+    // A request with a body waits for a free process, and the queue behind it with it.
+    let post = start_for(&pool, &o, false);
+    let get = start_for(&pool, &o, true);
+    settle().await;
+    assert_eq!(group(&pool.snapshot(), &o).queue_length, 2);
+    drop(first);
+    let post = post.await.unwrap().unwrap();
+    assert!(!post.prefetched, "it got the process once free");
+    let get = get.await.unwrap().unwrap();
+    assert!(get.prefetched, "the one behind it goes ahead then");
+    drop(post);
+    drop(get);
+    // Behind a request that has run for a while, nothing goes ahead.
+    let long = pool.checkout_for(&o, None, true).await.unwrap();
+    tokio::time::advance(PREFETCH_BEHIND_AT_MOST).await;
+    let waiting = start_for(&pool, &o, true);
+    settle().await;
+    assert_eq!(group(&pool.snapshot(), &o).queue_length, 1);
+    drop(long);
+    let next = waiting.await.unwrap().unwrap();
+    assert!(!next.prefetched);
+    // Nor behind one that has just begun, when the one before it ran long: the app's requests
+    // are of the slow kind.
+    let after_long = start_for(&pool, &o, true);
+    settle().await;
+    assert_eq!(group(&pool.snapshot(), &o).queue_length, 1);
+    drop(next);
+    assert!(!after_long.await.unwrap().unwrap().prefetched);
 }
 
 // ---------------------------------------------------------------------------------------------

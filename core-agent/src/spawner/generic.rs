@@ -142,6 +142,7 @@ pub async fn spawn(options: &AppOptions, identity: Identity) -> Result<SpawnedPr
                 // Like a Node.js app: as many requests at once as it takes
                 // (passenger_force_max_concurrent_requests_per_process can cap it).
                 concurrency: 0,
+                prefetch: 0,
                 // Unused: plain HTTP carries no password.
                 password: String::new(),
                 stop: stop_tx,

@@ -81,6 +81,7 @@ where
     let _ = stdin.flush().await;
     let mut ready = false;
     let mut socket = None;
+    let mut prefetch = 0;
     loop {
         let Some(line) = read_line(stdout, &mut buf).await else {
             return Handshake::Failed(String::new());
@@ -88,9 +89,10 @@ where
         match loader::parse_line(&line) {
             LoaderLine::Ready => ready = true,
             LoaderLine::Socket(info) if ready => socket = Some(info),
+            LoaderLine::Prefetch(n) if ready => prefetch = n,
             LoaderLine::Terminator if ready => {
                 return match socket {
-                    Some(s) => Handshake::Ready(s),
+                    Some(s) => Handshake::Ready(SocketInfo { prefetch, ..s }),
                     None => Handshake::Failed(
                         "the loader said it was ready but reported no socket".into(),
                     ),
@@ -160,9 +162,19 @@ mod tests {
             |_| {},
         )
         .await;
-        assert!(matches!(r, Handshake::Ready(ref s) if s.path == "/s"));
+        assert!(matches!(r, Handshake::Ready(ref s) if s.path == "/s" && s.prefetch == 0));
         assert_eq!(out, vec!["booting", "hello"]);
         assert_eq!(sink, b"opts\n\n");
+
+        // A loader that takes a request ahead says so in the Ready block, before or after its
+        // socket.
+        for script in [
+            &b"!> I have control 1.0\n!> Ready\n!> socket: main;unix:/s;session;1\n!> prefetch: 1\n!> \n"[..],
+            &b"!> I have control 1.0\n!> Ready\n!> prefetch: 1\n!> socket: main;unix:/s;session;1\n!> \n"[..],
+        ] {
+            let r = run(&mut BufReader::new(script), &mut Vec::new(), "o\n\n", &mut Vec::new(), |_| {}).await;
+            assert!(matches!(r, Handshake::Ready(ref s) if s.concurrency == 1 && s.prefetch == 1));
+        }
 
         let script: &[u8] = b"!> I have control 1.0\n!> Error\n!> html: false\nboom\n  at x\n";
         let mut out = Vec::new();

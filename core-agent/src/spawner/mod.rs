@@ -247,17 +247,19 @@ fn into_spawned(
     began: std::time::Instant,
 ) -> SpawnedProcess {
     tracing::info!(
-        "Started app {} in {:.1} ms ({method} spawn), listening on {}, concurrency {}",
+        "Started app {} in {:.1} ms ({method} spawn), listening on {}, concurrency {}, prefetch {}",
         running.pid,
         began.elapsed().as_secs_f64() * 1000.0,
         running.socket.path,
-        running.socket.concurrency
+        running.socket.concurrency,
+        running.socket.prefetch
     );
     SpawnedProcess {
         pid: running.pid,
         address: AppAddress::Unix(PathBuf::from(running.socket.path)),
         protocol: running.socket.protocol,
         concurrency: running.socket.concurrency,
+        prefetch: running.socket.prefetch,
         password,
         stop: running.stop,
         exited: running.exited,
