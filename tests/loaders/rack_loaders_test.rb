@@ -102,7 +102,7 @@ class RackLoadersTest < Minitest::Test
 
   # A loader or preloader started by the test (stderr: a file), or a child a preloader passed
   # back (stderr: the pipe it came with).
-  Peer = Struct.new(:pid, :stdin, :stdout, :stderr, :socket, :password, keyword_init: true)
+  Peer = Struct.new(:pid, :stdin, :stdout, :stderr, :socket, :password, :prefetch, keyword_init: true)
 
   def setup
     @tmp = Dir.mktmpdir('passenger-rs-loaders')
@@ -154,6 +154,8 @@ class RackLoadersTest < Minitest::Test
   end
 
   # Runs the handshake; returns the socket path the process reported. `kind` is main or spawn.
+  # The `!> prefetch: N` line that may follow the socket line goes to `process.prefetch` (0
+  # without it).
   def handshake(process, opts, kind: 'main', protocol: 'session', concurrency: 1)
     assert_equal '!> I have control 1.0', process.stdout.protocol_line
     process.stdin.write("You have control 1.0\n#{opts.map { |k, v| "#{k}: #{v}\n" }.join}\n")
@@ -161,7 +163,13 @@ class RackLoadersTest < Minitest::Test
     socket_line = process.stdout.protocol_line
     match = /\A!> socket: #{kind};unix:(.+);#{protocol};#{concurrency}\z/.match(socket_line)
     assert match, "Unexpected socket line #{socket_line.inspect}"
-    assert_equal '!> ', process.stdout.protocol_line
+    line = process.stdout.protocol_line
+    process.prefetch = 0
+    if (prefetch = /\A!> prefetch: (\d+)\z/.match(line))
+      process.prefetch = Integer(prefetch[1])
+      line = process.stdout.protocol_line
+    end
+    assert_equal '!> ', line
     process.socket = match[1]
     process.password = opts['connect_password']
     assert_equal 0o600, File.stat(process.socket).mode & 0o777, 'the socket must be private'
@@ -913,6 +921,65 @@ class RackLoadersTest < Minitest::Test
     gate&.close
   end
 
+  # A process with one thread takes a second connection while it serves the first, and answers
+  # the request sent on it as soon as the first is done (the core's request sent ahead).
+  # Processes with more threads, or none of their own, say nothing of the kind.
+  def test_one_thread_serves_a_request_sent_ahead_on_a_second_connection
+    loader = start_conformance_loader
+    assert_equal 1, loader.prefetch, 'a one-thread process takes one request ahead'
+    gate_path = File.join(@tmp, 'gate')
+    gate = UNIXServer.new(gate_path)
+    busy = open_session(loader, uri: "/stream?socket=#{gate_path}")
+    received = read_until(busy, "first\n")
+    ahead = open_session(loader, uri: '/text')
+    refute IO.select([ahead], nil, nil, 0.2), 'the request sent ahead waits for the one before it'
+    open_gate(gate)
+    assert_equal "first\nsecond\n", parse_response(received + read_all(busy)).body
+    response = read_response(ahead)
+    assert_ok response, 'the request sent ahead'
+    assert response.kept, 'its connection is kept for the next request'
+    assert exchange(ahead, loader, uri: '/text').kept, 'and carries it'
+    # A third connection while two are open waits until one closes.
+    other = UNIXSocket.new(loader.socket)
+    assert exchange(other, loader, uri: '/text').kept
+    third = open_session(loader, uri: '/text')
+    refute IO.select([third], nil, nil, 0.2), 'a third connection is not served while two are open'
+    ahead.close
+    assert_ok read_response(third), 'the third connection, once one of the two closed'
+  ensure
+    [busy, ahead, other, third, gate].each { |io| io&.close unless io&.closed? }
+  end
+
+  # Stopping while a request waits on the second (kept) connection: it is still answered
+  # (saying `Connection: close`), after the one in progress, and the process exits. (A
+  # connection still waiting to be accepted is refused when the socket closes: the core sends
+  # its request again elsewhere.)
+  def test_a_request_sent_ahead_is_answered_when_stdin_closes
+    loader = start_conformance_loader
+    ahead = UNIXSocket.new(loader.socket)
+    assert exchange(ahead, loader, uri: '/text').kept
+    gate_path = File.join(@tmp, 'gate')
+    gate = UNIXServer.new(gate_path)
+    busy = open_session(loader, uri: "/stream?socket=#{gate_path}")
+    received = read_until(busy, "first\n")
+    send_request(ahead, loader, uri: '/text')
+    loader.stdin.close
+    wait_until('the stopping loader did not close its socket') do
+      UNIXSocket.new(loader.socket).close
+      false
+    rescue Errno::ECONNREFUSED, Errno::ENOENT
+      true
+    end
+    open_gate(gate)
+    assert_equal "first\nsecond\n", parse_response(received + read_all(busy)).body
+    response = read_response(ahead)
+    assert_ok response, 'the request sent ahead, when the loader stops'
+    assert response.close?, "it ends its connection: #{response.head}"
+    assert_equal 0, wait_exit(loader, 'the loader').exitstatus
+  ensure
+    [busy, ahead, gate].each { |io| io&.close unless io&.closed? }
+  end
+
   def test_the_app_can_set_the_advertised_concurrency
     File.write(File.join(@app, 'config.ru'), <<~'RUBY')
       PhusionPassenger.advertised_concurrency_level = 0
@@ -920,6 +987,7 @@ class RackLoadersTest < Minitest::Test
     RUBY
     loader = start('rack-loader.rb')
     handshake(loader, options(SecureRandom.hex(16), 'thread_count' => '2'), concurrency: 0)
+    assert_equal 0, loader.prefetch, 'no request ahead for a process with unlimited concurrency'
     response = call_app(loader, uri: '/')
     assert_equal 'ok', response.body
     # Unlimited connections could each hold a thread while idle: none is kept.

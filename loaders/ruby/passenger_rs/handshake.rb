@@ -40,9 +40,10 @@ module PassengerRs
     end
 
     # Tells the core the process is ready, and on which socket (`name;unix:path;protocol;n`).
-    def report_ready(socket_spec)
+    def report_ready(socket_spec, prefetch = 0)
       protocol('Ready')
       protocol("socket: #{socket_spec}")
+      protocol("prefetch: #{prefetch}") if prefetch.positive?
       protocol('')
     end
 

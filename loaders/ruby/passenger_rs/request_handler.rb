@@ -133,13 +133,14 @@ module PassengerRs
     # `idle` (SessionServer::IdleConnections): given when waiting for a request on a kept
     # connection, so that stopping can wake this thread up. `buffer`: a binary String the
     # connection's requests are read into (kept from one request to the next, it spares a 16 KB
-    # allocation per request); nil for a new one.
-    def handle(conn, idle = nil, buffer = nil)
+    # allocation per request); nil for a new one. `kept`: the connection carried a request
+    # before (true when `idle` is given).
+    def handle(conn, idle = nil, buffer = nil, kept: !idle.nil?)
       data = first_read(conn, idle, buffer)
       headers = data && read_session_header(conn, data)
       return :done unless headers
 
-      unless password?(headers.delete('PASSENGER_CONNECT_PASSWORD'), idle)
+      unless password?(headers.delete('PASSENGER_CONNECT_PASSWORD'), kept)
         STDERR.write("Refused a session with a wrong connect password; only the core may connect to this socket\n")
         return :done
       end

@@ -5,7 +5,8 @@ module PassengerRs
   # absent) that each accept a connection, serve its session-protocol requests one after the
   # other (RequestHandler) until it is closed, and go back to accepting, until the core says
   # stop through stdin. A thread may block on its kept connection: the core never opens more
-  # connections than the advertised concurrency.
+  # connections than the advertised concurrency. With one thread, the thread serves up to two
+  # connections in turn (serve_in_turn): the second carries a request the core sends ahead.
   module SessionServer
     # Kept connections whose thread waits for the next request. Stopping shuts their reading
     # side down, which wakes those threads (EOF) so that they close them and leave.
@@ -64,17 +65,25 @@ module PassengerRs
     # Serves with `threads` threads until a byte or EOF arrives on stdin; then closes the socket
     # and the idle kept connections, and waits for the requests in progress (the core sends
     # SIGTERM if they take too long). `on_ready` is called once the threads accept.
+    # `prefetch` (one thread only): connections the thread takes beyond its first, served in
+    # turn (see serve_in_turn).
     #
     # The threads wait in a blocking accept(2) (the socket in blocking mode, the GVL released):
     # one system call per connection, and the kernel wakes one waiting thread per connection,
     # not all of them. Closing the socket wakes them all with an IOError.
-    def serve(handler, server, threads, on_ready: nil)
+    def serve(handler, server, threads, prefetch: 0, on_ready: nil)
       server.nonblock = false
       idle = IdleConnections.new
+      # Closed when stopping: wakes serve_in_turn's select (closing the socket does not).
+      stop_r, stop_w = IO.pipe if prefetch.positive?
       workers = Array.new(threads) do |i|
         Thread.new do
           Thread.current.name = "passenger-rs request #{i + 1}" if Thread.current.respond_to?(:name=)
-          accept_loop(handler, server, idle)
+          if prefetch.positive?
+            serve_in_turn(handler, server, idle, 1 + prefetch, stop_r)
+          else
+            accept_loop(handler, server, idle)
+          end
         end
       end
       on_ready&.call
@@ -88,6 +97,7 @@ module PassengerRs
       server.close unless server.closed?
       handler.stop!
       idle&.stop
+      stop_w&.close
       # On SIGTERM, or `exit` in the app, nobody waits for the requests in progress.
       workers&.each(&:join) if graceful
     end
@@ -117,24 +127,99 @@ module PassengerRs
 
     def serve_connection(handler, conn, idle)
       result = nil
-      begin
-        conn.binmode
-        # The connection's requests are read into it, one after the other.
-        buffer = String.new(capacity: RequestHandler::FIRST_READ)
-        result = handler.handle(conn, nil, buffer)
-        if result == :keep
-          # Blocking mode, as for accept: waiting for the next request is then one read(2),
-          # not read, EAGAIN, poll and read again. (shutdown wakes a blocking read too.)
-          conn.nonblock = false
-          result = handler.handle(conn, idle, buffer) while result == :keep
-        end
-      rescue *RequestHandler::GONE, Errno::EINVAL
-        nil
-      rescue StandardError => e
-        RequestHandler.log_exception('Error while serving a request', e)
-      ensure
-        conn.close unless result == :hijacked || conn.closed?
+      conn.binmode
+      # The connection's requests are read into it, one after the other.
+      buffer = String.new(capacity: RequestHandler::FIRST_READ)
+      result = serve_one(handler, conn, buffer)
+      if result == :keep
+        # Blocking mode, as for accept: waiting for the next request is then one read(2),
+        # not read, EAGAIN, poll and read again. (shutdown wakes a blocking read too.)
+        conn.nonblock = false
+        result = serve_one(handler, conn, buffer, idle) while result == :keep
       end
+    ensure
+      conn.close unless result == :hijacked || conn.closed?
+    end
+
+    # One thread serving up to `limit` connections, one request at a time, taking turns among
+    # those that have one. The core opens a second connection to a busy process to send it a
+    # request ahead (the `prefetch: 1` of the handshake): the process starts that request as
+    # soon as it has answered the one before, where a process with one connection would sleep
+    # until the core had read its answer and sent the next request (that sleep and wake-up
+    # cost about as much CPU as a hello-world request itself). Every connection is registered
+    # as idle for its whole life: stopping shuts its reading side, which ends the wait here,
+    # and the requests already sent are still answered (`Connection: close`). `stopped` turns
+    # readable (EOF) once the loader stops: from then on no connection is accepted, and the
+    # thread leaves once the ones it has are closed.
+    def serve_in_turn(handler, server, idle, limit, stopped)
+      # connection => [the buffer its requests are read into, whether it carried one before]
+      conns = {}.compare_by_identity
+      stopping = false
+      loop do
+        stopping ||= server.closed?
+        return if stopping && conns.empty?
+
+        watched = conns.keys
+        unless stopping
+          watched.unshift(server) if conns.size < limit
+          watched.unshift(stopped)
+        end
+        begin
+          readable, = IO.select(watched)
+        rescue IOError # the socket was closed just now: stopping
+          stopping = true
+          next
+        end
+        readable.each do |io|
+          if io.equal?(stopped)
+            stopping = true
+          elsif io.equal?(server)
+            conn = !stopping && accept_one(server, idle)
+            conns[conn] = [String.new(capacity: RequestHandler::FIRST_READ), false] if conn
+          else
+            state = conns[io]
+            result = serve_one(handler, io, state[0], nil, kept: state[1])
+            state[1] = true
+            next if result == :keep
+
+            conns.delete(io)
+            idle.leave(io)
+            io.close unless result == :hijacked || io.closed?
+          end
+        end
+      end
+    rescue Exception => e # rubocop:disable Lint/RescueException -- as in accept_loop
+      Thread.main.raise(e) unless e.is_a?(IOError) && server.closed?
+    ensure
+      conns&.each_key do |conn|
+        idle.leave(conn)
+        conn.close unless conn.closed?
+      end
+    end
+
+    # A new connection, registered as idle; nil when none was waiting after all, or when
+    # stopping (it is closed then).
+    def accept_one(server, idle)
+      conn = server.accept_nonblock(exception: false)
+      return nil if conn == :wait_readable
+
+      conn.binmode
+      return conn if idle.enter(conn)
+
+      conn.close
+      nil
+    rescue Errno::EINTR, Errno::ECONNABORTED, IOError # IOError: closed meanwhile (stopping)
+      nil
+    end
+
+    # Serves the connection's next request (RequestHandler#handle); :done when it failed.
+    def serve_one(handler, conn, buffer, idle = nil, kept: !idle.nil?)
+      handler.handle(conn, idle, buffer, kept: kept)
+    rescue *RequestHandler::GONE, Errno::EINVAL
+      :done
+    rescue StandardError => e
+      RequestHandler.log_exception('Error while serving a request', e)
+      :done
     end
   end
 end

@@ -23,12 +23,15 @@ module PassengerRs
       # A kept connection holds its thread: only when the core opens at most one connection per
       # thread (not with 0 = unlimited, or more than the threads).
       keep_alive = level.between?(1, threads)
+      # One thread: a second connection carries the request the core sends ahead while the
+      # first is being served (SessionServer.serve_in_turn).
+      prefetch = threads == 1 && level == 1 ? 1 : 0
       handler = RequestHandler.new(app, password: options['connect_password'], base_uri: options['base_uri'],
                                         multithread: threads > 1, keep_alive: keep_alive)
       server, path = SessionServer.create(options)
       begin
-        ready = -> { Handshake.report_ready("main;unix:#{path};session;#{level}") }
-        SessionServer.serve(handler, server, threads, on_ready: ready)
+        ready = -> { Handshake.report_ready("main;unix:#{path};session;#{level}", prefetch) }
+        SessionServer.serve(handler, server, threads, prefetch: prefetch, on_ready: ready)
       ensure
         # Also on SIGTERM (a SignalException unwinds through here).
         stopping
