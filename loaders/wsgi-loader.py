@@ -12,6 +12,7 @@
 #   core:    (empty line)
 #   loader:  !> Ready
 #   loader:  !> socket: main;unix:<socket_dir>/python.<16 hex>;session;<thread_count>
+#   loader:  !> prefetch: 1        (with one thread: see below)
 #   loader:  !>                    (with a trailing space)
 #
 # It loads the startup file (default <app_root>/passenger_wsgi.py) as the module
@@ -26,7 +27,9 @@
 # 204, 304, or exactly one Content-Length that the body matched) the connection is kept for the
 # next request; otherwise the head says `Connection: close` and the loader closes it (the
 # keep-alive rules: the core's session protocol spec). Each thread serves one connection at a
-# time.
+# time; with one thread, the main thread serves up to two in turn (`prefetch: 1`): the core
+# sends a busy process a request ahead on the second, which it serves as soon as it has
+# answered the one before (see _serve_in_turn).
 # A byte or EOF on stdin (the core wants it to stop, or is gone) makes it remove its socket and
 # exit 0. The app's prints go to stdout and stderr, line-buffered, as lines of their own.
 #
@@ -976,41 +979,27 @@ def _await_request(conn, waiter, context):
     return data
 
 
-def _serve_connection(conn, context):
-    """Serves the requests of one connection, one after the other, while its responses let the
-    core see where they end."""
+def _serve_request(conn, first, context):
+    """Serves one request of `conn`, whose first bytes are `first` (None: none read yet). True
+    when the connection may carry the next request; False when it must be closed (a failure is
+    logged)."""
     body = None
     try:
-        if conn.gettimeout() is not None:  # socket.setdefaulttimeout() in the app
-            conn.settimeout(None)
-        first = None
-        waiter = None
-        while True:
-            pairs, early = _read_header(conn, first)
-            if pairs is None:
-                return
-            given = pairs.pop('PASSENGER_CONNECT_PASSWORD', None)
-            if given is None or not hmac.compare_digest(given.encode('latin-1'),
-                                                        context.password):
-                _log('Refused a session on %s: %s connect password; only the passenger-rs core '
-                     'may connect to this socket'
-                     % (context.path, 'no' if given is None else 'a wrong'))
-                return
-            length = _content_length(pairs)
-            body = _read_body(conn, length, early)
-            # Bytes beyond the body are out of step (the core never sends any): close after it.
-            may_keep = len(early) <= length and pairs.get('REQUEST_METHOD') != 'OOBW'
-            environ = _build_environ(pairs, InputStream(body, length), context)
-            if not _Response(conn, environ, may_keep, context.stopping).run(context.app):
-                return
-            body.close()
-            body = None
-            if waiter is None:
-                waiter = select.poll()
-                waiter.register(conn, select.POLLIN)
-            first = _await_request(conn, waiter, context)
-            if not first:
-                return
+        pairs, early = _read_header(conn, first)
+        if pairs is None:
+            return False
+        given = pairs.pop('PASSENGER_CONNECT_PASSWORD', None)
+        if given is None or not hmac.compare_digest(given.encode('latin-1'), context.password):
+            _log('Refused a session on %s: %s connect password; only the passenger-rs core '
+                 'may connect to this socket'
+                 % (context.path, 'no' if given is None else 'a wrong'))
+            return False
+        length = _content_length(pairs)
+        body = _read_body(conn, length, early)
+        # Bytes beyond the body are out of step (the core never sends any): close after it.
+        may_keep = len(early) <= length and pairs.get('REQUEST_METHOD') != 'OOBW'
+        environ = _build_environ(pairs, InputStream(body, length), context)
+        return _Response(conn, environ, may_keep, context.stopping).run(context.app)
     except _BadSession as e:
         _log('Dropped a connection on %s: %s' % (context.path, e))
     except OSError as e:
@@ -1022,56 +1011,123 @@ def _serve_connection(conn, context):
     finally:
         if body is not None:
             body.close()
-        try:
-            conn.close()
-        except OSError:
-            pass
+    return False
+
+
+def _serve_connection(conn, context):
+    """Serves the requests of one connection, one after the other, while its responses let the
+    core see where they end."""
+    try:
+        if conn.gettimeout() is not None:  # socket.setdefaulttimeout() in the app
+            conn.settimeout(None)
+        first = None
+        waiter = None
+        while _serve_request(conn, first, context):
+            if waiter is None:
+                waiter = select.poll()
+                waiter.register(conn, select.POLLIN)
+            first = _await_request(conn, waiter, context)
+            if not first:
+                return
+    finally:
+        _close(conn)
+
+
+def _close(conn):
+    try:
+        conn.close()
+    except OSError:
+        pass
+
+
+def _first_bytes(conn):
+    """The first bytes of a request on `conn`, which has input; b'' at its end."""
+    try:
+        return conn.recv(FIRST_READ)
+    except OSError:
+        return b''  # a reset: the same as a close
+
+
+def _serve_in_turn(server, ctl, context, limit):
+    """thread_count 1: the main thread serves up to `limit` connections, one request at a time,
+    taking turns among those that have one. The core opens a second connection to a busy process
+    to send it a request ahead (the `prefetch: 1` of the handshake): the process starts that
+    request as soon as it has answered the one before, where with one connection it would sleep
+    until the core had read its answer and sent the next request (that sleep and wake-up cost
+    about as much CPU as a hello-world request itself). All of it waits in one poll(), with the
+    socket while there is room for a connection, and `ctl`: a byte or EOF there (the stop) ends
+    the serving once the requests already sent are answered, saying `Connection: close`."""
+    server.setblocking(False)
+    poller = select.poll()
+    poller.register(ctl, select.POLLIN)
+    conns = {}  # fd -> connection
+    listening = False
+    try:
+        while True:
+            if listening != (len(conns) < limit):
+                listening = not listening
+                if listening:
+                    poller.register(server, select.POLLIN)
+                else:
+                    poller.unregister(server)
+            for fd, _ in poller.poll():
+                if fd == ctl:
+                    context.stopping.set()
+                    _answer_sent_requests(conns, context)
+                    return
+                if fd == server.fileno():
+                    if len(conns) < limit:
+                        conn = _accept(server, context)
+                        if conn is not None:
+                            conns[conn.fileno()] = conn
+                            poller.register(conn, select.POLLIN)
+                    continue
+                conn = conns.get(fd)
+                if conn is None:
+                    continue
+                first = _first_bytes(conn)
+                if not first or not _serve_request(conn, first, context):
+                    poller.unregister(fd)
+                    del conns[fd]
+                    _close(conn)
+    finally:
+        for conn in conns.values():
+            _close(conn)
+
+
+def _answer_sent_requests(conns, context):
+    """When stopping: the requests that have arrived on `conns` are answered (`Connection:
+    close`), and every connection is closed."""
+    for conn in list(conns.values()):
+        waiter = select.poll()
+        waiter.register(conn, select.POLLIN)
+        if waiter.poll(0):
+            first = _first_bytes(conn)
+            if first:
+                _serve_request(conn, first, context)
+    for conn in conns.values():
+        _close(conn)
+    conns.clear()
+
+
+def _accept(server, context):
+    """A new connection in blocking mode, or None (nothing waiting after all, or a failure,
+    logged)."""
+    try:
+        conn, _ = server.accept()
+    except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+        return None
+    except OSError as e:
+        if e.errno not in _ACCEPT_RESOURCE_ERRORS:
+            raise
+        _log('Cannot accept a connection on %s: %s; retrying' % (context.path, e))
+        context.stopping.wait(0.1)
+        return None
+    conn.settimeout(None)
+    return conn
 
 
 _ACCEPT_RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
-
-
-def _serve_single(server, ctl, context):
-    """thread_count 1: one connection at a time, on the main thread, which waits in accept() (one
-    system call per connection). A watcher thread waits for the stop byte (or EOF) on `ctl`
-    and then shuts the socket down, which ends the accept() at once, or the one after the
-    request in progress. An idle kept connection is shut down, which ends the wait for its next
-    request."""
-    stopping = context.stopping
-
-    def watch():
-        # Signals (SIGTERM) must reach the main thread, and interrupt its accept().
-        try:
-            signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-        except (AttributeError, OSError, ValueError):
-            pass
-        try:
-            os.read(ctl, 1)  # returns on a byte or EOF
-        except OSError:
-            pass
-        _wake_idle(context)
-        try:
-            server.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-    server.setblocking(True)
-    threading.Thread(target=watch, name='passenger-wsgi-stop', daemon=True).start()
-    while not stopping.is_set():
-        try:
-            conn, _ = server.accept()
-        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-            continue
-        except OSError as e:
-            if stopping.is_set():
-                return
-            if e.errno not in _ACCEPT_RESOURCE_ERRORS:
-                raise
-            _log('Cannot accept a connection on %s: %s; retrying' % (context.path, e))
-            if stopping.wait(0.1):
-                return
-            continue
-        _serve_connection(conn, context)
 
 
 def _serve_threaded(server, ctl, context):
@@ -1144,10 +1200,11 @@ def main():
         signal.signal(signal.SIGTERM, _on_sigterm)
     code = 0
     try:
-        _protocol('Ready', 'socket: main;unix:%s;session;%d' % (path, threads), '')
         if threads == 1:
-            _serve_single(server, ctl, context)
+            _protocol('Ready', 'socket: main;unix:%s;session;1' % path, 'prefetch: 1', '')
+            _serve_in_turn(server, ctl, context, 2)
         else:
+            _protocol('Ready', 'socket: main;unix:%s;session;%d' % (path, threads), '')
             _serve_threaded(server, ctl, context)
     except KeyboardInterrupt:
         code = 130

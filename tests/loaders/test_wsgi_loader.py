@@ -13,6 +13,7 @@ import os
 import queue
 import re
 import secrets
+import select
 import shutil
 import socket
 import stat
@@ -385,6 +386,11 @@ class Loader:
         self.path = m.group(1)
         self.concurrency = int(m.group(2))
         terminator = self.next_line('the terminator')
+        self.prefetch = 0
+        m = re.match(r'!> prefetch: (\d+)\Z', terminator)
+        if m:
+            self.prefetch = int(m.group(1))
+            terminator = self.next_line('the terminator')
         if terminator != '!> ':
             raise AssertionError('expected "!> " (with its space), got %r' % terminator)
         return app_lines
@@ -496,6 +502,10 @@ class Conn:
         """Sends a request and reads exactly its response, by its Content-Length (none for
         HEAD, 1xx, 204 and 304), leaving the connection open."""
         self.send(method, uri, body, env)
+        return self.response(method, uri)
+
+    def response(self, method, uri):
+        """Reads exactly the response to the request `method uri` sent before."""
         what = '%s %s' % (method, uri)
         r = self._head(what)
         if method == 'HEAD' or r.status < 200 or r.status in (204, 304):
@@ -1037,6 +1047,57 @@ class KeepAliveStopTest(LoaderTestCase):
                         # Known to be stopping before the head went out: it says so.
                         self.assertEqual(r.all('Connection'), ['close'], r.raw)
                     self.assertEqual(wait_exit(loader), 0, loader.output())
+
+
+class PrefetchTest(LoaderTestCase):
+    """With one thread, the loader takes a second connection while it serves the first: the
+    core sends a request ahead on it, answered as soon as the one before is."""
+
+    def test_one_thread_serves_a_request_sent_ahead_on_a_second_connection(self):
+        loader = self.start()
+        loader.handshake()
+        self.assertEqual((loader.concurrency, loader.prefetch), (1, 1))
+        with Conn(loader) as busy, Conn(loader) as ahead, Gate(self.tmp) as gate:
+            busy.send('GET', '/gated?signal=' + gate.path)
+            gate.wait_for_app()
+            ahead.send('GET', '/env')
+            self.assertFalse(readable(ahead.sock, 0.2),
+                             'the request sent ahead waits for the one before it')
+            gate.release(b'go')
+            r = busy.response('GET', '/gated')
+            self.assertEqual((r.status, r.json()), (200, {'got': 'go'}))
+            self.assertEqual(ahead.response('GET', '/env').status, 200)
+            self.assertEqual(ahead.request('GET', '/env').status, 200, 'the connection is kept')
+            # A third connection while two are open waits until one closes.
+            with Conn(loader) as third:
+                third.send('GET', '/env')
+                self.assertFalse(readable(third.sock, 0.2),
+                                 'a third connection is not served while two are open')
+                ahead.sock.close()
+                self.assertEqual(third.response('GET', '/env').status, 200)
+
+    def test_a_request_sent_ahead_is_answered_when_stopping(self):
+        loader = self.start()
+        loader.handshake()
+        with Conn(loader) as ahead, Conn(loader) as busy, Gate(self.tmp) as gate:
+            self.assertEqual(ahead.request('GET', '/env').status, 200)
+            busy.send('GET', '/gated?signal=' + gate.path)
+            gate.wait_for_app()
+            ahead.send('GET', '/env')
+            loader.proc.stdin.close()
+            gate.release(b'go')
+            self.assertEqual(busy.response('GET', '/gated').status, 200)
+            self.assertEqual(ahead.response('GET', '/env').status, 200,
+                             'the request sent ahead, when the loader stops')
+            self.assertEqual((busy.rest(), ahead.rest()), (b'', b''), 'both connections close')
+            self.assertEqual(wait_exit(loader), 0, loader.output())
+
+
+def readable(sock, seconds):
+    """Whether `sock` has something to read (or its end) within `seconds`."""
+    waiter = select.poll()
+    waiter.register(sock, select.POLLIN)
+    return bool(waiter.poll(seconds * 1000))
 
 
 class Gate:
