@@ -25,6 +25,53 @@ fn touch(path: &Path, secs: u64) {
         .unwrap();
 }
 
+/// Clients that each send `GET /` in a loop, a new connection per request, until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    served: Arc<AtomicUsize>,
+    clients: Vec<std::thread::JoinHandle<Vec<Response>>>,
+}
+
+impl Load {
+    fn start(port: u16, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let served = Arc::new(AtomicUsize::new(0));
+        let clients = (0..clients)
+            .map(|_| {
+                let (stop, served) = (stop.clone(), served.clone());
+                std::thread::spawn(move || {
+                    let mut responses = Vec::new();
+                    while !stop.load(Ordering::SeqCst) {
+                        responses.push(http(port, "GET", "/", &[], b""));
+                        served.fetch_add(1, Ordering::SeqCst);
+                    }
+                    responses
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            served,
+            clients,
+        }
+    }
+
+    /// Waits until `n` more responses have come in.
+    fn wait_for(&self, n: usize, what: &str) {
+        let start = self.served.load(Ordering::SeqCst);
+        wait_until(what, || self.served.load(Ordering::SeqCst) >= start + n);
+    }
+
+    /// Every response, each client's in the order they came.
+    fn stop(self) -> Vec<Response> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect()
+    }
+}
+
 fn restart_txt_under_load_drops_no_request(flavour: Flavour) {
     let restart = Scratch::new("restart");
     let nginx = Nginx::start_with(
@@ -39,29 +86,8 @@ fn restart_txt_under_load_drops_no_request(flavour: Flavour) {
     assert_eq!(first.status, 200, "{first:?}\n{}", nginx.passenger_log());
     let old = first.pid();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let served = Arc::new(AtomicUsize::new(0));
-    let port = nginx.port();
-    let looper = {
-        let (stop, served) = (stop.clone(), served.clone());
-        std::thread::spawn(move || {
-            let mut failures = Vec::new();
-            let mut pids = Vec::new();
-            while !stop.load(Ordering::SeqCst) {
-                let r = http(port, "GET", "/", &[], b"");
-                if r.status == 200 {
-                    pids.push(r.pid());
-                } else {
-                    failures.push(r);
-                }
-                served.fetch_add(1, Ordering::SeqCst);
-            }
-            (failures, pids)
-        })
-    };
-    wait_until("a few requests served before the restart", || {
-        served.load(Ordering::SeqCst) >= 5
-    });
+    let load = Load::start(nginx.port(), 1);
+    load.wait_for(5, "a few requests served before the restart");
     touch(&restart.0.join("restart.txt"), 1_000_000);
     wait_until(
         "a request served by a new process after restart.txt",
@@ -72,12 +98,10 @@ fn restart_txt_under_load_drops_no_request(flavour: Flavour) {
     );
     // Keep the loop going until the old process is gone too.
     wait_until("the old process stopped after the restart", || !alive(old));
-    let n = served.load(Ordering::SeqCst);
-    wait_until("more requests after the restart", || {
-        served.load(Ordering::SeqCst) >= n + 5
-    });
-    stop.store(true, Ordering::SeqCst);
-    let (failures, pids) = looper.join().unwrap();
+    load.wait_for(5, "more requests after the restart");
+    let (pids, failures): (Vec<Response>, Vec<Response>) =
+        load.stop().into_iter().partition(|r| r.status == 200);
+    let pids: Vec<i32> = pids.iter().map(Response::pid).collect();
     assert!(
         failures.is_empty(),
         "{} of {} requests failed during the restart: {:?}\n{}",
@@ -323,36 +347,12 @@ fn killed_under_load_fails_at_most_one_request(flavour: Flavour, site: Site) {
     let first = nginx.get("/");
     assert_eq!(first.status, 200, "{first:?}\n{}", nginx.passenger_log());
     let old = first.pid();
-    let stop = Arc::new(AtomicBool::new(false));
-    let served = Arc::new(AtomicUsize::new(0));
-    let port = nginx.port();
-    let clients: Vec<_> = (0..6)
-        .map(|_| {
-            let (stop, served) = (stop.clone(), served.clone());
-            std::thread::spawn(move || {
-                let mut responses = Vec::new();
-                while !stop.load(Ordering::SeqCst) {
-                    responses.push(http(port, "GET", "/", &[], b""));
-                    served.fetch_add(1, Ordering::SeqCst);
-                }
-                responses
-            })
-        })
-        .collect();
-    wait_until("requests served before the kill", || {
-        served.load(Ordering::SeqCst) >= 300
-    });
+    let load = Load::start(nginx.port(), 6);
+    load.wait_for(300, "requests served before the kill");
     unsafe { libc::kill(old, libc::SIGKILL) };
     wait_all_gone(&[old], "the killed app process");
-    let n = served.load(Ordering::SeqCst);
-    wait_until("requests served after the kill", || {
-        served.load(Ordering::SeqCst) >= n + 300
-    });
-    stop.store(true, Ordering::SeqCst);
-    let responses: Vec<Response> = clients
-        .into_iter()
-        .flat_map(|c| c.join().unwrap())
-        .collect();
+    load.wait_for(300, "requests served after the kill");
+    let responses = load.stop();
     let failed: Vec<&Response> = responses.iter().filter(|r| r.status != 200).collect();
     assert!(
         failed.len() <= 1,

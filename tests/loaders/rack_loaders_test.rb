@@ -578,6 +578,25 @@ class RackLoadersTest < Minitest::Test
     waiter.close
   end
 
+  # A /stream request on a new connection, which the app holds after its first chunk until
+  # open_gate(gate): [gate, the connection, what it received so far].
+  def hold_stream(loader)
+    gate_path = File.join(@tmp, 'gate')
+    gate = UNIXServer.new(gate_path)
+    sock = open_session(loader, uri: "/stream?socket=#{gate_path}")
+    [gate, sock, read_until(sock, "first\n")]
+  end
+
+  # Waits until the stopping loader refuses connections (it closed its socket).
+  def wait_socket_closed(loader)
+    wait_until('the stopping loader did not close its socket') do
+      UNIXSocket.new(loader.socket).close
+      false
+    rescue Errno::ECONNREFUSED, Errno::ENOENT
+      true
+    end
+  end
+
   # Reads from the connection until `marker` has arrived; returns everything read.
   def read_until(sock, marker, timeout = WAIT)
     deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
@@ -900,17 +919,9 @@ class RackLoadersTest < Minitest::Test
   # finish before the process exits.
   def test_a_request_in_progress_finishes_when_stdin_closes
     loader = start_conformance_loader({ 'thread_count' => '2' }, {}, concurrency: 2)
-    gate_path = File.join(@tmp, 'gate')
-    gate = UNIXServer.new(gate_path)
-    sock = open_session(loader, uri: "/stream?socket=#{gate_path}")
-    received = read_until(sock, "first\n")
+    gate, sock, received = hold_stream(loader)
     loader.stdin.close
-    wait_until('the stopping loader did not close its socket') do
-      UNIXSocket.new(loader.socket).close
-      false
-    rescue Errno::ECONNREFUSED, Errno::ENOENT
-      true
-    end
+    wait_socket_closed(loader)
     open_gate(gate)
     response = parse_response(received + read_all(sock))
     assert_equal "first\nsecond\n", response.body, 'the request in progress was served to its end'
@@ -927,10 +938,7 @@ class RackLoadersTest < Minitest::Test
   def test_one_thread_serves_a_request_sent_ahead_on_a_second_connection
     loader = start_conformance_loader
     assert_equal 1, loader.prefetch, 'a one-thread process takes one request ahead'
-    gate_path = File.join(@tmp, 'gate')
-    gate = UNIXServer.new(gate_path)
-    busy = open_session(loader, uri: "/stream?socket=#{gate_path}")
-    received = read_until(busy, "first\n")
+    gate, busy, received = hold_stream(loader)
     ahead = open_session(loader, uri: '/text')
     refute IO.select([ahead], nil, nil, 0.2), 'the request sent ahead waits for the one before it'
     open_gate(gate)
@@ -958,18 +966,10 @@ class RackLoadersTest < Minitest::Test
     loader = start_conformance_loader
     ahead = UNIXSocket.new(loader.socket)
     assert exchange(ahead, loader, uri: '/text').kept
-    gate_path = File.join(@tmp, 'gate')
-    gate = UNIXServer.new(gate_path)
-    busy = open_session(loader, uri: "/stream?socket=#{gate_path}")
-    received = read_until(busy, "first\n")
+    gate, busy, received = hold_stream(loader)
     send_request(ahead, loader, uri: '/text')
     loader.stdin.close
-    wait_until('the stopping loader did not close its socket') do
-      UNIXSocket.new(loader.socket).close
-      false
-    rescue Errno::ECONNREFUSED, Errno::ENOENT
-      true
-    end
+    wait_socket_closed(loader)
     open_gate(gate)
     assert_equal "first\nsecond\n", parse_response(received + read_all(busy)).body
     response = read_response(ahead)
@@ -1130,10 +1130,7 @@ class RackLoadersTest < Minitest::Test
     loader = start_conformance_loader({ 'thread_count' => '2' }, {}, concurrency: 2)
     idle = UNIXSocket.new(loader.socket)
     assert exchange(idle, loader, uri: '/text').kept
-    gate_path = File.join(@tmp, 'gate')
-    gate = UNIXServer.new(gate_path)
-    busy = open_session(loader, uri: "/stream?socket=#{gate_path}")
-    received = read_until(busy, "first\n")
+    gate, busy, received = hold_stream(loader)
 
     loader.stdin.close
     assert_closed_soon(idle, 'the idle kept connection, when the loader stops')
