@@ -73,6 +73,16 @@ impl Load {
 }
 
 fn restart_txt_under_load_drops_no_request(flavour: Flavour) {
+    restart_under_load(flavour, 1, "");
+}
+
+/// The same with six clients and room for one process: requests are sent ahead to it, and the
+/// restart drains it with one of them waiting in it.
+fn restart_txt_under_concurrent_load_on_a_full_pool_drops_no_request(flavour: Flavour) {
+    restart_under_load(flavour, 6, "passenger_max_pool_size 1;");
+}
+
+fn restart_under_load(flavour: Flavour, clients: usize, http_extra: &str) {
     let restart = Scratch::new("restart");
     let nginx = Nginx::start_with(
         flavour,
@@ -80,13 +90,13 @@ fn restart_txt_under_load_drops_no_request(flavour: Flavour) {
             "passenger_restart_dir {};",
             restart.0.display()
         ))],
-        "passenger_stat_throttle_rate 0;",
+        &format!("passenger_stat_throttle_rate 0; {http_extra}"),
     );
     let first = nginx.get("/");
     assert_eq!(first.status, 200, "{first:?}\n{}", nginx.passenger_log());
     let old = first.pid();
 
-    let load = Load::start(nginx.port(), 1);
+    let load = Load::start(nginx.port(), clients);
     load.wait_for(5, "a few requests served before the restart");
     touch(&restart.0.join("restart.txt"), 1_000_000);
     wait_until(
@@ -470,6 +480,7 @@ fn invalid_pool_directives_are_refused(flavour: Flavour) {
 
 for_both_nginx! {
     restart_txt_under_load_drops_no_request,
+    restart_txt_under_concurrent_load_on_a_full_pool_drops_no_request,
     min_instances_exist_after_the_first_request,
     two_apps_share_a_full_pool,
     a_full_queue_answers_the_overflow_status,
