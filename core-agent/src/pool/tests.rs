@@ -664,6 +664,21 @@ async fn a_request_goes_ahead_to_a_busy_process_when_no_spawn_can_serve_it() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_forced_concurrency_sends_nothing_ahead() {
+    let pool = Pool::new(prefetching(false));
+    let o = with(|p| {
+        p.max_pool_size = 1;
+        p.force_max_concurrent_requests_per_process = Some(1);
+    });
+    let first = pool.checkout_for(&o, None, true).await.unwrap();
+    let second = start_for(&pool, &o, true);
+    settle().await;
+    assert_eq!(group(&pool.snapshot(), &o).queue_length, 1, "it waits");
+    drop(first);
+    assert!(!second.await.unwrap().unwrap().prefetched);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_request_waits_for_a_spawn_rather_than_go_ahead() {
     let pool = Pool::new(prefetching(true));
     let o = with(|p| p.max_pool_size = 2);
