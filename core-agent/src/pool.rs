@@ -947,12 +947,13 @@ impl<S: Spawner> Pool<S> {
                         if generation == group.generation {
                             drain_oldest_old(group, &mut actions);
                         }
+                        let now = Instant::now();
                         group.procs.push(ProcEntry {
                             process,
                             sessions: 0,
                             processed: 0,
-                            last_used: Instant::now(),
-                            busy_since: Instant::now(),
+                            last_used: now,
+                            busy_since: now,
                             last_request: Duration::ZERO,
                             state: ProcessState::Active,
                             recycle_after: recycle_point(&group.options.pool),

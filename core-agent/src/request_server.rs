@@ -5,7 +5,7 @@
 use crate::app_options::{self, AppOptions};
 use crate::http_session;
 use crate::memory;
-use crate::pool::{CheckoutError, Pool, Process, Spawner};
+use crate::pool::{Checkout, CheckoutError, Pool, Process, Spawner};
 use crate::response::{self, error_page};
 use crate::session::{self, SessionError};
 use crate::spawn_error_page;
@@ -158,9 +158,10 @@ impl<S: Spawner> RequestServer<S> {
 
         let powered_by = response::powered_by(app_options::show_version_in_header(header));
         let describe = DescribeRequest(header);
+        let method = header.get_str("REQUEST_METHOD");
         // OOBW is the core's own pseudo-request to a process (out-of-band work); a client
         // must not be able to trigger that work.
-        if header.get_str("REQUEST_METHOD") == Some("OOBW") {
+        if method == Some("OOBW") {
             tracing::warn!("Refused {describe} with 405: OOBW is reserved for the core");
             let page = error_page(405, "This request method is not allowed.", None, powered_by);
             let _ = conn.write_all(&page).await;
@@ -188,8 +189,7 @@ impl<S: Spawner> RequestServer<S> {
         };
         // A request without a body that only reads can be sent again if a process closes its
         // connection without answering: such a request may go ahead to a busy process.
-        let replayable = header.content_length == 0
-            && matches!(header.get_str("REQUEST_METHOD"), Some("GET" | "HEAD"));
+        let replayable = header.content_length == 0 && matches!(method, Some("GET" | "HEAD"));
         // A process can die between checkout and connect (it crashed, and the pool has not
         // seen its exit yet): then nothing was sent, and the request goes to another one.
         let mut attempts = 0;
@@ -247,7 +247,7 @@ impl<S: Spawner> RequestServer<S> {
                             &options.pool.sticky_sessions_cookie_attributes,
                         )
                     }),
-                head_request: header.get_str("REQUEST_METHOD") == Some("HEAD"),
+                head_request: method == Some("HEAD"),
             };
             let forwarded = {
                 let forwarding = async {
@@ -276,9 +276,7 @@ impl<S: Spawner> RequestServer<S> {
             let Some(forwarded) = forwarded else {
                 // The request ran too long: its process is killed (and replaced as a crashed
                 // one would be).
-                drop(checkout);
-                self.pool.detach(&process);
-                self.forget_connections(&process);
+                self.take_out(checkout);
                 kill_process(process.pid);
                 let limit = options.pool.max_request_time;
                 if relaying.progress.head_sent() {
@@ -341,9 +339,7 @@ impl<S: Spawner> RequestServer<S> {
                         && drain_body(conn, forwarded.body_unread).await;
                 }
                 Err(SessionError::ConnectFailed(message)) if attempts < MAX_ATTEMPTS => {
-                    drop(checkout);
-                    self.pool.detach(&process);
-                    self.forget_connections(&process);
+                    self.take_out(checkout);
                     tracing::warn!(
                         "{describe}: {message}; the process is taken out of the pool and the \
                          request goes to another one"
@@ -351,9 +347,7 @@ impl<S: Spawner> RequestServer<S> {
                     continue;
                 }
                 Err(SessionError::ConnectFailed(message)) => {
-                    drop(checkout);
-                    self.pool.detach(&process);
-                    self.forget_connections(&process);
+                    self.take_out(checkout);
                     tracing::error!("{describe} failed with 502: {message}, {attempts} times");
                     let page = error_page(
                         502,
@@ -375,9 +369,7 @@ impl<S: Spawner> RequestServer<S> {
                     && !relaying.progress.head_sent()
                     && attempts < MAX_ATTEMPTS =>
                 {
-                    drop(checkout);
-                    self.pool.detach(&process);
-                    self.forget_connections(&process);
+                    self.take_out(checkout);
                     tracing::warn!(
                         "{describe}: {message}; it was sent ahead to that process, which is \
                          taken out of the pool, and goes to another one"
@@ -385,15 +377,14 @@ impl<S: Spawner> RequestServer<S> {
                     continue;
                 }
                 Err(SessionError::BadGateway { message, dead }) => {
-                    drop(checkout);
                     if dead {
-                        self.pool.detach(&process);
-                        self.forget_connections(&process);
+                        self.take_out(checkout);
                         tracing::error!(
                             "{describe} failed with 502: {message}; the process is taken out of \
                              the pool and the next request goes to another one"
                         );
                     } else {
+                        drop(checkout);
                         tracing::error!(
                             "{describe} failed with 502: {message}; fix the app's response"
                         );
@@ -417,10 +408,15 @@ impl<S: Spawner> RequestServer<S> {
 }
 
 impl<S: Spawner> RequestServer<S> {
-    /// Closes the kept connections to a process that left the pool.
-    fn forget_connections(&self, process: &Process) {
-        self.http.forget(process);
-        self.sessions.forget(process);
+    /// Ends a session whose process turned out unusable (it crashed, refused the connection, or
+    /// ran a request too long): the process leaves the pool and is asked to stop, and the kept
+    /// connections to it are closed.
+    fn take_out(&self, checkout: Checkout) {
+        let process = checkout.process.clone();
+        drop(checkout);
+        self.pool.detach(&process);
+        self.http.forget(&process);
+        self.sessions.forget(&process);
     }
 
     /// `passenger_memory_limit`: after a request, a process whose private memory exceeds the
