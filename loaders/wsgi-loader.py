@@ -1075,12 +1075,11 @@ def _serve_in_turn(server, ctl, context, limit):
                     context.stopping.set()
                     _answer_sent_requests(conns, context)
                     return
-                if fd == server.fileno():
-                    if len(conns) < limit:
-                        conn = _accept(server, context)
-                        if conn is not None:
-                            conns[conn.fileno()] = conn
-                            poller.register(conn, select.POLLIN)
+                if fd == server.fileno():  # registered only while there is room
+                    conn = _accept(server, context)
+                    if conn is not None:
+                        conns[conn.fileno()] = conn
+                        poller.register(conn, select.POLLIN)
                     continue
                 conn = conns.get(fd)
                 if conn is None:
@@ -1098,7 +1097,7 @@ def _serve_in_turn(server, ctl, context, limit):
 def _answer_sent_requests(conns, context):
     """When stopping: the requests that have arrived on `conns` are answered (`Connection:
     close`), and every connection is closed."""
-    for conn in list(conns.values()):
+    for conn in conns.values():
         waiter = select.poll()
         waiter.register(conn, select.POLLIN)
         if waiter.poll(0):
@@ -1110,9 +1109,12 @@ def _answer_sent_requests(conns, context):
     conns.clear()
 
 
+_ACCEPT_RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
 def _accept(server, context):
-    """A new connection in blocking mode, or None (nothing waiting after all, or a failure,
-    logged)."""
+    """A new connection in blocking mode, or None: nothing was waiting after all, or a lack of
+    resources (logged; retried after 0.1 s). Other failures raise OSError."""
     try:
         conn, _ = server.accept()
     except (BlockingIOError, InterruptedError, ConnectionAbortedError):
@@ -1127,8 +1129,6 @@ def _accept(server, context):
     return conn
 
 
-_ACCEPT_RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
-
 
 def _serve_threaded(server, ctl, context):
     """thread_count N > 1: N threads accept and serve concurrently; the main thread waits for
@@ -1138,18 +1138,13 @@ def _serve_threaded(server, ctl, context):
     def worker():
         while not stopping.is_set():
             try:
-                conn, _ = server.accept()
-            except (InterruptedError, ConnectionAbortedError):
-                continue
-            except OSError as e:
-                if stopping.is_set():
-                    return
-                if e.errno in _ACCEPT_RESOURCE_ERRORS:
-                    _log('Cannot accept a connection on %s: %s; retrying' % (context.path, e))
-                    stopping.wait(0.1)
-                    continue
-                _log('A worker thread of %s stopped: accept() failed: %s' % (context.path, e))
+                conn = _accept(server, context)
+            except OSError as e:  # the socket shut down (stopping), or worse
+                if not stopping.is_set():
+                    _log('A worker thread of %s stopped: accept() failed: %s' % (context.path, e))
                 return
+            if conn is None:
+                continue
             try:
                 _serve_connection(conn, context)
             except BaseException as e:  # SystemExit and the like from the app: log, go on
