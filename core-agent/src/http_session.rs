@@ -12,6 +12,7 @@ use crate::session::{self, Forwarded, Relaying, RequestBody, SessionError};
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use hyper::client::conn::http1::SendRequest;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper_util::rt::TokioIo;
 use passenger_protocol::scgi::ScgiHeader;
 use std::pin::Pin;
@@ -31,9 +32,13 @@ const HOP_BY_HOP: [&str; 6] = [
     "proxy-connection",
 ];
 
-/// The request body, fed from nginx's connection through a channel.
+const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// The request body, fed from nginx's connection through a channel (none for a request
+/// without a body: most of them, and a channel costs allocations and wake-ups).
 pub struct ChannelBody {
-    rx: mpsc::Receiver<Bytes>,
+    rx: Option<mpsc::Receiver<Bytes>>,
     remaining: u64,
 }
 
@@ -45,7 +50,10 @@ impl Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match self.rx.poll_recv(cx) {
+        let Some(rx) = &mut self.rx else {
+            return Poll::Ready(None);
+        };
+        match rx.poll_recv(cx) {
             Poll::Ready(Some(chunk)) => {
                 self.remaining = self.remaining.saturating_sub(chunk.len() as u64);
                 Poll::Ready(Some(Ok(Frame::data(chunk))))
@@ -106,7 +114,8 @@ where
     Ok(sender)
 }
 
-/// Turns nginx's CGI environment back into an HTTP/1.1 request for the app.
+/// Turns nginx's CGI environment back into an HTTP/1.1 request for the app. (The header map is
+/// filled directly: hyper's request builder moves the whole request at every header.)
 fn build_request(
     header: &ScgiHeader,
     body: ChannelBody,
@@ -120,45 +129,64 @@ fn build_request(
         "" => "/",
         u => u,
     };
-    let mut request = hyper::Request::builder().method(method).uri(uri);
+    let mut headers = HeaderMap::with_capacity(header.len());
+    let mut add = |name: HeaderName, value: &[u8]| -> Result<(), String> {
+        let value = HeaderValue::from_bytes(value).map_err(|e| format!("{name}: {e}"))?;
+        headers.append(name, value);
+        Ok(())
+    };
     // An upgrade (WebSocket) is the one hop-by-hop thing passed on: the app answers it.
     if let Some(upgrade) = header.get("HTTP_UPGRADE").filter(|v| !v.is_empty()) {
-        request = request
-            .header("connection", "upgrade")
-            .header("upgrade", upgrade);
+        add(header::CONNECTION, b"upgrade")?;
+        add(header::UPGRADE, upgrade)?;
     }
+    let mut name = Vec::new();
     for (key, value) in header.pairs() {
-        let Some(name) = key.strip_prefix(b"HTTP_") else {
+        let Some(cgi_name) = key.strip_prefix(b"HTTP_") else {
             continue;
         };
-        let name = String::from_utf8_lossy(name)
-            .replace('_', "-")
-            .to_ascii_lowercase();
+        // HTTP_X_REQUEST_ID -> x-request-id
+        name.clear();
+        name.extend(cgi_name.iter().map(|&b| match b {
+            b'_' => b'-',
+            b => b.to_ascii_lowercase(),
+        }));
+        let name = HeaderName::from_bytes(&name).map_err(|e| format!("{key:?}: {e}"))?;
         if HOP_BY_HOP.contains(&name.as_str())
-            || name == "content-length"
-            || name == "x-forwarded-for"
-            || name == "x-forwarded-proto"
+            || name == header::CONTENT_LENGTH
+            || name == FORWARDED_FOR
+            || name == FORWARDED_PROTO
         {
             continue;
         }
-        request = request.header(name, value);
+        add(name, value)?;
     }
     if let Some(ct) = header.get("CONTENT_TYPE").filter(|v| !v.is_empty()) {
-        request = request.header("content-type", ct);
+        add(header::CONTENT_TYPE, ct)?;
     }
     if header.content_length > 0 || matches!(method, "POST" | "PUT" | "PATCH") {
-        request = request.header("content-length", header.content_length);
+        add(
+            header::CONTENT_LENGTH,
+            header.content_length.to_string().as_bytes(),
+        )?;
     }
     // The client as nginx saw it; what a client claims in these headers is not passed on.
     if let Some(addr) = header.get("REMOTE_ADDR").filter(|v| !v.is_empty()) {
-        request = request.header("x-forwarded-for", addr);
+        add(FORWARDED_FOR, addr)?;
     }
     let https = matches!(
         get("HTTPS").to_ascii_lowercase().as_str(),
         "on" | "1" | "true" | "yes"
     );
-    request = request.header("x-forwarded-proto", if https { "https" } else { "http" });
-    request.body(body).map_err(|e| e.to_string())
+    add(FORWARDED_PROTO, if https { b"https" } else { b"http" })?;
+    let mut request = hyper::Request::new(body);
+    *request.method_mut() =
+        hyper::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+    *request.uri_mut() = uri
+        .parse()
+        .map_err(|e: hyper::http::uri::InvalidUri| e.to_string())?;
+    *request.headers_mut() = headers;
+    Ok(request)
 }
 
 /// Feeds the request body from nginx into the channel.
@@ -185,7 +213,13 @@ pub async fn forward(
     relaying: &Relaying<'_>,
 ) -> Result<Forwarded, SessionError> {
     let sender = checkout(connections, process).await?;
-    let (tx, rx) = mpsc::channel(4);
+    let (tx, rx) = match header.content_length {
+        0 => (None, None),
+        _ => {
+            let (tx, rx) = mpsc::channel(4);
+            (Some(tx), Some(rx))
+        }
+    };
     let body = ChannelBody {
         rx,
         remaining: header.content_length,
@@ -196,7 +230,13 @@ pub async fn forward(
     })?;
     let mut body = RequestBody::new(early_body, header.content_length);
     let (mut client_r, mut client_w) = client.split();
-    let feed = feed_body(&mut client_r, &mut body, tx);
+    let feeding = tx.is_some();
+    let feed = async {
+        match tx {
+            Some(tx) => feed_body(&mut client_r, &mut body, tx).await,
+            None => Ok(()),
+        }
+    };
     let exchange = async {
         let mut sender = sender;
         let pid = process.pid;
@@ -288,7 +328,7 @@ pub async fn forward(
     };
     let exchanged = {
         tokio::pin!(feed, exchange);
-        let mut feeding = true;
+        let mut feeding = feeding;
         loop {
             tokio::select! {
                 r = &mut feed, if feeding => {
@@ -357,4 +397,83 @@ enum Exchange {
     },
     /// The app switched protocols: the rest is a tunnel.
     Upgraded(hyper::Response<hyper::body::Incoming>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use passenger_protocol::scgi;
+
+    fn request(pairs: &[(&str, &str)]) -> Result<hyper::Request<ChannelBody>, String> {
+        let raw = scgi::encode(pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
+        let header = scgi::decode(&raw, scgi::DEFAULT_MAX_HEADER)
+            .unwrap()
+            .unwrap()
+            .0;
+        let body = ChannelBody {
+            rx: None,
+            remaining: header.content_length,
+        };
+        build_request(&header, body)
+    }
+
+    #[test]
+    fn the_cgi_environment_becomes_an_http_request() {
+        let r = request(&[
+            ("CONTENT_LENGTH", "3"),
+            ("REQUEST_METHOD", "POST"),
+            ("REQUEST_URI", "/a/b?c=d"),
+            ("CONTENT_TYPE", "text/plain"),
+            ("REMOTE_ADDR", "10.0.0.7"),
+            ("HTTPS", "on"),
+            ("HTTP_HOST", "example.org"),
+            ("HTTP_X_REQUEST_ID", "r1"),
+            ("HTTP_ACCEPT", "a, b"),
+            ("HTTP_CONNECTION", "keep-alive"),
+            ("HTTP_TRANSFER_ENCODING", "chunked"),
+            ("HTTP_CONTENT_LENGTH", "999"),
+            ("HTTP_X_FORWARDED_FOR", "6.6.6.6"),
+            ("HTTP_X_FORWARDED_PROTO", "gopher"),
+            ("PASSENGER_APP_ROOT", "/srv/app"),
+        ])
+        .unwrap();
+        assert_eq!(r.method(), "POST");
+        assert_eq!(r.uri(), "/a/b?c=d");
+        let h = r.headers();
+        let all = |name: &str| -> Vec<&str> {
+            h.get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect()
+        };
+        assert_eq!(all("host"), ["example.org"]);
+        assert_eq!(all("x-request-id"), ["r1"]);
+        assert_eq!(all("accept"), ["a, b"]);
+        assert_eq!(all("content-type"), ["text/plain"]);
+        assert_eq!(all("content-length"), ["3"]);
+        // Hop-by-hop headers and what the client claims about the connection do not pass.
+        assert_eq!(all("x-forwarded-for"), ["10.0.0.7"]);
+        assert_eq!(all("x-forwarded-proto"), ["https"]);
+        assert!(all("connection").is_empty() && all("transfer-encoding").is_empty());
+        assert_eq!(h.len(), 7, "{h:?}");
+    }
+
+    #[test]
+    fn an_upgrade_is_passed_on_and_a_bad_header_is_an_error() {
+        let r = request(&[
+            ("CONTENT_LENGTH", "0"),
+            ("HTTP_CONNECTION", "Upgrade"),
+            ("HTTP_UPGRADE", "websocket"),
+        ])
+        .unwrap();
+        assert_eq!(r.method(), "GET");
+        assert_eq!(r.uri(), "/");
+        assert_eq!(r.headers()["connection"], "upgrade");
+        assert_eq!(r.headers()["upgrade"], "websocket");
+        assert_eq!(r.headers()["x-forwarded-proto"], "http");
+        assert!(r.headers().get("content-length").is_none());
+        let bad = request(&[("CONTENT_LENGTH", "0"), ("HTTP_X_BAD", "a\nb")]);
+        assert!(bad.is_err());
+        // (A bad key is refused earlier, by the SCGI decoder.)
+    }
 }
