@@ -129,7 +129,12 @@ fn build_request(
         "" => "/",
         u => u,
     };
-    let mut headers = HeaderMap::with_capacity(header.len());
+    let client_headers = header
+        .pairs()
+        .filter(|(k, _)| k.starts_with(b"HTTP_"))
+        .count();
+    // The client's, and up to four of the core's.
+    let mut headers = HeaderMap::with_capacity(client_headers + 4);
     let mut add = |name: HeaderName, value: &[u8]| -> Result<(), String> {
         let value = HeaderValue::from_bytes(value).map_err(|e| format!("{name}: {e}"))?;
         headers.append(name, value);
@@ -151,7 +156,8 @@ fn build_request(
             b'_' => b'-',
             b => b.to_ascii_lowercase(),
         }));
-        let name = HeaderName::from_bytes(&name).map_err(|e| format!("{key:?}: {e}"))?;
+        let name = HeaderName::from_bytes(&name)
+            .map_err(|e| format!("{}: {e}", String::from_utf8_lossy(key)))?;
         if HOP_BY_HOP.contains(&name.as_str())
             || name == header::CONTENT_LENGTH
             || name == FORWARDED_FOR
