@@ -742,12 +742,14 @@ fn debug_nginx_config_maps_each_option_onto_its_directive() {
             &format!("passenger_app_root \"{}\";", rack.display()),
         ],
     );
-    // Defaults: 0.0.0.0:3000, development, the app's public dir, the deliberate backlog.
+    // Defaults: 0.0.0.0:3000, development, the app's public dir, the deliberate backlog, and
+    // a burst of connections accepted at once.
     let config = debug_config(&[example("hello-node").to_str().unwrap()], &[]);
     assert_lines(
         &config,
         &[
             "listen 0.0.0.0:3000 backlog=2048;",
+            "multi_accept on;",
             "passenger_app_env \"development\";",
             "passenger_app_type node;",
             "error_log stderr notice;",
