@@ -26,7 +26,7 @@ use nginx_sys::{
     ngx_event_pipe_t, ngx_hash_find, ngx_http_parse_header_line, ngx_http_parse_status_line,
     ngx_http_request_t, ngx_http_upstream_header_t, ngx_http_upstream_main_conf_t,
     ngx_http_upstream_module, ngx_http_upstream_non_buffered_filter, ngx_http_upstream_t,
-    ngx_int_t, ngx_list_push, ngx_pnalloc, ngx_strlow, ngx_table_elt_t, ngx_uint_t,
+    ngx_int_t, ngx_list_push, ngx_pnalloc, ngx_strlow, ngx_table_elt_t, ngx_uint_t, off_t,
 };
 
 use crate::config::MainConf;
@@ -322,7 +322,7 @@ pub unsafe extern "C" fn input_filter_init(data: *mut std::ffi::c_void) -> ngx_i
             // No body: the filters below will not run to say so.
             body_complete(u);
         }
-        if (*u).buffering() == 0 && !widen_stream_buffer(r) {
+        if (*u).buffering() == 0 && !widen_stream_buffer(r, length) {
             return rc(NGX_ERROR);
         }
         rc(NGX_OK)
@@ -417,22 +417,41 @@ pub unsafe extern "C" fn pipe_input_filter(
     })
 }
 
-/// The least buffer a streamed (unbuffered) response body moves through. nginx streams
+/// How much of a streamed (unbuffered) response body moves per system call. nginx streams
 /// through the buffer the header was read into (`passenger_buffer_size`, one page by default),
-/// so a 100 KB page took some 25 reads and writes; the core already holds the response for
-/// slow clients, so this buffer only sets how much moves per system call.
-const STREAM_BUFFER: usize = 32 * 1024;
+/// so a 100 KB page took some 25 reads and as many writes to the client; the core already
+/// holds the response for slow clients, so this buffer only sets how much moves per call.
+/// A body of known length gets room for all of it, up to [`STREAM_BUFFER_MAX`] (a 100 KB
+/// page: one read and one write); a body of unknown length, which may be a long-lived stream
+/// (server-sent events), [`STREAM_BUFFER_UNKNOWN`].
+const STREAM_BUFFER_MAX: usize = 128 * 1024;
+const STREAM_BUFFER_UNKNOWN: usize = 32 * 1024;
 
-/// Before nginx streams the body: gives `u->buffer` at least [`STREAM_BUFFER`] bytes, keeping
-/// the body bytes that came with the header. `false` when out of memory.
-unsafe fn widen_stream_buffer(r: *mut ngx_http_request_t) -> bool {
+/// The buffer size a streamed body of `length` bytes (-1: unknown) wants, of which `unread`
+/// came with the header; 0 when the header's buffer, of `capacity` bytes, will do (and it
+/// holds the `unread` bytes, so any larger one does too).
+fn stream_buffer_size(length: off_t, unread: usize, capacity: usize) -> usize {
+    let want = match usize::try_from(length) {
+        Ok(length) => length.saturating_sub(unread).min(STREAM_BUFFER_MAX),
+        Err(_) => STREAM_BUFFER_UNKNOWN,
+    };
+    if capacity >= want { 0 } else { want }
+}
+
+/// Before nginx streams the body: gives `u->buffer` the size [`stream_buffer_size`] asks
+/// for, keeping the body bytes that came with the header. `false` when out of memory.
+unsafe fn widen_stream_buffer(r: *mut ngx_http_request_t, length: off_t) -> bool {
     unsafe {
         let b = &mut (*(*r).upstream).buffer;
-        if b.start.is_null() || b.end.offset_from(b.start) as usize >= STREAM_BUFFER {
+        if b.start.is_null() {
             return true;
         }
         let unread = b.last.offset_from(b.pos).max(0) as usize;
-        let start = nginx_sys::ngx_palloc((*r).pool, STREAM_BUFFER) as *mut u8;
+        let size = stream_buffer_size(length, unread, b.end.offset_from(b.start) as usize);
+        if size == 0 {
+            return true;
+        }
+        let start = nginx_sys::ngx_palloc((*r).pool, size) as *mut u8;
         if start.is_null() {
             return false;
         }
@@ -441,7 +460,31 @@ unsafe fn widen_stream_buffer(r: *mut ngx_http_request_t) -> bool {
         b.start = start;
         b.pos = start;
         b.last = start.add(unread);
-        b.end = start.add(STREAM_BUFFER);
+        b.end = start.add(size);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{STREAM_BUFFER_MAX, STREAM_BUFFER_UNKNOWN, stream_buffer_size};
+
+    #[test]
+    fn a_body_that_came_with_the_header_or_fits_its_buffer_needs_no_other() {
+        assert_eq!(stream_buffer_size(12, 12, 4096), 0);
+        assert_eq!(stream_buffer_size(0, 0, 4096), 0);
+        assert_eq!(stream_buffer_size(4000, 100, 4096), 0);
+    }
+
+    #[test]
+    fn a_larger_body_of_known_length_gets_room_for_the_rest_of_it_up_to_the_cap() {
+        assert_eq!(stream_buffer_size(102_400, 3_900, 4096), 102_400 - 3_900);
+        assert_eq!(stream_buffer_size(10 << 20, 3_900, 4096), STREAM_BUFFER_MAX);
+    }
+
+    #[test]
+    fn a_body_of_unknown_length_gets_the_modest_size() {
+        assert_eq!(stream_buffer_size(-1, 0, 4096), STREAM_BUFFER_UNKNOWN);
+        assert_eq!(stream_buffer_size(-1, 0, 64 * 1024), 0);
     }
 }
