@@ -7,7 +7,7 @@
 
 use bytes::{Buf, Bytes};
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -17,6 +17,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 const HIGH_WATERMARK: usize =
     passenger_protocol::options::DEFAULT_RESPONSE_BUFFER_HIGH_WATERMARK as usize;
 const READ_CHUNK: usize = 64 * 1024;
+/// Most chunks in one write to nginx (a slow client's backlog can hold many).
+const WRITE_SLICES: usize = 64;
+/// Up to this much, what the app has sent is gathered before it is written (see [`relay`]).
+const GATHER: usize = 128 * 1024;
 
 /// Where response body bytes come from. `next_chunk` must be cancel-safe: the relay drops it
 /// when the client side is ready first.
@@ -137,8 +141,20 @@ impl Backlog {
         self.chunks.push_back(chunk);
     }
 
-    fn front(&self) -> Option<Bytes> {
-        self.chunks.front().cloned()
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Writes as much of what is held as one system call takes: the first [`WRITE_SLICES`]
+    /// chunks in one vectored write, rather than a write per chunk read from the app.
+    async fn write_some<W: AsyncWrite + Unpin>(&self, client: &mut W) -> io::Result<usize> {
+        let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
+        let mut count = 0;
+        for (slice, chunk) in slices.iter_mut().zip(&self.chunks) {
+            *slice = IoSlice::new(chunk);
+            count += 1;
+        }
+        client.write_vectored(&slices[..count]).await
     }
 
     fn consume(&mut self, mut n: usize) {
@@ -163,9 +179,12 @@ impl Backlog {
     }
 
     /// Writes what is left to the client.
-    pub async fn write_to<W: AsyncWrite + Unpin>(self, client: &mut W) -> io::Result<()> {
-        for chunk in self.chunks {
-            client.write_all(&chunk).await?;
+    pub async fn write_to<W: AsyncWrite + Unpin>(mut self, client: &mut W) -> io::Result<()> {
+        while !self.is_empty() {
+            match self.write_some(client).await? {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                n => self.consume(n),
+            }
         }
         client.flush().await
     }
@@ -192,25 +211,54 @@ pub async fn relay<S: ChunkSource, W: AsyncWrite + Unpin>(
     let mut backlog = Backlog::default();
     let mut received = 0;
     loop {
-        let front = backlog.front();
-        tokio::select! {
-            chunk = source.next_chunk(), if backlog.len < limit => match chunk {
-                Ok(Some(chunk)) => {
-                    received += chunk.len() as u64;
-                    backlog.push(chunk);
-                }
-                Ok(None) => return Ok(Relayed { backlog, received, source_error: None }),
-                Err(e) => return Ok(Relayed { backlog, received, source_error: Some(e) }),
-            },
-            // AsyncWrite::write is cancel-safe too.
-            written = client.write(front.as_deref().unwrap_or_default()), if front.is_some() => {
-                match written? {
-                    0 => return Err(io::ErrorKind::WriteZero.into()),
-                    n => backlog.consume(n),
-                }
+        // While little is held, what the app has already sent is read before anything is
+        // written, so that it goes to nginx in one write (and wakes nginx once); beyond that,
+        // writing comes first, and reading goes on only while the client is slower.
+        let step = if backlog.len < GATHER.min(limit) {
+            tokio::select! {
+                biased;
+                chunk = source.next_chunk() => Step::Read(chunk),
+                // AsyncWrite::write_vectored is cancel-safe too.
+                written = backlog.write_some(client), if !backlog.is_empty() => Step::Wrote(written),
             }
+        } else {
+            tokio::select! {
+                biased;
+                written = backlog.write_some(client), if !backlog.is_empty() => Step::Wrote(written),
+                chunk = source.next_chunk(), if backlog.len < limit => Step::Read(chunk),
+            }
+        };
+        match step {
+            Step::Read(Ok(Some(chunk))) => {
+                received += chunk.len() as u64;
+                backlog.push(chunk);
+            }
+            Step::Read(Ok(None)) => {
+                return Ok(Relayed {
+                    backlog,
+                    received,
+                    source_error: None,
+                });
+            }
+            Step::Read(Err(e)) => {
+                return Ok(Relayed {
+                    backlog,
+                    received,
+                    source_error: Some(e),
+                });
+            }
+            Step::Wrote(written) => match written? {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                n => backlog.consume(n),
+            },
         }
     }
+}
+
+/// What one turn of the relay did.
+enum Step {
+    Read(io::Result<Option<Bytes>>),
+    Wrote(io::Result<usize>),
 }
 
 #[cfg(test)]
@@ -297,5 +345,90 @@ mod tests {
         let (held, got) = tokio::join!(relaying, reading);
         assert!(held <= 100_000 + READ_CHUNK, "{held} bytes held");
         assert!(got == body, "the body arrives intact and in order");
+    }
+
+    /// A client that takes at most `max` bytes per write and counts its writes.
+    struct CountingClient {
+        got: Vec<u8>,
+        writes: usize,
+        max: usize,
+    }
+
+    impl AsyncWrite for CountingClient {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> std::task::Poll<io::Result<usize>> {
+            self.writes += 1;
+            let mut n = 0;
+            for buf in bufs {
+                let take = buf.len().min(self.max - n);
+                self.got.extend_from_slice(&buf[..take]);
+                n += take;
+            }
+            std::task::Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(
+            self: Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn chunks_held_for_the_client_go_out_together() {
+        let mut backlog = Backlog::default();
+        for part in [
+            &b"HTTP/1.1 200 OK\r\n\r\n"[..],
+            b"first",
+            b"second",
+            b"third",
+        ] {
+            backlog.push(Bytes::copy_from_slice(part));
+        }
+        let mut client = CountingClient {
+            got: Vec::new(),
+            writes: 0,
+            max: usize::MAX,
+        };
+        backlog.write_to(&mut client).await.unwrap();
+        assert_eq!(client.got, b"HTTP/1.1 200 OK\r\n\r\nfirstsecondthird");
+        assert_eq!(client.writes, 1, "one write for the four chunks");
+
+        // A client that takes a few bytes at a time gets them all, in order, across chunks.
+        let mut backlog = Backlog::default();
+        for part in [&b"abc"[..], b"defghij", b"k", b"lmnopqrstu"] {
+            backlog.push(Bytes::copy_from_slice(part));
+        }
+        let mut client = CountingClient {
+            got: Vec::new(),
+            writes: 0,
+            max: 4,
+        };
+        backlog.write_to(&mut client).await.unwrap();
+        assert_eq!(client.got, b"abcdefghijklmnopqrstu");
+        assert_eq!(client.writes, 6);
     }
 }
