@@ -283,36 +283,30 @@ pub async fn forward(
             SessionError::ClientGone(format!("writing the response to nginx failed: {e}"))
         };
         let framed = relaying.framed_length(&head).filter(|_| !chunked);
-        let mut out = relaying.render_head(&head, framed.is_some());
+        let out = relaying.render_head(&head, framed.is_some());
         let mut body = relay::HyperBody(response.body_mut());
-        // A small body of known length goes out in one write with the head, as the session
-        // protocol's does: hyper hands over the body separately, and two writes cost a
-        // system call and a wake-up of nginx more per response. (nginx could do nothing with
-        // the head alone but pass it on; the body is due right behind it.)
-        let mut merged = 0;
-        let mut first = None;
-        if framed.is_some_and(|len| len > 0 && len <= MERGED_BODY_MAX) {
-            match body.next_chunk().await {
-                Ok(Some(chunk)) if chunk.len() as u64 <= MERGED_BODY_MAX => {
-                    merged = chunk.len() as u64;
-                    out.extend_from_slice(&chunk);
-                }
-                other => first = Some(other),
-            }
-        }
-        client_w.write_all(&out).await.map_err(gone)?;
+        // A body of known length goes out in one write with the head, as the session
+        // protocol's does: hyper hands over the body separately (its first bytes a moment
+        // after the head), and two writes cost a system call and a wake-up of nginx more per
+        // response. (nginx could do nothing with the head alone but pass it on; the body is
+        // due right behind it.)
+        let first = match framed {
+            Some(len) if len > 0 => Some(body.next_chunk().await),
+            _ => None,
+        };
         if head.status == 101 {
+            client_w.write_all(&out).await.map_err(gone)?;
             client_w.flush().await.map_err(gone)?;
             return Ok(Exchange::Upgraded(response));
         }
-        let mut pumped = relay::relay(
+        let pumped = relay::relay(
+            out,
             &mut relay::Prefixed { first, rest: body },
             &mut client_w,
             relaying.high_watermark,
         )
         .await
         .map_err(gone)?;
-        pumped.received += merged;
         let complete = match pumped.source_error {
             None => true,
             Some(e) => {
@@ -386,9 +380,6 @@ pub async fn forward(
     // A tunnel ends the connection.
     Ok(Forwarded::default())
 }
-
-/// Largest body sent in one write with its head.
-const MERGED_BODY_MAX: u64 = 16 * 1024;
 
 /// How the exchange with the app ended.
 enum Exchange {

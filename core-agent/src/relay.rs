@@ -200,15 +200,21 @@ pub struct Relayed {
     pub source_error: Option<io::Error>,
 }
 
-/// Copies `source` to `client` until the source ends, holding at most `limit` bytes the
-/// client has not taken; returns what is left. An error writing to the client is returned as
-/// such: the client is gone.
+/// Writes `head` (the response head, with any body bytes read along with it), then copies
+/// `source` to `client` until the source ends, holding at most `limit` bytes the client has
+/// not taken; returns what is left. The head waits for nothing: it goes out with what the app
+/// has already sent, or alone. An error writing to the client is returned as such: the
+/// client is gone.
 pub async fn relay<S: ChunkSource, W: AsyncWrite + Unpin>(
+    head: Vec<u8>,
     source: &mut S,
     client: &mut W,
     limit: usize,
 ) -> io::Result<Relayed> {
     let mut backlog = Backlog::default();
+    if !head.is_empty() {
+        backlog.push(Bytes::from(head));
+    }
     let mut received = 0;
     loop {
         // While little is held, what the app has already sent is read before anything is
@@ -273,6 +279,7 @@ mod tests {
         let mut source: &[u8] = &body;
         let (mut client, mut reader) = tokio::io::duplex(4096);
         let relayed = relay(
+            Vec::new(),
             &mut ReadToEnd::new(&mut source),
             &mut client,
             HIGH_WATERMARK,
@@ -313,6 +320,7 @@ mod tests {
         let mut source: &[u8] = &body[..10];
         let (mut client, _reader) = tokio::io::duplex(1024);
         let relayed = relay(
+            Vec::new(),
             &mut ReadToEnd::limited(&mut source, 20),
             &mut client,
             1 << 20,
@@ -328,9 +336,14 @@ mod tests {
         let mut source: &[u8] = &body;
         let (mut client, mut reader) = tokio::io::duplex(1024);
         let relaying = async {
-            let relayed = relay(&mut ReadToEnd::new(&mut source), &mut client, 100_000)
-                .await
-                .unwrap();
+            let relayed = relay(
+                Vec::new(),
+                &mut ReadToEnd::new(&mut source),
+                &mut client,
+                100_000,
+            )
+            .await
+            .unwrap();
             // Never more than the limit plus one read is held.
             let held = relayed.backlog.len();
             relayed.backlog.write_to(&mut client).await.unwrap();

@@ -522,8 +522,8 @@ where
     let mut excess = (buf.len() - used - early.len()) as u64;
     let mut out = relaying.render_head(&head, framed.is_some());
     out.extend_from_slice(early);
-    client.write_all(&out).await.map_err(gone)?;
     if relayed.upgraded {
+        client.write_all(&out).await.map_err(gone)?;
         client.flush().await.map_err(gone)?;
         return Ok(relayed);
     }
@@ -531,7 +531,7 @@ where
         Some(len) => relay::ReadToEnd::limited(app, len - early.len() as u64),
         None => relay::ReadToEnd::new(app),
     };
-    let pumped = relay::relay(&mut source, client, relaying.high_watermark)
+    let pumped = relay::relay(out, &mut source, client, relaying.high_watermark)
         .await
         .map_err(gone)?;
     excess += source.excess;
