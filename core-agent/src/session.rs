@@ -536,7 +536,8 @@ where
         .map_err(gone)?;
     excess += source.excess;
     if let Some(e) = &pumped.source_error {
-        // The head is out already; all that can be done is cut the response short.
+        // The head has gone out or is held for nginx; all that can be done is cut the response
+        // short.
         tracing::warn!(
             "Reading the response body of app {pid} failed: {e}; the response is cut short"
         );
