@@ -186,6 +186,12 @@ fn responses_of_every_shape_stay_in_step(flavour: Flavour) {
 
             bytes_arrive(&client.get(&at("/bytes?n=70000&cl=1")), 70000, "cl=1");
             bytes_arrive(&client.get(&at("/bytes?n=5000&cl=0")), 5000, "cl=0");
+            // Unknown length, through nginx's streaming buffer several times over.
+            bytes_arrive(
+                &client.get(&at("/bytes?n=300000&cl=0")),
+                300_000,
+                "cl=0, 300 KB",
+            );
             let r = client.get(&at("/status?204"));
             assert_eq!(r.status, 204, "{}: {r:?}", what("204"));
             let r = client.get(&at("/status?304"));

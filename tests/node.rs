@@ -116,8 +116,8 @@ fn an_explicit_type_and_startup_file_are_honoured(flavour: Flavour) {
 }
 
 fn a_body_in_pieces_or_cut_short_reaches_the_client_as_the_app_sent_it(flavour: Flavour) {
-    // The core sends a small body of known length in one write with its head (it waits for
-    // the first bytes); larger ones and the rest of a body follow as they come.
+    // The core sends the first bytes of a body of known length in one write with its head
+    // (it waits for them); the rest follow as they come.
     let nginx = Nginx::start(flavour, &[Site::app("node")]);
     for n in [30, 20_000, 300_000] {
         let r = nginx.get(&format!("/pieces?n={n}"));
