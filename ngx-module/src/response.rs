@@ -422,8 +422,8 @@ pub unsafe extern "C" fn pipe_input_filter(
 /// so a 100 KB page took some 25 reads and as many writes to the client; the core already
 /// holds the response for slow clients, so this buffer only sets how much moves per call.
 /// A body of known length gets room for all of it, up to [`STREAM_BUFFER_MAX`] (a 100 KB
-/// page: one read and one write); a body of unknown length, which may be a long-lived stream
-/// (server-sent events), [`STREAM_BUFFER_UNKNOWN`].
+/// page: one read and one write after those of the header's buffer); a body of unknown
+/// length, which may be a long-lived stream (server-sent events), [`STREAM_BUFFER_UNKNOWN`].
 const STREAM_BUFFER_MAX: usize = 128 * 1024;
 const STREAM_BUFFER_UNKNOWN: usize = 32 * 1024;
 
@@ -451,6 +451,9 @@ unsafe fn widen_stream_buffer(r: *mut ngx_http_request_t, length: off_t) -> bool
         if size == 0 {
             return true;
         }
+        // Never less than the bytes copied in below (stream_buffer_size's rule already makes
+        // it so: they fit in the old buffer, which was too small).
+        let size = size.max(unread);
         let start = nginx_sys::ngx_palloc((*r).pool, size) as *mut u8;
         if start.is_null() {
             return false;
