@@ -18,6 +18,15 @@ const BAD: &[Bad] = &[
         &["passenger_spawn_method", "\"fast\"", "smart", "direct"],
     ),
     in_server(
+        "passenger_app_scheduling_policy idle;",
+        &[
+            "passenger_app_scheduling_policy",
+            "\"idle\"",
+            "batch",
+            "normal",
+        ],
+    ),
+    in_server(
         "rails_spawn_method forking;",
         &["rails_spawn_method", "\"forking\""],
     ),
@@ -157,6 +166,7 @@ const GOOD_HTTP: &str = "\
     passenger_default_group nogroup;
     passenger_disable_log_prefix on;
     passenger_spawn_method direct;
+    passenger_app_scheduling_policy normal;
     passenger_max_preloader_idle_time 0;
     passenger_start_timeout 120;
     passenger_env_var FROM_HTTP http;
@@ -170,6 +180,7 @@ const GOOD_HTTP: &str = "\
 
 const GOOD_SERVER: &str = "
         passenger_spawn_method smart-lv2;
+        passenger_app_scheduling_policy batch;
         passenger_start_timeout 30;
         passenger_max_preloader_idle_time 600;
         passenger_env_var GREETING \"hello world\";
@@ -186,6 +197,7 @@ const GOOD_SERVER: &str = "
         passenger_nodejs node;
         location /direct {
             passenger_spawn_method conservative;
+            passenger_app_scheduling_policy other;
             passenger_env_var ONLY_HERE 1;
             if ($arg_smart) {
                 passenger_spawn_method smart;
@@ -270,6 +282,7 @@ fn defaults_send_the_documented_keys_and_leave_out_the_unset_ones(flavour: Flavo
         (options::PYTHON, Some("python3")),
         (options::NODEJS, Some("node")),
         (options::SPAWN_METHOD, None),
+        (options::APP_SCHEDULING_POLICY, None),
         (options::MAX_PRELOADER_IDLE_TIME, Some("300")),
         (options::START_TIMEOUT, Some("90")),
         (options::ENV_VARS, None),
@@ -299,6 +312,7 @@ fn keys_follow_inheritance_http_server_location_if(flavour: Flavour) {
     passenger_env_var FROM_HTTP http;
     passenger_start_timeout 30;
     passenger_friendly_error_pages off;
+    passenger_app_scheduling_policy normal;
 ";
     let server_extra = "
         location /all {
@@ -323,6 +337,7 @@ fn keys_follow_inheritance_http_server_location_if(flavour: Flavour) {
             if ($arg_smart) {
                 passenger_spawn_method smart;
                 passenger_env_var IN_IF yes;
+                passenger_app_scheduling_policy batch;
             }
         }
 ";
@@ -334,6 +349,7 @@ fn keys_follow_inheritance_http_server_location_if(flavour: Flavour) {
     assert_eq!(value(&root, options::START_TIMEOUT), Some("30"));
     assert_eq!(value(&root, options::FRIENDLY_ERROR_PAGES), Some("0"));
     assert_eq!(value(&root, options::SPAWN_METHOD), None);
+    assert_eq!(value(&root, options::APP_SCHEDULING_POLICY), Some("normal"));
     assert_eq!(value(&root, options::USER_SWITCHING), Some("0"));
     assert_eq!(value(&root, options::DEFAULT_USER), Some("nobody"));
     assert_eq!(value(&root, options::DEFAULT_GROUP), Some("nogroup"));
@@ -367,11 +383,16 @@ fn keys_follow_inheritance_http_server_location_if(flavour: Flavour) {
     // An alias in a location, and an if block inside it overriding it again.
     let direct = nginx.keys("/direct");
     assert_eq!(value(&direct, options::SPAWN_METHOD), Some("direct"));
+    assert_eq!(
+        value(&direct, options::APP_SCHEDULING_POLICY),
+        Some("normal")
+    );
     assert_eq!(env_vars(&direct), env(&[("FROM_HTTP", "http")]));
     let in_if = nginx.keys("/direct?smart=1");
     assert_eq!(value(&in_if, options::SPAWN_METHOD), Some("smart"));
     assert_eq!(env_vars(&in_if), env(&[("IN_IF", "yes")]));
     assert_eq!(value(&in_if, options::START_TIMEOUT), Some("30"));
+    assert_eq!(value(&in_if, options::APP_SCHEDULING_POLICY), Some("batch"));
 }
 
 for_both_nginx! {

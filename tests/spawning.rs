@@ -20,6 +20,7 @@ for_both_nginx! {
     an_app_that_never_becomes_ready_fails_at_the_start_timeout,
     the_app_runs_as_its_startup_files_owner,
     the_fd_limit_and_signal_state_are_set_for_the_app,
+    app_processes_run_under_the_scheduling_policy_set,
     an_idle_preloader_exits_and_the_next_spawn_starts_another,
 }
 
@@ -442,6 +443,53 @@ fn the_fd_limit_and_signal_state_are_set_for_the_app(flavour: Flavour) {
             );
         }
     }
+}
+
+/// The scheduling policy of each thread of `pid` (field 41 of /proc/PID/task/TID/stat:
+/// 0 = SCHED_OTHER, 3 = SCHED_BATCH).
+fn scheduling_policies(pid: i64) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap_or_else(|e| panic!("threads of {pid}: {e}"))
+        .map(|task| {
+            let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
+            // The fields after the command name (which may hold spaces) start at field 3.
+            let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+            after_name.split(' ').nth(41 - 3).unwrap().parse().unwrap()
+        })
+        .collect()
+}
+
+fn app_processes_run_under_the_scheduling_policy_set(flavour: Flavour) {
+    const SCHED_OTHER: u32 = 0;
+    const SCHED_BATCH: u32 = 3;
+    // The default, batch: set at exec, so a smart-spawned process has it from its preloader.
+    let nginx = Nginx::start(flavour, &[spawn_site("")]);
+    let f = facts(&nginx);
+    for (what, pid) in [("app process", f["pid"]), ("preloader", f["ppid"])] {
+        let policies = scheduling_policies(pid);
+        assert!(
+            policies.iter().all(|&p| p == SCHED_BATCH),
+            "the {what} {pid} runs under policies {policies:?}, not SCHED_BATCH (3) throughout"
+        );
+    }
+    let core = scheduling_policies(nginx.core_pid() as i64);
+    assert!(
+        core.iter().all(|&p| p == SCHED_OTHER),
+        "the core keeps the normal policy: {core:?}"
+    );
+    drop(nginx);
+    let nginx = Nginx::start(
+        flavour,
+        &[spawn_site(
+            "passenger_spawn_method direct; passenger_app_scheduling_policy normal;",
+        )],
+    );
+    let pid = facts(&nginx)["pid"];
+    let policies = scheduling_policies(pid);
+    assert!(
+        policies.iter().all(|&p| p == SCHED_OTHER),
+        "the app process {pid} runs under policies {policies:?}, not SCHED_OTHER (0) throughout"
+    );
 }
 
 fn an_idle_preloader_exits_and_the_next_spawn_starts_another(flavour: Flavour) {

@@ -59,6 +59,9 @@ pub struct SpawnOptions {
     pub env_vars: Vec<(String, String)>,
     /// Start through the app user's login shell (bash, zsh, ksh) so its profile applies.
     pub load_shell_envvars: bool,
+    /// Run the app's processes under SCHED_BATCH (`passenger_app_scheduling_policy batch`,
+    /// the default), else under the normal policy.
+    pub batch_scheduling: bool,
     /// RLIMIT_NOFILE of the app's processes.
     pub fd_ulimit: Option<u64>,
     /// `passenger_user` / `passenger_group`.
@@ -98,6 +101,7 @@ impl SpawnOptions {
             start_timeout: options::DEFAULT_START_TIMEOUT,
             env_vars: Vec::new(),
             load_shell_envvars: true,
+            batch_scheduling: true,
             fd_ulimit: None,
             user: None,
             group: None,
@@ -134,6 +138,18 @@ impl SpawnOptions {
                 });
             }
         };
+        let batch_scheduling = match text(h, options::APP_SCHEDULING_POLICY)? {
+            None => d.batch_scheduling,
+            Some("batch") => true,
+            Some("normal" | "other") => false,
+            Some(other) => {
+                return Err(OptionsError::BadValue {
+                    key: options::APP_SCHEDULING_POLICY,
+                    value: other.to_string(),
+                    expected: "batch or normal",
+                });
+            }
+        };
         let env_vars = match text(h, options::ENV_VARS)? {
             None => Vec::new(),
             Some(encoded) => options::decode_env_vars(encoded).ok_or(OptionsError::BadValue {
@@ -153,6 +169,7 @@ impl SpawnOptions {
             env_vars,
             load_shell_envvars: flag(h, options::LOAD_SHELL_ENVVARS)?
                 .unwrap_or(d.load_shell_envvars),
+            batch_scheduling,
             fd_ulimit: number(h, options::APP_FILE_DESCRIPTOR_ULIMIT, 1, u64::MAX)?,
             user: name(options::USER)?,
             group: name(options::GROUP)?,
@@ -699,6 +716,7 @@ mod tests {
         assert_eq!(o.spawn.start_timeout, 90);
         assert_eq!(o.spawn.spawn_exception_status, 500);
         assert_eq!(o.spawn.default_user, "nobody");
+        assert!(o.spawn.batch_scheduling);
         assert_eq!(o.interpreter(), "ruby");
     }
 
@@ -725,6 +743,7 @@ mod tests {
             ("PASSENGER_SPAWN_EXCEPTION_STATUS_CODE", "503"),
             ("PASSENGER_THREAD_COUNT", "4"),
             ("PASSENGER_PRELOAD_BUNDLER", "1"),
+            ("PASSENGER_APP_SCHEDULING_POLICY", "normal"),
         ]))
         .unwrap();
         assert_eq!(
@@ -735,6 +754,7 @@ mod tests {
                 start_timeout: 5,
                 env_vars: vec![("A".into(), "1".into()), ("B".into(), "x y".into())],
                 load_shell_envvars: false,
+                batch_scheduling: false,
                 fd_ulimit: Some(1024),
                 user: Some("www-data".into()),
                 group: Some("www-data".into()),
@@ -758,6 +778,7 @@ mod tests {
             ),
             ("PASSENGER_STICKY_SESSIONS", "sometimes"),
             ("PASSENGER_SPAWN_METHOD", "fast"),
+            ("PASSENGER_APP_SCHEDULING_POLICY", "idle"),
             ("PASSENGER_ENV_VARS", "!!"),
             ("PASSENGER_FRIENDLY_ERROR_PAGES", "maybe"),
             ("PASSENGER_START_TIMEOUT", "0"),

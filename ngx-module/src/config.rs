@@ -197,6 +197,9 @@ pub struct LocConf {
     pub thread_count: ngx_int_t,
     /// `passenger_concurrency_model`: index into [`CONCURRENCY_MODELS`].
     pub concurrency_model: ngx_int_t,
+    /// `passenger_app_scheduling_policy`: index into [`SCHEDULING_POLICIES`], or `UNSET`: the
+    /// core's default (batch).
+    pub app_scheduling_policy: ngx_int_t,
     /// `passenger_base_uri` values (`ngx_str_t`, no trailing slash), or `UNSET_PTR`.
     pub base_uris: *mut ngx_array_t,
     /// Absolute (made so against nginx's prefix); empty = root + base URI.
@@ -242,6 +245,19 @@ fn parse_spawn_method(name: &[u8]) -> Option<ngx_int_t> {
 /// The values of `passenger_concurrency_model`, in its index order (the first is the default).
 const CONCURRENCY_MODELS: [&str; 2] = ["process", "thread"];
 
+/// The values of `passenger_app_scheduling_policy`, in its index order, as sent to the core.
+const SCHEDULING_POLICIES: [&str; 2] = ["batch", "normal"];
+
+/// The names `passenger_app_scheduling_policy` accepts (`other`: the POSIX name of `normal`), as
+/// an index into [`SCHEDULING_POLICIES`].
+fn parse_scheduling_policy(name: &[u8]) -> Option<ngx_int_t> {
+    match name {
+        b"batch" => Some(0),
+        b"normal" | b"other" => Some(1),
+        _ => None,
+    }
+}
+
 /// The most threads a process may have: the core refuses more (`PASSENGER_THREAD_COUNT`).
 const MAX_THREAD_COUNT: ngx_int_t = 1024;
 
@@ -286,6 +302,11 @@ impl LocConf {
         usize::try_from(self.spawn_method)
             .ok()
             .and_then(|i| SPAWN_METHODS.get(i).copied())
+    }
+    pub fn app_scheduling_policy(&self) -> Option<&'static str> {
+        usize::try_from(self.app_scheduling_policy)
+            .ok()
+            .and_then(|i| SCHEDULING_POLICIES.get(i).copied())
     }
     /// The count to send as `PASSENGER_THREAD_COUNT`, if any (see [`thread_count_option`]).
     pub fn thread_count_option(&self) -> Option<ngx_int_t> {
@@ -472,6 +493,9 @@ fn spawn_options(mcf: &MainConf, lcf: &LocConf) -> PoolOptionPairs {
     ];
     if let Some(method) = lcf.spawn_method() {
         pairs.push((options::SPAWN_METHOD, method.as_bytes().to_vec()));
+    }
+    if let Some(policy) = lcf.app_scheduling_policy() {
+        pairs.push((options::APP_SCHEDULING_POLICY, policy.as_bytes().to_vec()));
     }
     pairs.extend([
         (
@@ -744,7 +768,7 @@ const fn spawn_method(name: &'static CStr) -> ngx_command_t {
     )
 }
 
-pub static mut COMMANDS: [ngx_command_t; 112] = [
+pub static mut COMMANDS: [ngx_command_t; 113] = [
     main_str(c"passenger_root", offset_of!(MainConf, root)),
     command(
         c"passenger_log_level",
@@ -957,6 +981,14 @@ pub static mut COMMANDS: [ngx_command_t; 112] = [
         NGX_CONF_TAKE1,
         set_concurrency_model,
         offset_of!(LocConf, concurrency_model),
+        ptr::null_mut(),
+    ),
+    command(
+        c"passenger_app_scheduling_policy",
+        false,
+        NGX_CONF_TAKE1,
+        set_app_scheduling_policy,
+        offset_of!(LocConf, app_scheduling_policy),
         ptr::null_mut(),
     ),
     // Raw settings for the agents (repeatable, one name per line).
@@ -1479,6 +1511,27 @@ unsafe extern "C" fn set_spawn_method(
     }
 }
 
+/// `passenger_app_scheduling_policy batch|normal`.
+unsafe extern "C" fn set_app_scheduling_policy(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    unsafe {
+        set_once(cf, cmd, conf, |_, value| {
+            let name = bytes(&value);
+            parse_scheduling_policy(name).ok_or_else(|| {
+                Refusal::from(format!(
+                    "unknown scheduling policy \"{}\"; use batch (an app process woken up \
+                     waits for the running task's turn to end) or normal (it may preempt that \
+                     task; also other)",
+                    String::from_utf8_lossy(name)
+                ))
+            })
+        })
+    }
+}
+
 /// `passenger_concurrency_model process|thread`.
 unsafe extern "C" fn set_concurrency_model(
     cf: *mut ngx_conf_t,
@@ -1816,6 +1869,7 @@ pub unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
         c.spawn_exception_status_code = UNSET;
         c.thread_count = UNSET;
         c.concurrency_model = UNSET;
+        c.app_scheduling_policy = UNSET;
         c.base_uris = UNSET_PTR as _;
         c.max_instances = UNSET;
         c.force_max_concurrent_requests_per_process = UNSET;
@@ -2017,6 +2071,11 @@ unsafe fn merge(cf: *mut ngx_conf_t, prev: &mut LocConf, conf: &mut LocConf) -> 
     );
     merge_int(&mut conf.thread_count, prev.thread_count, 1);
     merge_int(&mut conf.concurrency_model, prev.concurrency_model, 0);
+    merge_int(
+        &mut conf.app_scheduling_policy,
+        prev.app_scheduling_policy,
+        UNSET,
+    );
     merge_ptr(&mut conf.base_uris, prev.base_uris, ptr::null_mut());
     if !conf.base_uris.is_null() {
         // SAFETY: an array of ngx_str_t made by `set_base_uri` (sorting an inherited array
@@ -2248,7 +2307,10 @@ unsafe fn merge_upstream(
 mod tests {
     use super::{Ctl, INTEGRATION_MODES, parse_ctl};
     use super::{Identity, dedup_env_vars, env_var_problem, names_root, parse_number};
-    use super::{SPAWN_METHODS, parse_spawn_method, thread_count_option};
+    use super::{
+        SCHEDULING_POLICIES, SPAWN_METHODS, parse_scheduling_policy, parse_spawn_method,
+        thread_count_option,
+    };
 
     #[test]
     fn ctl_knows_integration_mode_and_names_what_it_knows() {
@@ -2293,6 +2355,17 @@ mod tests {
         assert_eq!(name(b"conservative"), Some("direct"));
         assert_eq!(name(b"fast"), None);
         assert_eq!(name(b"Smart"), None);
+    }
+
+    #[test]
+    fn scheduling_policies_and_their_alias() {
+        let name =
+            |text: &[u8]| parse_scheduling_policy(text).map(|i| SCHEDULING_POLICIES[i as usize]);
+        assert_eq!(name(b"batch"), Some("batch"));
+        assert_eq!(name(b"normal"), Some("normal"));
+        assert_eq!(name(b"other"), Some("normal"));
+        assert_eq!(name(b"idle"), None);
+        assert_eq!(name(b"Batch"), None);
     }
 
     #[test]

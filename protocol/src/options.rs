@@ -41,6 +41,8 @@ pub const RESTART_DIR: &str = "PASSENGER_RESTART_DIR";
 /// `smart` (preloader + fork) or `direct` (a fresh exec per process); absent = smart for Ruby,
 /// direct otherwise.
 pub const SPAWN_METHOD: &str = "PASSENGER_SPAWN_METHOD";
+/// `batch` (the default) or `normal`: the Linux scheduling policy of the app's processes.
+pub const APP_SCHEDULING_POLICY: &str = "PASSENGER_APP_SCHEDULING_POLICY";
 /// Seconds a preloader may sit unused before it exits (0 = never).
 pub const MAX_PRELOADER_IDLE_TIME: &str = "PASSENGER_MAX_PRELOADER_IDLE_TIME";
 /// Seconds a spawn may take from exec to `!> Ready`.
