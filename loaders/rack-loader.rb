@@ -13,7 +13,7 @@
 #   core:    (empty line)
 #   loader:  !> Ready
 #   loader:  !> socket: main;unix:<path>;session;<thread_count>
-#   loader:  !> prefetch: 1        (with one thread: see below)
+#   loader:  !> prefetch: 2        (with one thread: see below)
 #   loader:  !>                    (with a trailing space)
 #
 # When the app root has a Gemfile (or gems.rb, or BUNDLE_GEMFILE is set), the bundle is set up
@@ -28,8 +28,8 @@
 # the next request if the response was delimited (no body, or exactly its one Content-Length),
 # else it is closed, its head saying `Connection: close` when that was known in time (the
 # core's keep-alive contract; see ruby/passenger_rs/request_handler.rb). With one thread it
-# takes a second connection while busy (`prefetch: 1`): the core sends a request ahead on it,
-# which the thread serves as soon as it has answered the one before (see
+# takes up to two more connections while busy (`prefetch: 2`): the core sends requests ahead on
+# them, which the thread serves in turn as soon as it has answered the one before (see
 # ruby/passenger_rs/session_server.rb).
 # The Rack env is built to the letter of the Rack SPEC (2 and 3), SCRIPT_NAME being the
 # handshake's `base_uri` (see ruby/passenger_rs/rack_env.rb and request_handler.rb). A response

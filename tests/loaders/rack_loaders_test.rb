@@ -932,30 +932,33 @@ class RackLoadersTest < Minitest::Test
     gate&.close
   end
 
-  # A process with one thread takes a second connection while it serves the first, and answers
-  # the request sent on it as soon as the first is done (the core's request sent ahead).
-  # Processes with more threads, or none of their own, say nothing of the kind.
-  def test_one_thread_serves_a_request_sent_ahead_on_a_second_connection
+  # A process with one thread takes two more connections while it serves the first, and answers
+  # the requests sent on them in turn as soon as the first is done (the core's requests sent
+  # ahead). Processes with more threads, or none of their own, say nothing of the kind.
+  def test_one_thread_serves_requests_sent_ahead_on_two_more_connections
     loader = start_conformance_loader
-    assert_equal 1, loader.prefetch, 'a one-thread process takes one request ahead'
+    assert_equal 2, loader.prefetch, 'a one-thread process takes two requests ahead'
     gate, busy, received = hold_stream(loader)
     ahead = open_session(loader, uri: '/text')
-    refute IO.select([ahead], nil, nil, 0.2), 'the request sent ahead waits for the one before it'
+    ahead2 = open_session(loader, uri: '/text')
+    refute IO.select([ahead, ahead2], nil, nil, 0.2), 'the requests sent ahead wait for the one before them'
     open_gate(gate)
     assert_equal "first\nsecond\n", parse_response(received + read_all(busy)).body
-    response = read_response(ahead)
-    assert_ok response, 'the request sent ahead'
-    assert response.kept, 'its connection is kept for the next request'
+    [ahead, ahead2].each_with_index do |conn, i|
+      response = read_response(conn)
+      assert_ok response, "request #{i + 1} sent ahead"
+      assert response.kept, "request #{i + 1} sent ahead: its connection is kept for the next request"
+    end
     assert exchange(ahead, loader, uri: '/text').kept, 'and carries it'
-    # A third connection while two are open waits until one closes.
+    # A fourth connection while three are open waits until one closes.
     other = UNIXSocket.new(loader.socket)
     assert exchange(other, loader, uri: '/text').kept
-    third = open_session(loader, uri: '/text')
-    refute IO.select([third], nil, nil, 0.2), 'a third connection is not served while two are open'
+    fourth = open_session(loader, uri: '/text')
+    refute IO.select([fourth], nil, nil, 0.2), 'a fourth connection is not served while three are open'
     ahead.close
-    assert_ok read_response(third), 'the third connection, once one of the two closed'
+    assert_ok read_response(fourth), 'the fourth connection, once one of the three closed'
   ensure
-    [busy, ahead, other, third, gate].each { |io| io&.close unless io&.closed? }
+    [busy, ahead, ahead2, other, fourth, gate].each { |io| io&.close unless io&.closed? }
   end
 
   # Stopping while a request waits on the second (kept) connection: it is still answered

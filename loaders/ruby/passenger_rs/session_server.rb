@@ -142,9 +142,9 @@ module PassengerRs
     end
 
     # One thread serving up to `limit` connections, one request at a time, taking turns among
-    # those that have one. The core opens a second connection to a busy process to send it a
-    # request ahead (the `prefetch: 1` of the handshake): the process starts that request as
-    # soon as it has answered the one before, where a process with one connection would sleep
+    # those that have one. The core opens more connections to a busy process to send it
+    # requests ahead (the `prefetch: 2` of the handshake): the process starts each as soon as
+    # it has answered the one before, where a process with one connection would sleep
     # until the core had read its answer and sent the next request (that sleep and wake-up
     # cost about as much CPU as a hello-world request itself). Every connection is registered
     # as idle for its whole life: stopping shuts its reading side, which ends the wait here,

@@ -23,9 +23,11 @@ module PassengerRs
       # A kept connection holds its thread: only when the core opens at most one connection per
       # thread (not with 0 = unlimited, or more than the threads).
       keep_alive = level.between?(1, threads)
-      # One thread: a second connection carries the request the core sends ahead while the
-      # first is being served (SessionServer.serve_in_turn).
-      prefetch = threads == 1 && level == 1 ? 1 : 0
+      # One thread: up to two more connections carry the requests the core sends ahead while
+      # the first is being served (SessionServer.serve_in_turn). Two rather than one: a Ruby
+      # process then finds its next request waiting more often, instead of sleeping until the
+      # core has sent it (0.38 sleeps per hello request instead of 0.51 at 256 connections).
+      prefetch = threads == 1 && level == 1 ? 2 : 0
       handler = RequestHandler.new(app, password: options['connect_password'], base_uri: options['base_uri'],
                                         multithread: threads > 1, keep_alive: keep_alive)
       server, path = SessionServer.create(options)
