@@ -1491,6 +1491,29 @@ unsafe extern "C" fn set_app_type(
     }
 }
 
+/// A directive whose value is one of a few names, kept as the index `parse` gives it; any other
+/// value is refused: "unknown WHAT "VALUE"; use CHOICES".
+unsafe fn set_named(
+    cf: *mut ngx_conf_t,
+    cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+    parse: fn(&[u8]) -> Option<ngx_int_t>,
+    what: &str,
+    choices: &str,
+) -> *mut c_char {
+    unsafe {
+        set_once(cf, cmd, conf, |_, value| {
+            let name = bytes(&value);
+            parse(name).ok_or_else(|| {
+                Refusal::from(format!(
+                    "unknown {what} \"{}\"; use {choices}",
+                    String::from_utf8_lossy(name)
+                ))
+            })
+        })
+    }
+}
+
 /// `passenger_spawn_method smart|direct` (or Phusion Passenger's `smart-lv2|conservative`).
 unsafe extern "C" fn set_spawn_method(
     cf: *mut ngx_conf_t,
@@ -1498,16 +1521,15 @@ unsafe extern "C" fn set_spawn_method(
     conf: *mut c_void,
 ) -> *mut c_char {
     unsafe {
-        set_once(cf, cmd, conf, |_, value| {
-            let name = bytes(&value);
-            parse_spawn_method(name).ok_or_else(|| {
-                Refusal::from(format!(
-                    "unknown spawn method \"{}\"; use smart (a preloader forks each process; \
-                     also smart-lv2) or direct (each process starts afresh; also conservative)",
-                    String::from_utf8_lossy(name)
-                ))
-            })
-        })
+        set_named(
+            cf,
+            cmd,
+            conf,
+            parse_spawn_method,
+            "spawn method",
+            "smart (a preloader forks each process; also smart-lv2) or direct (each process \
+             starts afresh; also conservative)",
+        )
     }
 }
 
@@ -1518,17 +1540,15 @@ unsafe extern "C" fn set_app_scheduling_policy(
     conf: *mut c_void,
 ) -> *mut c_char {
     unsafe {
-        set_once(cf, cmd, conf, |_, value| {
-            let name = bytes(&value);
-            parse_scheduling_policy(name).ok_or_else(|| {
-                Refusal::from(format!(
-                    "unknown scheduling policy \"{}\"; use batch (an app process woken up \
-                     waits for the running task's turn to end) or normal (it may preempt that \
-                     task; also other)",
-                    String::from_utf8_lossy(name)
-                ))
-            })
-        })
+        set_named(
+            cf,
+            cmd,
+            conf,
+            parse_scheduling_policy,
+            "scheduling policy",
+            "batch (an app process woken up waits for the running task's turn to end) or \
+             normal (it may preempt that task; also other)",
+        )
     }
 }
 
@@ -1538,18 +1558,22 @@ unsafe extern "C" fn set_concurrency_model(
     cmd: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
+    let parse = |name: &[u8]| {
+        CONCURRENCY_MODELS
+            .iter()
+            .position(|m| m.as_bytes() == name)
+            .map(|i| i as ngx_int_t)
+    };
     unsafe {
-        set_once(cf, cmd, conf, |_, value| {
-            let name = bytes(&value);
-            match CONCURRENCY_MODELS.iter().position(|m| m.as_bytes() == name) {
-                Some(i) => Ok(i as ngx_int_t),
-                None => Err(Refusal::from(format!(
-                    "unknown model \"{}\"; use process (one request at a time per process) or \
-                     thread (passenger_thread_count threads per process)",
-                    String::from_utf8_lossy(name)
-                ))),
-            }
-        })
+        set_named(
+            cf,
+            cmd,
+            conf,
+            parse,
+            "model",
+            "process (one request at a time per process) or thread (passenger_thread_count \
+             threads per process)",
+        )
     }
 }
 
