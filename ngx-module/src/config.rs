@@ -245,6 +245,14 @@ fn parse_spawn_method(name: &[u8]) -> Option<ngx_int_t> {
 /// The values of `passenger_concurrency_model`, in its index order (the first is the default).
 const CONCURRENCY_MODELS: [&str; 2] = ["process", "thread"];
 
+/// A `passenger_concurrency_model` name, as an index into [`CONCURRENCY_MODELS`].
+fn parse_concurrency_model(name: &[u8]) -> Option<ngx_int_t> {
+    CONCURRENCY_MODELS
+        .iter()
+        .position(|m| m.as_bytes() == name)
+        .map(|i| i as ngx_int_t)
+}
+
 /// The values of `passenger_app_scheduling_policy`, in its index order, as sent to the core.
 const SCHEDULING_POLICIES: [&str; 2] = ["batch", "normal"];
 
@@ -757,16 +765,44 @@ const fn interpreter(name: &'static CStr, offset: usize) -> ngx_command_t {
     )
 }
 
-const fn spawn_method(name: &'static CStr) -> ngx_command_t {
+/// A location directive whose value is one of a few `names` (its `post`, see [`set_named`]).
+const fn named(name: &'static CStr, offset: usize, names: &'static Names) -> ngx_command_t {
     command(
         name,
         false,
         NGX_CONF_TAKE1,
-        set_spawn_method,
-        offset_of!(LocConf, spawn_method),
-        ptr::null_mut(),
+        set_named,
+        offset,
+        names as *const Names as *mut c_void,
     )
 }
+
+/// The values a [`named`] directive takes: `parse` gives a name's index (what the location
+/// keeps), `what` and `choices` word the refusal of any other value.
+struct Names {
+    parse: fn(&[u8]) -> Option<ngx_int_t>,
+    what: &'static str,
+    choices: &'static str,
+}
+
+static SPAWN_METHOD_NAMES: Names = Names {
+    parse: parse_spawn_method,
+    what: "spawn method",
+    choices: "smart (a preloader forks each process; also smart-lv2) or direct (each process \
+              starts afresh; also conservative)",
+};
+static CONCURRENCY_MODEL_NAMES: Names = Names {
+    parse: parse_concurrency_model,
+    what: "model",
+    choices: "process (one request at a time per process) or thread (passenger_thread_count \
+              threads per process)",
+};
+static SCHEDULING_POLICY_NAMES: Names = Names {
+    parse: parse_scheduling_policy,
+    what: "scheduling policy",
+    choices: "batch (an app process woken up waits for the running task's turn to end) or \
+              normal (it may preempt that task; also other)",
+};
 
 pub static mut COMMANDS: [ngx_command_t; 113] = [
     main_str(c"passenger_root", offset_of!(MainConf, root)),
@@ -867,8 +903,16 @@ pub static mut COMMANDS: [ngx_command_t; 113] = [
     // Spawning and environment.
     interpreter(c"passenger_python", offset_of!(LocConf, python)),
     interpreter(c"passenger_nodejs", offset_of!(LocConf, nodejs)),
-    spawn_method(c"passenger_spawn_method"),
-    spawn_method(c"rails_spawn_method"),
+    named(
+        c"passenger_spawn_method",
+        offset_of!(LocConf, spawn_method),
+        &SPAWN_METHOD_NAMES,
+    ),
+    named(
+        c"rails_spawn_method",
+        offset_of!(LocConf, spawn_method),
+        &SPAWN_METHOD_NAMES,
+    ),
     number(
         c"passenger_max_preloader_idle_time",
         false,
@@ -975,21 +1019,15 @@ pub static mut COMMANDS: [ngx_command_t; 113] = [
         offset_of!(LocConf, thread_count),
         &raw mut THREADS,
     ),
-    command(
+    named(
         c"passenger_concurrency_model",
-        false,
-        NGX_CONF_TAKE1,
-        set_concurrency_model,
         offset_of!(LocConf, concurrency_model),
-        ptr::null_mut(),
+        &CONCURRENCY_MODEL_NAMES,
     ),
-    command(
+    named(
         c"passenger_app_scheduling_policy",
-        false,
-        NGX_CONF_TAKE1,
-        set_app_scheduling_policy,
         offset_of!(LocConf, app_scheduling_policy),
-        ptr::null_mut(),
+        &SCHEDULING_POLICY_NAMES,
     ),
     // Raw settings for the agents (repeatable, one name per line).
     command(
@@ -1491,89 +1529,27 @@ unsafe extern "C" fn set_app_type(
     }
 }
 
-/// A directive whose value is one of a few names, kept as the index `parse` gives it; any other
-/// value is refused: "unknown WHAT "VALUE"; use CHOICES".
-unsafe fn set_named(
+/// A directive whose value is one of a few names, kept as the index its [`Names`] (the
+/// command's `post`) gives it; any other value is refused: "unknown WHAT "VALUE"; use CHOICES".
+unsafe extern "C" fn set_named(
     cf: *mut ngx_conf_t,
     cmd: *mut ngx_command_t,
     conf: *mut c_void,
-    parse: fn(&[u8]) -> Option<ngx_int_t>,
-    what: &str,
-    choices: &str,
 ) -> *mut c_char {
     unsafe {
+        // SAFETY: `named` set `post` to a static `Names`.
+        let names = &*((*cmd).post as *const Names);
         set_once(cf, cmd, conf, |_, value| {
             let name = bytes(&value);
-            parse(name).ok_or_else(|| {
+            (names.parse)(name).ok_or_else(|| {
                 Refusal::from(format!(
-                    "unknown {what} \"{}\"; use {choices}",
-                    String::from_utf8_lossy(name)
+                    "unknown {} \"{}\"; use {}",
+                    names.what,
+                    String::from_utf8_lossy(name),
+                    names.choices
                 ))
             })
         })
-    }
-}
-
-/// `passenger_spawn_method smart|direct` (or Phusion Passenger's `smart-lv2|conservative`).
-unsafe extern "C" fn set_spawn_method(
-    cf: *mut ngx_conf_t,
-    cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    unsafe {
-        set_named(
-            cf,
-            cmd,
-            conf,
-            parse_spawn_method,
-            "spawn method",
-            "smart (a preloader forks each process; also smart-lv2) or direct (each process \
-             starts afresh; also conservative)",
-        )
-    }
-}
-
-/// `passenger_app_scheduling_policy batch|normal`.
-unsafe extern "C" fn set_app_scheduling_policy(
-    cf: *mut ngx_conf_t,
-    cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    unsafe {
-        set_named(
-            cf,
-            cmd,
-            conf,
-            parse_scheduling_policy,
-            "scheduling policy",
-            "batch (an app process woken up waits for the running task's turn to end) or \
-             normal (it may preempt that task; also other)",
-        )
-    }
-}
-
-/// `passenger_concurrency_model process|thread`.
-unsafe extern "C" fn set_concurrency_model(
-    cf: *mut ngx_conf_t,
-    cmd: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    let parse = |name: &[u8]| {
-        CONCURRENCY_MODELS
-            .iter()
-            .position(|m| m.as_bytes() == name)
-            .map(|i| i as ngx_int_t)
-    };
-    unsafe {
-        set_named(
-            cf,
-            cmd,
-            conf,
-            parse,
-            "model",
-            "process (one request at a time per process) or thread (passenger_thread_count \
-             threads per process)",
-        )
     }
 }
 
