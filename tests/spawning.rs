@@ -446,17 +446,19 @@ fn the_fd_limit_and_signal_state_are_set_for_the_app(flavour: Flavour) {
 }
 
 /// The scheduling policy of each thread of `pid` (field 41 of /proc/PID/task/TID/stat:
-/// 0 = SCHED_OTHER, 3 = SCHED_BATCH).
+/// 0 = SCHED_OTHER, 3 = SCHED_BATCH). A thread that ends while they are read is left out.
 fn scheduling_policies(pid: i64) -> Vec<u32> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
+    let policies: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap_or_else(|e| panic!("threads of {pid}: {e}"))
-        .map(|task| {
-            let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
-            // The fields after the command name (which may hold spaces) start at field 3.
-            let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-            after_name.split(' ').nth(41 - 3).unwrap().parse().unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok())
+        .map(|stat| {
+            stat_field(&stat, 41)
+                .and_then(|policy| policy.parse().ok())
+                .unwrap_or_else(|| panic!("no policy (field 41) in {stat:?}"))
         })
-        .collect()
+        .collect();
+    assert!(!policies.is_empty(), "no thread of {pid} could be read");
+    policies
 }
 
 fn app_processes_run_under_the_scheduling_policy_set(flavour: Flavour) {

@@ -525,13 +525,19 @@ pub fn instance_dirs(registry: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Parent pid and command line of a live (non-zombie) process.
+/// Field `n` (numbered as in proc(5), from 3 on: the state) of a /proc/.../stat line. The
+/// fields are counted after the command name, which may hold spaces and parentheses.
+pub fn stat_field(stat: &str, n: usize) -> Option<&str> {
+    stat[stat.rfind(')')? + 2..]
+        .split(' ')
+        .nth(n.checked_sub(3)?)
+}
+
+/// Parent pid and state of a process.
 fn proc_info(pid: i32) -> Option<(i32, char)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    let mut fields = after.split(' ');
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
+    let state = stat_field(&stat, 3)?.chars().next()?;
+    let ppid = stat_field(&stat, 4)?.parse().ok()?;
     Some((ppid, state))
 }
 
@@ -551,8 +557,8 @@ pub fn uid_of(pid: i32) -> Option<u32> {
 /// (a listening socket) stay open until the last one is done.
 pub fn alive(pid: i32) -> bool {
     let running = |stat: &str| {
-        stat.rfind(')')
-            .and_then(|i| stat[i + 2..].chars().next())
+        stat_field(stat, 3)
+            .and_then(|state| state.chars().next())
             .is_some_and(|state| state != 'Z' && state != 'X')
     };
     match std::fs::read_dir(format!("/proc/{pid}/task")) {
