@@ -492,12 +492,12 @@ fn flag(h: &ScgiHeader, key: &'static str) -> Result<Option<bool>, OptionsError>
 /// `passenger_show_version_in_header`: on unless the request says off. Also read on its own,
 /// because even the error page for a request with bad options carries `X-Powered-By`.
 pub fn show_version_in_header(h: &ScgiHeader) -> bool {
-    !matches!(
-        h.get_str(options::SHOW_VERSION_IN_HEADER)
-            .map(str::to_ascii_lowercase)
-            .as_deref(),
-        Some("off" | "false" | "0" | "no")
-    )
+    // (Compared without a lowercased copy: this runs for every request.)
+    !h.get(options::SHOW_VERSION_IN_HEADER).is_some_and(|v| {
+        [&b"off"[..], b"false", b"0", b"no"]
+            .iter()
+            .any(|o| v.eq_ignore_ascii_case(o))
+    })
 }
 
 impl AppOptions {

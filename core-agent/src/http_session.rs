@@ -7,7 +7,7 @@
 
 use crate::pool::{AppAddress, Process};
 use crate::relay::{self, Backlog, ChunkSource};
-use crate::response::{self, ResponseHead};
+use crate::response::{self, HeaderLines, ResponseHead};
 use crate::session::{self, Forwarded, Relaying, RequestBody, SessionError};
 use bytes::Bytes;
 use http_body::{Body, Frame};
@@ -258,24 +258,24 @@ pub async fn forward(
         let chunked = response
             .headers()
             .contains_key(hyper::header::TRANSFER_ENCODING);
+        let mut headers = HeaderLines::with_capacity(response.headers().len(), 256);
+        for (name, value) in response.headers() {
+            if !matches!(
+                name.as_str(),
+                "connection" | "keep-alive" | "transfer-encoding"
+            ) {
+                headers.push(name.as_str().as_bytes(), value.as_bytes());
+            }
+        }
         let head = ResponseHead {
             status: response.status().as_u16(),
-            reason: response
-                .status()
-                .canonical_reason()
-                .unwrap_or_else(|| response::canonical_reason(response.status().as_u16()))
-                .to_string(),
-            headers: response
-                .headers()
-                .iter()
-                .filter(|(name, _)| {
-                    !matches!(
-                        name.as_str(),
-                        "connection" | "keep-alive" | "transfer-encoding"
-                    )
-                })
-                .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
-                .collect(),
+            reason: std::borrow::Cow::Borrowed(
+                response
+                    .status()
+                    .canonical_reason()
+                    .unwrap_or_else(|| response::canonical_reason(response.status().as_u16())),
+            ),
+            headers,
             // hyper keeps or closes the connection to the app itself.
             connection_close: false,
         };

@@ -765,6 +765,12 @@ impl<S: Spawner> Pool<S> {
                         .sticky
                         .and_then(|id| group.sticky_target(id))
                         .is_none();
+                    if no_room_at_all && passed_over.is_empty() {
+                        // The common case under load: the queue stays as it is, and nothing
+                        // is allocated for it on every checkout and release.
+                        group.waiters.push_front(waiter);
+                        break;
+                    }
                     passed_over.push(waiter);
                     if no_room_at_all {
                         // Nobody behind can be served either: the rest of the queue stays as
@@ -808,6 +814,17 @@ impl<S: Spawner> Pool<S> {
             .groups
             .values()
             .all(|group| spawn_wanted(group, now) == Want::No)
+        {
+            return;
+        }
+        // Nor can any start in a full pool with no idle process to evict and no restart to
+        // make room: the state of a pool under more load than it has processes for, on every
+        // checkout and release.
+        if inner.total() >= inner.max_pool_size
+            && inner
+                .groups
+                .values()
+                .all(|group| group.old_active() == 0 && group.procs.iter().all(|p| p.sessions > 0))
         {
             return;
         }

@@ -49,21 +49,30 @@ pub fn decimal(n: u64, buf: &mut [u8; 20]) -> &[u8] {
 }
 
 /// Splits `KEY\0VALUE\0...` into pairs; used by the SCGI and session formats alike.
-/// Returns the byte offset of the first malformed pair on error. (One vectorised pass for the
-/// NULs: scanning a byte at a time was half of decoding a header.)
+/// Returns the byte offset of the first malformed pair on error.
 pub(crate) fn split_pairs(data: &[u8]) -> Result<PairSlices<'_>, usize> {
+    Ok(pair_spans(data)?
+        .into_iter()
+        .map(|[ks, ke, vs, ve]| (&data[ks..ke], &data[vs..ve]))
+        .collect())
+}
+
+/// Where each key and value of `KEY\0VALUE\0...` starts and ends in `data`; the byte offset of
+/// the first malformed pair on error. (One vectorised pass for the NULs: scanning a byte at a
+/// time was half of decoding a header.)
+pub(crate) fn pair_spans(data: &[u8]) -> Result<Vec<[usize; 4]>, usize> {
     // A guess at the count (pairs average some 30 bytes), to spare most regrowing.
-    let mut pairs = Vec::with_capacity(data.len() / 24 + 1);
+    let mut spans = Vec::with_capacity(data.len() / 24 + 1);
     let mut nuls = memchr::memchr_iter(0, data);
     let mut start = 0;
     while start < data.len() {
         let (Some(key_end), Some(value_end)) = (nuls.next(), nuls.next()) else {
             return Err(start);
         };
-        pairs.push((&data[start..key_end], &data[key_end + 1..value_end]));
+        spans.push([start, key_end, key_end + 1, value_end]);
         start = value_end + 1;
     }
-    Ok(pairs)
+    Ok(spans)
 }
 
 /// Appends `KEY\0VALUE\0` pairs to `out` (see [`push_pair`]).

@@ -57,6 +57,11 @@ impl ScgiHeader {
             .map(|&[ks, ke, vs, ve]| (&self.raw[ks..ke], &self.raw[vs..ve]))
     }
 
+    /// The bytes of the pairs, as received.
+    pub fn text_len(&self) -> usize {
+        self.raw.len()
+    }
+
     /// How many pairs there are.
     pub fn len(&self) -> usize {
         self.spans.len()
@@ -82,7 +87,12 @@ impl ScgiHeader {
 /// Whether `key` may appear in a header: ASCII letters, digits, `_` and `-`. Anything else
 /// (spaces, `=`, control bytes) could smuggle odd names into the environment an app is given.
 pub fn valid_key(key: &[u8]) -> bool {
-    !key.is_empty() && key.iter().all(|&b| KEY_BYTES[usize::from(b)])
+    // Every byte looked up without an early exit: no branch per byte (keys are short, and
+    // valid as a rule).
+    !key.is_empty()
+        && key
+            .iter()
+            .fold(true, |ok, &b| ok & KEY_BYTES[usize::from(b)])
 }
 
 /// The bytes [`valid_key`] allows, as a table: checking every key byte of every request
@@ -171,29 +181,23 @@ pub fn decode(buf: &[u8], max_header: usize) -> Result<crate::Decoded<ScgiHeader
             found: comma,
         });
     }
-    let raw = crate::split_pairs(&buf[start..end])
-        .map_err(|o| ScgiError::BadPairs { offset: start + o })?;
-    let content_length = content_length(raw.first().copied())?;
+    let text = &buf[start..end];
+    let spans = crate::pair_spans(text).map_err(|o| ScgiError::BadPairs { offset: start + o })?;
+    let key = |i: usize| &text[spans[i][0]..spans[i][1]];
+    let content_length = content_length(spans.first().map(|s| (key(0), &text[s[2]..s[3]])))?;
     // The first pair in order that is bad or repeats an earlier key is the one reported.
-    let bad = raw.iter().position(|(k, _)| !valid_key(k));
-    let repeated = first_repeated_key(&raw);
+    let bad = (0..spans.len()).find(|&i| !valid_key(key(i)));
+    let repeated = first_repeated_key(text, &spans);
     if let Some(i) = bad.into_iter().chain(repeated).min() {
-        let k = raw[i].0;
+        let k = key(i);
         let key = String::from_utf8_lossy(k).into_owned();
-        let offset = k.as_ptr() as usize - buf.as_ptr() as usize;
+        let offset = start + spans[i][0];
         return Err(if Some(i) == bad {
             ScgiError::BadKey { key, offset }
         } else {
             ScgiError::DuplicateKey { key, offset }
         });
     }
-    let text = &buf[start..end];
-    let base = text.as_ptr() as usize;
-    let at = |part: &[u8]| part.as_ptr() as usize - base;
-    let spans = raw
-        .iter()
-        .map(|&(k, v)| [at(k), at(k) + k.len(), at(v), at(v) + v.len()])
-        .collect();
     Ok(Some((
         ScgiHeader {
             raw: text.to_vec(),
@@ -208,16 +212,28 @@ pub fn decode(buf: &[u8], max_header: usize) -> Result<crate::Decoded<ScgiHeader
 /// are client header names, so a fast unseeded hash could be fed collisions, and SipHash was a
 /// tenth of decoding. Length first: most keys differ in it, and many share a long prefix
 /// (`PASSENGER_`, `HTTP_`); the order only has to bring equal keys together, in pair order.
-fn first_repeated_key(pairs: &[(&[u8], &[u8])]) -> Option<usize> {
-    let mut keys: Vec<(&[u8], usize)> = pairs
-        .iter()
-        .enumerate()
-        .map(|(i, &(k, _))| (k, i))
-        .collect();
-    keys.sort_unstable_by(|(a, i), (b, j)| (a.len(), a, i).cmp(&(b.len(), b, j)));
-    keys.windows(2)
-        .filter(|w| w[0].0 == w[1].0)
-        .map(|w| w[1].1)
+/// The order is sorted on the stack for the usual header (up to 128 pairs).
+fn first_repeated_key(text: &[u8], spans: &[[usize; 4]]) -> Option<usize> {
+    let key = |i: u32| &text[spans[i as usize][0]..spans[i as usize][1]];
+    let mut on_stack = [0u32; 128];
+    let mut on_heap = Vec::new();
+    let order: &mut [u32] = if spans.len() <= on_stack.len() {
+        &mut on_stack[..spans.len()]
+    } else {
+        on_heap.resize(spans.len(), 0);
+        &mut on_heap
+    };
+    for (i, o) in order.iter_mut().enumerate() {
+        *o = i as u32;
+    }
+    order.sort_unstable_by(|&a, &b| {
+        let (x, y) = (key(a), key(b));
+        (x.len(), x, a).cmp(&(y.len(), y, b))
+    });
+    order
+        .windows(2)
+        .filter(|w| key(w[0]) == key(w[1]))
+        .map(|w| w[1] as usize)
         .min()
 }
 
@@ -419,5 +435,22 @@ mod tests {
                 offset: offset_of(0)
             }
         );
+    }
+
+    #[test]
+    fn a_repeat_is_found_among_more_pairs_than_are_sorted_on_the_stack() {
+        for count in [127, 128, 129, 400] {
+            let keys: Vec<String> = (0..count).map(|i| format!("K{i}")).collect();
+            let mut pairs = vec![(&b"CONTENT_LENGTH"[..], &b"0"[..])];
+            pairs.extend(keys.iter().map(|k| (k.as_bytes(), &b"v"[..])));
+            let wire = encode(pairs.iter().copied());
+            assert!(decode(&wire, 1 << 20).unwrap().is_some(), "{count}");
+            pairs.push((b"K5", b"again"));
+            let err = decode(&encode(pairs), 1 << 20).unwrap_err();
+            assert!(
+                matches!(&err, ScgiError::DuplicateKey { key, .. } if key == "K5"),
+                "{count}: {err}"
+            );
+        }
     }
 }

@@ -33,7 +33,18 @@ pub enum SessionHeaderError {
 
 /// Encodes the session header (length prefix and pairs); the body follows it on the socket.
 pub fn encode_header<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Vec<u8> {
-    let mut out = vec![0u8; 4];
+    encode_header_sized(256, pairs)
+}
+
+/// [`encode_header`] into a buffer made for about `capacity` bytes of pairs: the core knows
+/// roughly how large each request's header is, and a buffer grown from nothing was reallocated
+/// about seven times per request.
+pub fn encode_header_sized<'a>(
+    capacity: usize,
+    pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + capacity);
+    out.extend_from_slice(&[0; 4]);
     crate::join_pairs(&mut out, pairs);
     let len = u32::try_from(out.len() - 4).expect("session header below 4 GiB");
     out[..4].copy_from_slice(&len.to_be_bytes());
