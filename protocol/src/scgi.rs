@@ -210,31 +210,45 @@ pub fn decode(buf: &[u8], max_header: usize) -> Result<crate::Decoded<ScgiHeader
 
 /// The index of the first pair whose key came before. Sorting rather than hashing: most keys
 /// are client header names, so a fast unseeded hash could be fed collisions, and SipHash was a
-/// tenth of decoding. Length first: most keys differ in it, and many share a long prefix
-/// (`PASSENGER_`, `HTTP_`); the order only has to bring equal keys together, in pair order.
-/// The order is sorted on the stack for the usual header (up to 128 pairs).
+/// tenth of decoding. What is sorted is a number per key (its length and last bytes, then its
+/// index: on the stack for up to 128 pairs), which sets nearly all keys apart; only keys that
+/// share it are compared whole, sorted among themselves (so no input makes this quadratic).
 fn first_repeated_key(text: &[u8], spans: &[[usize; 4]]) -> Option<usize> {
     let key = |i: u32| &text[spans[i as usize][0]..spans[i as usize][1]];
-    let mut on_stack = [0u32; 128];
+    let mut on_stack = [0u128; 128];
     let mut on_heap = Vec::new();
-    let order: &mut [u32] = if spans.len() <= on_stack.len() {
+    let order: &mut [u128] = if spans.len() <= on_stack.len() {
         &mut on_stack[..spans.len()]
     } else {
         on_heap.resize(spans.len(), 0);
         &mut on_heap
     };
     for (i, o) in order.iter_mut().enumerate() {
-        *o = i as u32;
+        *o = (u128::from(fingerprint(key(i as u32))) << 32) | i as u128;
     }
-    order.sort_unstable_by(|&a, &b| {
-        let (x, y) = (key(a), key(b));
-        (x.len(), x, a).cmp(&(y.len(), y, b))
-    });
-    order
-        .windows(2)
-        .filter(|w| key(w[0]) == key(w[1]))
-        .map(|w| w[1] as usize)
-        .min()
+    order.sort_unstable();
+    let mut first = None;
+    for alike in order.chunk_by(|a, b| a >> 32 == b >> 32) {
+        if alike.len() < 2 {
+            continue;
+        }
+        let mut indices: Vec<u32> = alike.iter().map(|&o| o as u32).collect();
+        indices.sort_unstable_by(|&a, &b| key(a).cmp(key(b)).then(a.cmp(&b)));
+        let repeats = indices.windows(2).filter(|w| key(w[0]) == key(w[1]));
+        first = first
+            .into_iter()
+            .chain(repeats.map(|w| w[1] as usize))
+            .min();
+    }
+    first
+}
+
+/// A key's length and its last five bytes: equal for equal keys, and different for nearly all
+/// others (names that differ share a prefix far more often than an ending and a length).
+fn fingerprint(key: &[u8]) -> u64 {
+    let tail = &key[key.len().saturating_sub(5)..];
+    tail.iter()
+        .fold(key.len() as u64, |f, &b| (f << 8) | u64::from(b))
 }
 
 /// Reads the `<len>:` prefix: `Ok(None)` while incomplete, else the length and where the
@@ -435,6 +449,26 @@ mod tests {
                 offset: offset_of(0)
             }
         );
+    }
+
+    #[test]
+    fn keys_alike_in_length_and_ending_are_told_apart() {
+        let decoded = |keys: &[&str]| {
+            let mut pairs = vec![(&b"CONTENT_LENGTH"[..], &b"0"[..])];
+            pairs.extend(keys.iter().map(|k| (k.as_bytes(), &b"v"[..])));
+            decode(&encode(pairs), 1000).map(|h| h.is_some())
+        };
+        assert_eq!(decoded(&["A_TAIL", "B_TAIL", "C_TAIL"]), Ok(true));
+        let err = decoded(&["A_TAIL", "B_TAIL", "C_TAIL", "B_TAIL", "A_TAIL"]).unwrap_err();
+        assert!(
+            matches!(&err, ScgiError::DuplicateKey { key, .. } if key == "B_TAIL"),
+            "{err}"
+        );
+        assert_ne!(
+            fingerprint(b"HTTP_ACCEPT_ENCODING"),
+            fingerprint(b"HTTP_ACCEPT_LANGUAGE")
+        );
+        assert_eq!(fingerprint(b"X_TAIL"), fingerprint(b"Y_TAIL"));
     }
 
     #[test]
