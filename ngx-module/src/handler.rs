@@ -3,6 +3,7 @@
 //! connects to the core's unix socket, sends the SCGI request built in [`crate::scgi_request`]
 //! and streams back the response parsed in [`crate::response`].
 
+use std::borrow::Cow;
 use std::ffi::{OsStr, c_void};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -50,21 +51,22 @@ pub unsafe extern "C" fn content_handler(r: *mut ngx_http_request_t) -> ngx_int_
 }
 
 /// What serves a request.
-enum Route {
+enum Route<'a> {
     /// nginx itself (a static file, or no app here).
     Decline,
     /// nginx, after an internal redirect to this URI (a page-cached `<uri>.html`).
     Redirect(Vec<u8>),
-    App(AppRoute),
+    App(AppRoute<'a>),
 }
 
-/// Where a request's app is.
-struct AppRoute {
+/// Where a request's app is. Borrowed from the request and the configuration where it can be:
+/// this is worked out for every request, and copied into the request's pool after.
+struct AppRoute<'a> {
     app_type: AppType,
-    app_root: PathBuf,
+    app_root: Cow<'a, Path>,
     startup_file: PathBuf,
-    document_root: Vec<u8>,
-    base_uri: Vec<u8>,
+    document_root: Cow<'a, [u8]>,
+    base_uri: &'a [u8],
 }
 
 unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
@@ -98,15 +100,19 @@ unsafe fn handle(r: *mut ngx_http_request_t) -> ngx_int_t {
         return rc(NGX_HTTP_SERVICE_UNAVAILABLE);
     }
 
-    unsafe { start_upstream(r, lcf, &app) }.unwrap_or(rc(NGX_HTTP_INTERNAL_SERVER_ERROR))
+    // The route borrows the configuration: its strings go into the request's pool first.
+    let Some(ctx) = (unsafe { new_request_ctx(r, lcf, &app) }) else {
+        return rc(NGX_HTTP_INTERNAL_SERVER_ERROR);
+    };
+    unsafe { start_upstream(r, lcf, ctx) }.unwrap_or(rc(NGX_HTTP_INTERNAL_SERVER_ERROR))
 }
 
 /// Static file, app, or a configuration error (as the status to answer).
-unsafe fn route(
+unsafe fn route<'a>(
     r: *mut ngx_http_request_t,
-    lcf: &LocConf,
+    lcf: &'a LocConf,
     mcf: &MainConf,
-) -> Result<Route, ngx_int_t> {
+) -> Result<Route<'a>, ngx_int_t> {
     let log = unsafe { request_log(r) };
     let mut path = ngx_str_t {
         len: 0,
@@ -118,7 +124,8 @@ unsafe fn route(
         return Err(rc(NGX_HTTP_INTERNAL_SERVER_ERROR));
     }
     // SAFETY: ngx_http_map_uri_to_path wrote the path from path.data up to `last`.
-    let file =
+    // (In the request's pool, which outlives the route.)
+    let file: &'a [u8] =
         unsafe { std::slice::from_raw_parts(path.data, last.offset_from(path.data) as usize) };
     let mut mapped_root = &file[..root_len.min(file.len())];
     while mapped_root.len() > 1 && mapped_root.ends_with(b"/") {
@@ -151,9 +158,18 @@ unsafe fn route(
     }
 
     let app_root = if !lcf.app_root().is_empty() {
-        PathBuf::from(OsStr::from_bytes(lcf.app_root()))
+        Cow::Borrowed(Path::new(OsStr::from_bytes(lcf.app_root())))
     } else {
-        match crate::sub_uri::app_root_of(Path::new(OsStr::from_bytes(&document_root)), base_uri) {
+        let found = match document_root {
+            Cow::Borrowed(root) => {
+                crate::sub_uri::app_root_of(Path::new(OsStr::from_bytes(root)), base_uri)
+            }
+            Cow::Owned(ref root) => {
+                crate::sub_uri::app_root_of(Path::new(OsStr::from_bytes(root)), base_uri)
+                    .map(|p| Cow::Owned(p.into_owned()))
+            }
+        };
+        match found {
             Some(p) => p,
             None => {
                 unsafe {
@@ -174,10 +190,10 @@ unsafe fn route(
     if !start_command.data.is_null() && start_command.len > 0 {
         return Ok(Route::App(AppRoute {
             app_type: AppType::Generic,
-            startup_file: app_root.clone(),
+            startup_file: app_root.to_path_buf(),
             app_root,
             document_root,
-            base_uri: base_uri.unwrap_or_default().to_vec(),
+            base_uri: base_uri.unwrap_or_default(),
         }));
     }
     let detected = || crate::detect::app_type(&app_root, mcf.stat_throttle_rate);
@@ -203,7 +219,7 @@ unsafe fn route(
         app_root,
         startup_file,
         document_root,
-        base_uri: base_uri.unwrap_or_default().to_vec(),
+        base_uri: base_uri.unwrap_or_default(),
     }))
 }
 
@@ -218,18 +234,17 @@ unsafe fn location_is_alias(r: *mut ngx_http_request_t) -> bool {
 
 /// Static files of a GET or HEAD request: the file itself; for a URI ending in `/`, its
 /// `index.html` (served by nginx's index module); else a page-cached `<uri>.html`.
-unsafe fn static_route(r: *mut ngx_http_request_t, file: &[u8]) -> Option<Route> {
+unsafe fn static_route(r: *mut ngx_http_request_t, file: &[u8]) -> Option<Route<'static>> {
     let log = unsafe { request_log(r) };
-    let with = |suffix: &[u8]| [file, suffix].concat();
     // A path ending in `/` is never a regular file: only its index.html is looked for.
     let route = if file.ends_with(b"/") {
-        if !is_file(&with(b"index.html")) {
+        if !is_file_with(file, b"index.html") {
             return None;
         }
         Route::Decline
     } else if is_file(file) {
         Route::Decline
-    } else if is_file(&with(b".html")) {
+    } else if is_file_with(file, b".html") {
         Route::Redirect([unsafe { bytes(&(*r).uri) }, b".html"].concat())
     } else {
         return None;
@@ -259,17 +274,30 @@ fn is_file(path: &[u8]) -> bool {
     std::fs::metadata(OsStr::from_bytes(path)).is_ok_and(|m| m.is_file())
 }
 
+/// Whether `file` then `suffix` is a regular file; the path is put together on the stack when
+/// it fits (this runs for every GET of a directory URI, `/` among them).
+fn is_file_with(file: &[u8], suffix: &[u8]) -> bool {
+    let mut on_stack = [0u8; 512];
+    let len = file.len() + suffix.len();
+    if len > on_stack.len() {
+        return is_file(&[file, suffix].concat());
+    }
+    on_stack[..file.len()].copy_from_slice(file);
+    on_stack[file.len()..len].copy_from_slice(suffix);
+    is_file(&on_stack[..len])
+}
+
 fn lossy(b: &[u8]) -> std::borrow::Cow<'_, str> {
     String::from_utf8_lossy(b)
 }
 
-/// Sets up `r->upstream` towards the core and starts reading the request body; `None` when
-/// out of memory.
-unsafe fn start_upstream(
+/// The request's context, its strings copied into the request's pool; `None` when out of
+/// memory.
+unsafe fn new_request_ctx(
     r: *mut ngx_http_request_t,
-    lcf: &mut LocConf,
-    app: &AppRoute,
-) -> Option<ngx_int_t> {
+    lcf: &LocConf,
+    app: &AppRoute<'_>,
+) -> Option<*mut RequestCtx> {
     unsafe {
         let pool = (*r).pool;
         let ctx: *mut RequestCtx = pool_zeroed(pool);
@@ -286,11 +314,23 @@ unsafe fn start_upstream(
                 document_root: pool_str(pool, &app.document_root)?,
                 app_env: lcf.app_env,
                 ruby: lcf.ruby,
-                base_uri: pool_str(pool, &app.base_uri)?,
+                base_uri: pool_str(pool, app.base_uri)?,
                 group_name: lcf.app_group_name,
             },
         );
+        Some(ctx)
+    }
+}
 
+/// Sets up `r->upstream` towards the core and starts reading the request body; `None` when
+/// out of memory.
+unsafe fn start_upstream(
+    r: *mut ngx_http_request_t,
+    lcf: &mut LocConf,
+    ctx: *mut RequestCtx,
+) -> Option<ngx_int_t> {
+    unsafe {
+        let pool = (*r).pool;
         if ngx_http_upstream_create(r) != NGX_OK as ngx_int_t {
             return None;
         }

@@ -14,11 +14,11 @@
 //! request that did not ask for it is refused as an invalid response (502), never left to hang
 //! as a body without end.
 
+use std::ffi::{CStr, CString};
 use std::ptr;
+use std::sync::OnceLock;
 
-use nginx_sys::{
-    NGINX_VERSION, ngx_hash_key, ngx_http_core_loc_conf_t, ngx_http_core_module, ngx_str_t,
-};
+use nginx_sys::{NGINX_VERSION, ngx_hash_key, ngx_http_core_loc_conf_t, ngx_http_core_module};
 use nginx_sys::{
     NGX_AGAIN, NGX_ERROR, NGX_HTTP_HEAD, NGX_HTTP_NO_CONTENT, NGX_HTTP_NOT_MODIFIED,
     NGX_HTTP_PARSE_HEADER_DONE, NGX_HTTP_SWITCHING_PROTOCOLS, NGX_HTTP_UPSTREAM_INVALID_HEADER,
@@ -32,8 +32,8 @@ use nginx_sys::{
 use crate::config::MainConf;
 use crate::handler::{RequestCtx, module};
 use crate::util::{
-    guard, log_debug, log_error, pool_str, rc, request_ctx, request_loc_conf, request_log,
-    request_main_conf,
+    guard, log_debug, log_error, rc, request_ctx, request_loc_conf, request_log, request_main_conf,
+    static_cstr,
 };
 
 /// `u->reinit_request`: the response is read again from scratch.
@@ -192,6 +192,22 @@ unsafe fn header_done(r: *mut ngx_http_request_t) -> ngx_int_t {
     }
 }
 
+/// `ngx_hash_key("server")`, computed once.
+static SERVER_HASH: OnceLock<ngx_uint_t> = OnceLock::new();
+
+/// `nginx/<version> + passenger-rs <version>`, made once rather than for every response.
+fn server_header_value() -> &'static CStr {
+    static VALUE: OnceLock<CString> = OnceLock::new();
+    VALUE.get_or_init(|| {
+        let text = format!(
+            "nginx/{} + passenger-rs {}",
+            NGINX_VERSION.to_string_lossy(),
+            passenger_protocol::VERSION
+        );
+        CString::new(text).unwrap_or_default()
+    })
+}
+
 /// With `passenger_show_version_in_header on` (the default) and nginx's `server_tokens on`, a
 /// response whose app sent no `Server` header gets `Server: nginx/<version> + passenger-rs
 /// <version>`, as Passenger's own module does; otherwise nginx writes its usual one.
@@ -209,31 +225,16 @@ unsafe fn add_server_header(r: *mut ngx_http_request_t) -> ngx_int_t {
         {
             return rc(NGX_OK);
         }
-        let value = format!(
-            "nginx/{} + passenger-rs {}",
-            NGINX_VERSION.to_string_lossy(),
-            passenger_protocol::VERSION
-        );
         let h = ngx_list_push(&mut (*u).headers_in.headers) as *mut ngx_table_elt_t;
         if h.is_null() {
             return rc(NGX_ERROR);
         }
-        let (Some(key), Some(value), Some(lowcase)) = (
-            pool_str((*r).pool, b"Server\0"),
-            pool_str((*r).pool, [value.as_bytes(), b"\0"].concat().as_slice()),
-            pool_str((*r).pool, b"server\0"),
-        ) else {
-            (*h).hash = 0;
-            return rc(NGX_ERROR);
-        };
-        // Lengths without the NULs, which nginx's own header strings also carry.
-        (*h).key = ngx_str_t { len: 6, ..key };
-        (*h).value = ngx_str_t {
-            len: value.len - 1,
-            ..value
-        };
-        (*h).lowcase_key = lowcase.data;
-        (*h).hash = ngx_hash_key(lowcase.data, 6);
+        // Static strings, as nginx's own header filter sets them: nothing writes to them. They
+        // end in a NUL that their lengths leave out, as the header strings nginx parses do.
+        (*h).key = static_cstr(c"Server");
+        (*h).value = static_cstr(server_header_value());
+        (*h).lowcase_key = c"server".as_ptr() as *mut u8;
+        (*h).hash = *SERVER_HASH.get_or_init(|| ngx_hash_key(c"server".as_ptr() as *mut u8, 6));
         #[cfg(nginx1_23_0)]
         {
             (*h).next = ptr::null_mut();

@@ -290,16 +290,6 @@ fn build_header(
     password: &[u8],
     content_length: u64,
 ) -> Vec<u8> {
-    let group = match app.group_name {
-        Some(name) => std::borrow::Cow::Borrowed(name),
-        None => std::borrow::Cow::Owned(
-            options::default_group_name(
-                &String::from_utf8_lossy(app.app_root),
-                &String::from_utf8_lossy(app.app_env),
-            )
-            .into_bytes(),
-        ),
-    };
     // Under a base URI the app sees it as SCRIPT_NAME and the rest of the path as PATH_INFO.
     let path_info = req
         .path_info
@@ -345,16 +335,27 @@ fn build_header(
         header.pair(b"CONTENT_TYPE", ct);
     }
     add_http_variables(&mut header, &req.headers, req.can_upgrade);
-    let app_options: [(&str, &[u8]); 6] = [
+    let app_options: [(&str, &[u8]); 5] = [
         (options::APP_ROOT, app.app_root),
         (options::APP_TYPE, app.app_type.name().as_bytes()),
         (options::STARTUP_FILE, app.startup_file),
         (options::APP_ENV, app.app_env),
-        (options::APP_GROUP_NAME, &group),
         (options::RUBY, app.ruby),
     ];
     for (k, v) in app_options {
         header.pair(k.as_bytes(), v);
+    }
+    let group = options::APP_GROUP_NAME.as_bytes();
+    match app.group_name {
+        Some(name) => header.pair(group, name),
+        None => {
+            let (root, env) = (
+                String::from_utf8_lossy(app.app_root),
+                String::from_utf8_lossy(app.app_env),
+            );
+            let parts = options::default_group_name_parts(&root, &env);
+            header.pair_from_parts(group, parts.iter().map(|p| p.as_bytes()));
+        }
     }
     if !app.base_uri.is_empty() {
         header.pair(options::BASE_URI.as_bytes(), app.base_uri);

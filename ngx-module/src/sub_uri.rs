@@ -7,7 +7,8 @@
 //! already is the app's document root; `passenger_document_root` and `passenger_app_root`
 //! override either.
 
-use std::path::{Path, PathBuf};
+use std::borrow::Cow;
+use std::path::Path;
 
 /// The longest of `base_uris` (given longest first) that `uri` is under, on a segment
 /// boundary: `/blog` matches `/blog` and `/blog/x`, not `/blogs`.
@@ -18,28 +19,32 @@ pub fn matching_base_uri<'a>(base_uris: &[&'a [u8]], uri: &[u8]) -> Option<&'a [
         .find(|base| uri.starts_with(base) && (uri.len() == base.len() || uri[base.len()] == b'/'))
 }
 
-/// The document root the app is told about (`DOCUMENT_ROOT`).
-pub fn document_root(
-    configured: &[u8],
-    mapped_root: &[u8],
+/// The document root the app is told about (`DOCUMENT_ROOT`); borrowed but under a base URI
+/// (this runs for every request).
+pub fn document_root<'a>(
+    configured: &'a [u8],
+    mapped_root: &'a [u8],
     base_uri: Option<&[u8]>,
     aliased: bool,
-) -> Vec<u8> {
+) -> Cow<'a, [u8]> {
     match base_uri {
-        _ if !configured.is_empty() => configured.to_vec(),
-        Some(base) if !aliased => [mapped_root, base].concat(),
-        _ => mapped_root.to_vec(),
+        _ if !configured.is_empty() => Cow::Borrowed(configured),
+        Some(base) if !aliased => Cow::Owned([mapped_root, base].concat()),
+        _ => Cow::Borrowed(mapped_root),
     }
 }
 
 /// The app root when `passenger_app_root` is not set: the parent of the document root, through
-/// a symlink for a sub-URI app.
-pub fn app_root_of(document_root: &Path, base_uri: Option<&[u8]>) -> Option<PathBuf> {
-    let resolved = match base_uri {
-        Some(_) => std::fs::canonicalize(document_root).unwrap_or(document_root.to_path_buf()),
-        None => document_root.to_path_buf(),
-    };
-    resolved.parent().map(Path::to_path_buf)
+/// a symlink for a sub-URI app (borrowed from `document_root` otherwise).
+pub fn app_root_of<'a>(document_root: &'a Path, base_uri: Option<&[u8]>) -> Option<Cow<'a, Path>> {
+    match base_uri {
+        Some(_) => {
+            let resolved =
+                std::fs::canonicalize(document_root).unwrap_or(document_root.to_path_buf());
+            resolved.parent().map(|p| Cow::Owned(p.to_path_buf()))
+        }
+        None => document_root.parent().map(Cow::Borrowed),
+    }
 }
 
 #[cfg(test)]
@@ -62,17 +67,35 @@ mod tests {
     #[test]
     fn document_roots() {
         assert_eq!(
-            document_root(b"", b"/s/public", Some(b"/b"), false),
+            &*document_root(b"", b"/s/public", Some(b"/b"), false),
             b"/s/public/b"
         );
         assert_eq!(
-            document_root(b"", b"/a/public", Some(b"/b"), true),
+            &*document_root(b"", b"/a/public", Some(b"/b"), true),
             b"/a/public"
         );
         assert_eq!(
-            document_root(b"/x/public", b"/s/public", Some(b"/b"), false),
+            &*document_root(b"/x/public", b"/s/public", Some(b"/b"), false),
             b"/x/public"
         );
-        assert_eq!(document_root(b"", b"/s/public", None, false), b"/s/public");
+        assert_eq!(
+            &*document_root(b"", b"/s/public", None, false),
+            b"/s/public"
+        );
+        // Nothing is copied but under a base URI.
+        assert!(matches!(
+            document_root(b"", b"/s/public", None, false),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn app_roots() {
+        let root = app_root_of(Path::new("/s/app/public"), None).unwrap();
+        assert!(matches!(&root, Cow::Borrowed(p) if *p == Path::new("/s/app")));
+        assert_eq!(app_root_of(Path::new("/"), None), None);
+        // Under a base URI the document root is resolved first (here it does not exist).
+        let root = app_root_of(Path::new("/nonexistent/x/public"), Some(b"/b")).unwrap();
+        assert_eq!(root, Path::new("/nonexistent/x"));
     }
 }

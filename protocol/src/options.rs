@@ -187,7 +187,13 @@ impl AppType {
 
 /// The default group name of an app: `<app root> (<environment>)`.
 pub fn default_group_name(app_root: &str, env: &str) -> String {
-    format!("{app_root} ({env})")
+    default_group_name_parts(app_root, env).concat()
+}
+
+/// [`default_group_name`] in the pieces it is made of, for writing it out without making it
+/// first (the nginx module sends it with every request).
+pub fn default_group_name_parts<'a>(app_root: &'a str, env: &'a str) -> [&'a str; 4] {
+    [app_root, " (", env, ")"]
 }
 
 /// Encodes `passenger_env_var` pairs for [`ENV_VARS`]: `NAME\0VALUE\0...`, base64 (standard
