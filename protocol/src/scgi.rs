@@ -210,11 +210,15 @@ pub fn decode(buf: &[u8], max_header: usize) -> Result<crate::Decoded<ScgiHeader
 
 /// The index of the first pair whose key came before. Sorting rather than hashing: most keys
 /// are client header names, so a fast unseeded hash could be fed collisions, and SipHash was a
-/// tenth of decoding. What is sorted is a number per key (its length and last bytes, then its
-/// index: on the stack for up to 128 pairs), which sets nearly all keys apart; only keys that
-/// share it are compared whole, sorted among themselves (so no input makes this quadratic).
+/// tenth of decoding. What is sorted is a number per key (see [`fingerprint`]) and its index,
+/// on the stack for up to 128 pairs: it sets nearly all keys apart. Keys that share the number
+/// are then compared whole, sorted among themselves in place (so no input makes this
+/// quadratic, and nothing is allocated).
 fn first_repeated_key(text: &[u8], spans: &[[usize; 4]]) -> Option<usize> {
-    let key = |i: u32| &text[spans[i as usize][0]..spans[i as usize][1]];
+    let key = |o: u128| {
+        let [start, end, ..] = spans[o as u32 as usize];
+        &text[start..end]
+    };
     let mut on_stack = [0u128; 128];
     let mut on_heap = Vec::new();
     let order: &mut [u128] = if spans.len() <= on_stack.len() {
@@ -224,31 +228,36 @@ fn first_repeated_key(text: &[u8], spans: &[[usize; 4]]) -> Option<usize> {
         &mut on_heap
     };
     for (i, o) in order.iter_mut().enumerate() {
-        *o = (u128::from(fingerprint(key(i as u32))) << 32) | i as u128;
+        *o = (u128::from(fingerprint(key(i as u128))) << 32) | i as u128;
     }
     order.sort_unstable();
     let mut first = None;
-    for alike in order.chunk_by(|a, b| a >> 32 == b >> 32) {
+    for alike in order.chunk_by_mut(|a, b| a >> 32 == b >> 32) {
         if alike.len() < 2 {
             continue;
         }
-        let mut indices: Vec<u32> = alike.iter().map(|&o| o as u32).collect();
-        indices.sort_unstable_by(|&a, &b| key(a).cmp(key(b)).then(a.cmp(&b)));
-        let repeats = indices.windows(2).filter(|w| key(w[0]) == key(w[1]));
+        // Equal keys next to each other, each run in pair order (the index is the low bits).
+        alike.sort_unstable_by(|&a, &b| key(a).cmp(key(b)).then(a.cmp(&b)));
+        let repeats = alike.windows(2).filter(|w| key(w[0]) == key(w[1]));
         first = first
             .into_iter()
-            .chain(repeats.map(|w| w[1] as usize))
+            .chain(repeats.map(|w| w[1] as u32 as usize))
             .min();
     }
     first
 }
 
-/// A key's length and its last five bytes: equal for equal keys, and different for nearly all
-/// others (names that differ share a prefix far more often than an ending and a length).
+/// A number equal for equal keys and different for nearly all others: the length, the first
+/// two bytes and the last four. (Names that differ share a prefix far more often than all
+/// three: `PASSENGER_*`, `HTTP_*`; the CGI names `SCRIPT_NAME` and `SERVER_NAME`, or
+/// `SERVER_PORT` and `REMOTE_PORT`, differ in their first bytes.)
 fn fingerprint(key: &[u8]) -> u64 {
-    let tail = &key[key.len().saturating_sub(5)..];
-    tail.iter()
-        .fold(key.len() as u64, |f, &b| (f << 8) | u64::from(b))
+    let head = key.iter().take(2);
+    let tail = key[key.len().saturating_sub(4)..].iter();
+    head.chain(tail)
+        .fold(key.len().min(0xffff) as u64, |f, &b| {
+            (f << 8) | u64::from(b)
+        })
 }
 
 /// Reads the `<len>:` prefix: `Ok(None)` while incomplete, else the length and where the
@@ -452,23 +461,35 @@ mod tests {
     }
 
     #[test]
-    fn keys_alike_in_length_and_ending_are_told_apart() {
+    fn keys_alike_in_length_and_ends_are_told_apart() {
         let decoded = |keys: &[&str]| {
             let mut pairs = vec![(&b"CONTENT_LENGTH"[..], &b"0"[..])];
             pairs.extend(keys.iter().map(|k| (k.as_bytes(), &b"v"[..])));
             decode(&encode(pairs), 1000).map(|h| h.is_some())
         };
-        assert_eq!(decoded(&["A_TAIL", "B_TAIL", "C_TAIL"]), Ok(true));
-        let err = decoded(&["A_TAIL", "B_TAIL", "C_TAIL", "B_TAIL", "A_TAIL"]).unwrap_err();
+        let keys = ["K_A_TAIL", "K_B_TAIL", "K_C_TAIL"];
         assert!(
-            matches!(&err, ScgiError::DuplicateKey { key, .. } if key == "B_TAIL"),
-            "{err}"
+            keys.iter()
+                .all(|k| fingerprint(k.as_bytes()) == fingerprint(b"K_A_TAIL"))
         );
-        assert_ne!(
-            fingerprint(b"HTTP_ACCEPT_ENCODING"),
-            fingerprint(b"HTTP_ACCEPT_LANGUAGE")
+        assert_eq!(decoded(&keys), Ok(true));
+        let err = decoded(&["K_A_TAIL", "K_B_TAIL", "K_C_TAIL", "K_B_TAIL", "K_A_TAIL"]);
+        assert!(
+            matches!(&err, Err(ScgiError::DuplicateKey { key, .. }) if key == "K_B_TAIL"),
+            "{err:?}"
         );
-        assert_eq!(fingerprint(b"X_TAIL"), fingerprint(b"Y_TAIL"));
+        for (a, b) in [
+            ("HTTP_ACCEPT_ENCODING", "HTTP_ACCEPT_LANGUAGE"),
+            ("SCRIPT_NAME", "SERVER_NAME"),
+            ("SERVER_PORT", "REMOTE_PORT"),
+            ("A", "B"),
+        ] {
+            assert_ne!(
+                fingerprint(a.as_bytes()),
+                fingerprint(b.as_bytes()),
+                "{a} {b}"
+            );
+        }
     }
 
     #[test]
