@@ -553,7 +553,7 @@ fn release_locked(inner: &mut Inner, process: &Process, actions: &mut Actions) {
 /// have received meanwhile is given back.
 struct WaitGuard<'a, S: Spawner> {
     pool: &'a Pool<S>,
-    group: String,
+    group: &'a str,
     id: u64,
     rx: Option<oneshot::Receiver<Grant>>,
 }
@@ -566,7 +566,7 @@ impl<S: Spawner> Drop for WaitGuard<'_, S> {
         let mut actions = Actions::default();
         {
             let mut inner = self.pool.lock();
-            if let Some(g) = inner.groups.get_mut(&self.group) {
+            if let Some(g) = inner.groups.get_mut(self.group) {
                 g.waiters.retain(|w| w.id != self.id);
             }
             // Grants are sent under the lock: either it is in the channel now or never comes.
@@ -654,10 +654,14 @@ impl<S: Spawner> Pool<S> {
                 self.track(tokio::spawn(housekeeper(self.me.clone())));
             }
             let now = Instant::now();
-            let group = inner
-                .groups
-                .entry(options.group_name.clone())
-                .or_insert_with(|| new_group(options, now));
+            // (Looked up before inserting: `entry` would copy the name on every checkout.)
+            let name = options.group_name.as_str();
+            if !inner.groups.contains_key(name) {
+                inner
+                    .groups
+                    .insert(name.to_string(), new_group(options, now));
+            }
+            let group = inner.groups.get_mut(name).expect("inserted above");
             group.demanded = true;
             if group.restart_due(now) {
                 restart_group(group, options);
@@ -707,7 +711,7 @@ impl<S: Spawner> Pool<S> {
 
         let mut guard = WaitGuard {
             pool: self,
-            group: options.group_name.clone(),
+            group: &options.group_name,
             id,
             rx: Some(rx),
         };

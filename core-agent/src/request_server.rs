@@ -517,14 +517,19 @@ async fn client_gone(conn: &mut UnixStream, body: &mut Vec<u8>, content_length: 
                 .await
         } else {
             // Bytes beyond the body would start the next request (nginx sends none before the
-            // response is complete): kept for it, within reason. Read to see EOF.
+            // response is complete): kept for it, within reason. Read to see EOF, into a small
+            // buffer here: as a rule nothing comes, and most requests wait a little.
             let beyond = body.len() - content_length as usize;
             if beyond >= HEADER_READ {
                 return std::future::pending().await;
             }
-            body.reserve(HEADER_READ - beyond);
-            conn.read_buf(&mut (&mut *body).limit(HEADER_READ - beyond))
-                .await
+            let mut chunk = [0u8; 512];
+            let want = chunk.len().min(HEADER_READ - beyond);
+            let read = conn.read(&mut chunk[..want]).await;
+            if let Ok(n) = read {
+                body.extend_from_slice(&chunk[..n]);
+            }
+            read
         };
         if matches!(read, Ok(0) | Err(_)) {
             return;
