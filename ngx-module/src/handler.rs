@@ -160,6 +160,9 @@ unsafe fn route<'a>(
     let app_root = if !lcf.app_root().is_empty() {
         Cow::Borrowed(Path::new(OsStr::from_bytes(lcf.app_root())))
     } else {
+        // A borrowed document root lends its parent to the route. An owned one (built under a
+        // base URI, which app_root_of resolves to a path of its own anyway) cannot outlive
+        // this function, so its app root is made owned too.
         let found = match document_root {
             Cow::Borrowed(root) => {
                 crate::sub_uri::app_root_of(Path::new(OsStr::from_bytes(root)), base_uri)

@@ -215,6 +215,7 @@ pub fn decode(buf: &[u8], max_header: usize) -> Result<crate::Decoded<ScgiHeader
 /// are then compared whole, sorted among themselves in place (so no input makes this
 /// quadratic, and nothing is allocated).
 fn first_repeated_key(text: &[u8], spans: &[[usize; 4]]) -> Option<usize> {
+    // `o`: an entry of `order` below, whose low 32 bits are the pair's index.
     let key = |o: u128| {
         let [start, end, ..] = spans[o as u32 as usize];
         &text[start..end]

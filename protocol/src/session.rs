@@ -94,12 +94,12 @@ pub fn decode_header(
     let Some(data) = buf.get(4..4 + len) else {
         return Ok(None);
     };
-    let pairs =
-        crate::split_pairs(data).map_err(|o| SessionHeaderError::BadPairs { offset: 4 + o })?;
+    let spans =
+        crate::pair_spans(data).map_err(|o| SessionHeaderError::BadPairs { offset: 4 + o })?;
     Ok(Some((
-        pairs
+        spans
             .into_iter()
-            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .map(|[ks, ke, vs, ve]| (data[ks..ke].to_vec(), data[vs..ve].to_vec()))
             .collect(),
         4 + len,
     )))
