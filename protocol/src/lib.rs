@@ -45,9 +45,9 @@ pub fn decimal(n: u64, buf: &mut [u8; 20]) -> &[u8] {
     }
 }
 
-/// Where each key and value of `KEY\0VALUE\0...` starts and ends in `data` (used by the SCGI and
-/// session formats alike); the byte offset of the first malformed pair on error. (One vectorised pass for the NULs: scanning a byte at a
-/// time was half of decoding a header.)
+/// Where each key and value of `KEY\0VALUE\0...` starts and ends in `data` (used by the SCGI
+/// and session formats alike); the byte offset of the first malformed pair on error. (One
+/// vectorised pass for the NULs: scanning a byte at a time was half of decoding a header.)
 pub(crate) fn pair_spans(data: &[u8]) -> Result<Vec<[usize; 4]>, usize> {
     // A guess at the count (pairs average some 30 bytes), to spare most regrowing.
     let mut spans = Vec::with_capacity(data.len() / 24 + 1);
